@@ -1,0 +1,50 @@
+"""Stage 3 (Eq. 4): prototype intensity I_t(x)[k] = Σ_{(u,v): A(x)[u,v] = k} S_t(x)[u,v]."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import I2XError
+
+
+def intensity(saliency: np.ndarray, assignments: np.ndarray, k: int) -> np.ndarray:
+    """Sum saliency over the positions assigned to each prototype.
+
+    saliency: (..., N, H', W') (e.g. (T+1, N, H', W') for all checkpoints);
+    assignments: (N, H', W') ints in 0..k-1. Returns (..., N, k) float64.
+    """
+    s = np.asarray(saliency)
+    a = np.asarray(assignments)
+    if s.shape[-3:] != a.shape:
+        raise I2XError(f"saliency {s.shape} and assignments {a.shape} disagree: both need (N, H', W') last")
+    if a.size and (a.min() < 0 or a.max() >= k):
+        raise I2XError(f"assignments hold values outside 0..{k - 1}: pass the k the prototypes were fitted with")
+    lead = s.shape[:-3]
+    n = a.shape[0]
+    s2 = s.reshape(-1, n, a.shape[1] * a.shape[2])               # (L, N, HW)
+    L = s2.shape[0]
+    # one bincount over flat (l, n, k) bins: exact sums, no (N, HW, K) one-hot in memory
+    bins = (np.arange(L)[:, None, None] * n + np.arange(n)[None, :, None]) * k + a.reshape(1, n, -1)
+    out = np.bincount(bins.ravel(), weights=s2.astype(np.float64).ravel(), minlength=L * n * k)
+    return out.reshape(*lead, n, k)
+
+
+def containment(assignments: np.ndarray, k: int, saliency: np.ndarray | None = None,
+                quantile: float | None = None) -> np.ndarray:
+    """(N, k) bool: sample x contains prototype k when A(x) has ≥ 1 position equal to k.
+
+    With ``saliency`` (N, H', W', usually the final checkpoint's) and ``quantile`` q, only the
+    positions whose saliency is ≥ the q-quantile of that sample's map count.
+    """
+    a = np.asarray(assignments)
+    n = a.shape[0]
+    mask = np.ones(a.shape, dtype=bool)
+    if quantile is not None:
+        if saliency is None:
+            raise I2XError("containment(quantile=...) needs the saliency maps it thresholds")
+        thr = np.quantile(np.asarray(saliency).reshape(n, -1), quantile, axis=1)[:, None, None]
+        mask = np.asarray(saliency) >= thr
+    out = np.zeros((n, k), dtype=bool)
+    rows = np.broadcast_to(np.arange(n)[:, None, None], a.shape)
+    out[rows[mask], a[mask]] = True
+    return out

@@ -1,0 +1,81 @@
+"""Stage 2 (Eq. 3): abstract prototypes = K-Means centroids of the final model's PCA-reduced
+spatial features, and the per-sample assignment maps A(x). Pure numpy / scikit-learn."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
+
+from .errors import I2XError
+
+
+@dataclass(frozen=True)
+class Prototypes:
+    centroids: np.ndarray            # (K, P) in PCA space
+    assignments: np.ndarray          # (N, H, W) int32, values in 0..K-1
+    pca_components: np.ndarray       # (P, D)
+    pca_mean: np.ndarray             # (D,)
+    explained_variance: float        # fraction of variance the P components keep
+
+    @property
+    def k(self) -> int:
+        return int(self.centroids.shape[0])
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"centroids": self.centroids, "assignments": self.assignments,
+                "pca_components": self.pca_components, "pca_mean": self.pca_mean,
+                "explained_variance": np.float64(self.explained_variance)}
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, np.ndarray]) -> Prototypes:
+        return cls(a["centroids"], a["assignments"], a["pca_components"], a["pca_mean"], float(a["explained_variance"]))
+
+
+def prototypes(
+    features: np.ndarray,
+    k: int = 32,
+    variance: float = 0.95,
+    max_components: int = 64,
+    n_init: int = 3,
+    random_state: int = 0,
+) -> Prototypes:
+    """Cluster all H'·W' feature vectors of every sample into ``k`` prototypes.
+
+    features: (N, H', W', D) activations of the target layer of the final model.
+    PCA keeps the fewest components that explain ``variance`` of the variance, at most
+    ``max_components`` (spec: "95 % variance or 64 components", whichever is smaller).
+    """
+    features = np.asarray(features)
+    if features.ndim != 4:
+        raise I2XError(f"features must be (N, H', W', D), got shape {features.shape}")
+    n, h, w, d = features.shape
+    x = features.reshape(-1, d).astype(np.float32, copy=False)  # (N*H*W, D)
+    if not np.all(np.isfinite(x)):
+        raise I2XError("features contain NaN or inf: the final model diverged; lower the learning rate")
+    if not (1 <= k <= x.shape[0]):
+        raise I2XError(f"prototypes k={k} must be between 1 and the number of feature vectors ({x.shape[0]} = N·H'·W'); lower --prototypes")
+    q = max(1, min(max_components, d, x.shape[0]))
+    pca = PCA(n_components=q, random_state=random_state).fit(x)
+    cum = np.cumsum(pca.explained_variance_ratio_)
+    p = int(min(q, np.searchsorted(cum, variance - 1e-12) + 1))
+    comps = pca.components_[:p]                                  # (P, D)
+    z = (x - pca.mean_) @ comps.T                                # (N*H*W, P)
+    km = KMeans(n_clusters=k, n_init=n_init, random_state=random_state).fit(z)
+    return Prototypes(
+        centroids=km.cluster_centers_.astype(np.float32),
+        assignments=km.labels_.reshape(n, h, w).astype(np.int32),
+        pca_components=comps.astype(np.float32),
+        pca_mean=pca.mean_.astype(np.float32),
+        explained_variance=float(cum[p - 1]),
+    )
+
+
+def assign(features: np.ndarray, protos: Prototypes) -> np.ndarray:
+    """Assignment maps (N, H', W') of new features to the nearest existing prototype."""
+    n, h, w, d = features.shape
+    z = (features.reshape(-1, d) - protos.pca_mean) @ protos.pca_components.T
+    d2 = ((z[:, None, :] - protos.centroids[None]) ** 2).sum(-1)
+    return d2.argmin(1).reshape(n, h, w).astype(np.int32)

@@ -1,0 +1,136 @@
+"""Stage 1: record confidences p_t(x) and saliency S_t(x) on the explanation set at checkpoints.
+
+A :class:`Recorder` plugs into any training loop: call ``rec.step(model, iteration)`` after every
+optimizer step (it decides when a checkpoint is due) and ``rec.finalize(model, iteration)`` at
+the end. Each checkpoint is one file ``record/ckpt_it{iteration:07d}.npz`` holding
+``sample_index`` (N,), ``confidences`` (N, C) and ``saliency`` (N, H', W'), so records are keyed
+by (checkpoint, sample index): shards written by several processes (``...-shard{r}.npz``, each a
+slice of the explanation set) are merged by :func:`load_records`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import DivergedError, I2XError, RunDirError
+from .saliency import saliency_and_confidence
+from .store import load_npz, save_npz
+
+_CKPT = re.compile(r"ckpt_it(\d{7})(?:-shard(\d+))?\.npz$")
+
+
+class Recorder:
+    """Record (p_t, S_t) for ``images`` at iteration 0, every ``every`` iterations, and the end.
+
+    images: (N, C, H, W) normalised float tensor of the explanation set; labels: (N,) ints.
+    ``sample_index``: the samples' indices in the training set (default 0..N-1).
+    ``out_dir``: the run directory (files go to ``out_dir/record``); None keeps records in memory.
+    """
+
+    def __init__(self, images: torch.Tensor, labels, every: int = 40, out_dir: str | Path | None = None,
+                 layer: str | nn.Module | None = None, method: str = "gradcam", target: str = "label",
+                 batch_size: int = 256, device=None, sample_index=None, shard: int | None = None):
+        if every < 1:
+            raise I2XError(f"every={every} must be ≥ 1 (iterations between checkpoints)")
+        if target not in ("label", "pred"):
+            raise I2XError(f"target={target!r} must be 'label' or 'pred'")
+        self.images = torch.as_tensor(images)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        if len(self.labels) != len(self.images):
+            raise I2XError(f"labels ({len(self.labels)}) and images ({len(self.images)}) differ in length")
+        self.sample_index = np.arange(len(self.labels)) if sample_index is None else np.asarray(sample_index)
+        self.every, self.layer, self.method, self.target = every, layer, method, target
+        self.batch_size, self.device, self.shard = batch_size, device, shard
+        self.dir = None if out_dir is None else Path(out_dir) / "record"
+        self.memory: dict[int, dict[str, np.ndarray]] = {}
+
+    def due(self, iteration: int) -> bool:
+        return iteration % self.every == 0 and not self.has(iteration)
+
+    def path(self, iteration: int) -> Path:
+        suffix = "" if self.shard is None else f"-shard{self.shard}"
+        return self.dir / f"ckpt_it{iteration:07d}{suffix}.npz"
+
+    def has(self, iteration: int) -> bool:
+        return iteration in self.memory or (self.dir is not None and self.path(iteration).exists())
+
+    def record(self, model: nn.Module, iteration: int) -> dict[str, np.ndarray]:
+        """Record one checkpoint now (model in eval mode for the call; restored afterwards)."""
+        targets = self.labels if self.target == "label" else None
+        probs, maps = saliency_and_confidence(model, self.images, targets, self.layer, self.method,
+                                              self.batch_size, self.device)
+        if not (np.all(np.isfinite(probs)) and np.all(np.isfinite(maps))):
+            raise DivergedError(f"NaN or inf in confidences or saliency at iteration {iteration}: "
+                                "the model diverged; lower the learning rate (--lr)")
+        rec = {"iteration": np.int64(iteration), "sample_index": self.sample_index,
+               "confidences": probs.astype(np.float32), "saliency": maps.astype(np.float32)}
+        if self.dir is None:
+            self.memory[iteration] = rec
+        else:
+            save_npz(self.path(iteration), **rec)
+        return rec
+
+    def step(self, model: nn.Module, iteration: int) -> bool:
+        """Call after every optimizer step (and once with iteration 0 before training)."""
+        if self.due(iteration):
+            self.record(model, iteration)
+            return True
+        return False
+
+    def finalize(self, model: nn.Module, iteration: int) -> None:
+        """Record the final model if its iteration is not a checkpoint already."""
+        if not self.has(iteration):
+            self.record(model, iteration)
+
+    def load(self):
+        """All records so far, as :func:`load_records` returns them."""
+        if self.dir is not None:
+            return load_records(self.dir.parent)
+        its = sorted(self.memory)
+        return _stack([self.memory[i] for i in its], its)
+
+
+def checkpoint_iterations(run_dir: str | Path) -> list[int]:
+    d = Path(run_dir) / "record"
+    its = {int(m.group(1)) for p in d.glob("ckpt_it*.npz") if (m := _CKPT.search(p.name))}
+    return sorted(its)
+
+
+def _stack(recs, its):
+    return {
+        "iterations": np.asarray(its, dtype=np.int64),                         # (T+1,)
+        "sample_index": recs[0]["sample_index"],                                # (N,)
+        "confidences": np.stack([r["confidences"] for r in recs]),              # (T+1, N, C)
+        "saliency": np.stack([r["saliency"] for r in recs]),                    # (T+1, N, H', W')
+    }
+
+
+def load_records(run_dir: str | Path) -> dict[str, np.ndarray]:
+    """Stack every checkpoint of ``run_dir/record`` (shards merged, rows sorted by sample index)."""
+    d = Path(run_dir) / "record"
+    by_it: dict[int, list[Path]] = {}
+    for p in sorted(d.glob("ckpt_it*.npz")):
+        m = _CKPT.search(p.name)
+        if m:
+            by_it.setdefault(int(m.group(1)), []).append(p)
+    if not by_it:
+        raise RunDirError(f"no checkpoint records in {d}: run `i2x run` (or a Recorder) first")
+    recs, ref = [], None
+    for it in sorted(by_it):
+        parts = [load_npz(p) for p in by_it[it]]
+        idx = np.concatenate([q["sample_index"] for q in parts])
+        order = np.argsort(idx, kind="stable")
+        rec = {"sample_index": idx[order],
+               "confidences": np.concatenate([q["confidences"] for q in parts])[order],
+               "saliency": np.concatenate([q["saliency"] for q in parts])[order]}
+        if ref is not None and not np.array_equal(ref, rec["sample_index"]):
+            raise RunDirError(f"checkpoint iteration {it} in {d} covers other samples than the first one: "
+                              "a shard is missing; re-run the recording with --resume")
+        ref = rec["sample_index"]
+        recs.append(rec)
+    return _stack(recs, sorted(by_it))
