@@ -10,18 +10,17 @@ from torch import nn
 from .errors import I2XError
 
 
-def spatial_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
-    """Named modules whose output on ``example`` is a 4-D map larger than 1x1, in the order
-    their forward finished (a container finishes after its children)."""
-    order: list[tuple[str, tuple[int, ...]]] = []
+def _outputs(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[int, ...] | None]]:
+    """(name, output shape without the batch axis, or None when not a tensor) of every named
+    module that ran on ``example``, in the order their forward finished."""
+    order: list[tuple[str, tuple[int, ...] | None]] = []
     handles = []
     for name, mod in model.named_modules():
         if not name:
             continue
 
         def hook(_m, _i, out, name=name):
-            if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[2] * out.shape[3] > 1:
-                order.append((name, tuple(out.shape[1:])))
+            order.append((name, tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None))
 
         handles.append(mod.register_forward_hook(hook))
     was_training = [(m, m.training) for m in model.modules()]
@@ -37,6 +36,32 @@ def spatial_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, t
     return order
 
 
+def _is_spatial(shape: tuple[int, ...] | None) -> bool:
+    return shape is not None and len(shape) == 3 and shape[1] * shape[2] > 1
+
+
+def spatial_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
+    """Named modules whose output on ``example`` is a 4-D map larger than 1x1, in the order
+    their forward finished (a container finishes after its children)."""
+    return [(n, s) for n, s in _outputs(model, example) if _is_spatial(s)]
+
+
+def _main_path_spatial(outputs: list[tuple[str, tuple[int, ...] | None]]) -> list[tuple[str, tuple[int, ...]]]:
+    """Spatial modules none of whose enclosing modules produced a non-spatial output: a branch
+    inside a block that pools to 1x1 (InceptionV3's Mixed_7a on 75x75 input) is not on the main
+    path of h, so it must not be chosen as the target layer."""
+    flat = {n for n, s in outputs if not _is_spatial(s)}
+    keep = []
+    for n, s in outputs:
+        if not _is_spatial(s):
+            continue
+        parts = n.split(".")
+        if any(".".join(parts[:i]) in flat for i in range(1, len(parts))):
+            continue
+        keep.append((n, s))
+    return keep
+
+
 # Auto-detected layer per model and input signature: detection runs a hooked forward pass,
 # and the recorder asks at every checkpoint. Weak keys: the cache never keeps a model alive.
 _DETECTED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
@@ -49,7 +74,7 @@ def find_target_layer(model: nn.Module, example: torch.Tensor) -> str:
     cached = _DETECTED.get(model, {}).get(key)
     if cached is not None and cached in dict(model.named_modules()):
         return cached
-    order = spatial_layers(model, example)
+    order = _main_path_spatial(_outputs(model, example))
     if not order:
         raise I2XError(
             "no layer of the model outputs a spatial map larger than 1x1 on this input: "
