@@ -130,9 +130,12 @@ def run(config: RunConfig | None = None, out: str | Path = "runs/i2x", *, resume
     eidx = explanation_indices(len(train_ds), cfg.explain_fraction, cfg.explain_seed)
     manifest["data"] = {"dataset": cfg.dataset, "train_size": len(train_ds), "test_size": len(test_ds),
                         "test_source": splits.test_source, "explain_size": int(len(eidx)),
-                        "classes": list(train_ds.classes), "image_shape": list(train_ds.shape)}
+                        "classes": list(train_ds.classes), "image_shape": list(train_ds.shape),
+                        "mean": list(train_ds.mean), "std": list(train_ds.std)}
     store.write_manifest(out, manifest)
-    store.save_npz(out / "record" / "explain_set.npz", indices=eidx, labels=train_ds.labels[eidx])
+    # the raw images of E travel with the run, so a report can draw them without the dataset
+    store.save_npz(out / "record" / "explain_set.npz", indices=eidx, labels=train_ds.labels[eidx],
+                   images=train_ds.images[eidx])
 
     if model is None:
         model = build_model(cfg.model, in_channels=train_ds.shape[0], num_classes=len(train_ds.classes))

@@ -19,6 +19,7 @@ class Prototypes:
     pca_components: np.ndarray       # (P, D)
     pca_mean: np.ndarray             # (D,)
     explained_variance: float        # fraction of variance the P components keep
+    typical: np.ndarray | None = None  # (K, n, 3) int32: (sample row, u, v) of the positions nearest each centroid; -1 pads
 
     @property
     def k(self) -> int:
@@ -27,11 +28,13 @@ class Prototypes:
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {"centroids": self.centroids, "assignments": self.assignments,
                 "pca_components": self.pca_components, "pca_mean": self.pca_mean,
-                "explained_variance": np.float64(self.explained_variance)}
+                "explained_variance": np.float64(self.explained_variance),
+                **({} if self.typical is None else {"typical": self.typical})}
 
     @classmethod
     def from_arrays(cls, a: dict[str, np.ndarray]) -> Prototypes:
-        return cls(a["centroids"], a["assignments"], a["pca_components"], a["pca_mean"], float(a["explained_variance"]))
+        return cls(a["centroids"], a["assignments"], a["pca_components"], a["pca_mean"],
+                   float(a["explained_variance"]), a.get("typical"))
 
 
 def prototypes(
@@ -41,6 +44,7 @@ def prototypes(
     max_components: int = 64,
     n_init: int = 3,
     random_state: int = 0,
+    n_typical: int = 8,
 ) -> Prototypes:
     """Cluster all H'·W' feature vectors of every sample into ``k`` prototypes.
 
@@ -65,6 +69,7 @@ def prototypes(
     z = (x - pca.mean_) @ comps.T                                # (N*H*W, P)
     km = KMeans(n_clusters=k, n_init=n_init, random_state=random_state).fit(z)
     return Prototypes(
+        typical=typical_positions(z, km.labels_, km.cluster_centers_, (n, h, w), n_typical),
         centroids=km.cluster_centers_.astype(np.float32),
         assignments=km.labels_.reshape(n, h, w).astype(np.int32),
         pca_components=comps.astype(np.float32),
@@ -79,3 +84,21 @@ def assign(features: np.ndarray, protos: Prototypes) -> np.ndarray:
     z = (features.reshape(-1, d) - protos.pca_mean) @ protos.pca_components.T
     d2 = ((z[:, None, :] - protos.centroids[None]) ** 2).sum(-1)
     return d2.argmin(1).reshape(n, h, w).astype(np.int32)
+
+
+def typical_positions(z: np.ndarray, labels: np.ndarray, centers: np.ndarray, shape: tuple[int, int, int],
+                      n: int = 8) -> np.ndarray:
+    """(K, n, 3) int32: for each prototype, the (sample, u, v) of its ``n`` assigned positions
+    nearest the centroid, at most one per sample (so a gallery shows n different images)."""
+    _, h, w = shape
+    k = centers.shape[0]
+    out = np.full((k, n, 3), -1, dtype=np.int32)
+    d2 = ((z - centers[labels]) ** 2).sum(1)                     # (N*H*W,) distance to own centroid
+    for c in range(k):
+        pos = np.flatnonzero(labels == c)
+        pos = pos[np.argsort(d2[pos], kind="stable")]
+        _, first = np.unique(pos // (h * w), return_index=True)  # nearest position of each sample
+        pos = pos[np.sort(first)][:n]
+        rows, rem = np.divmod(pos, h * w)
+        out[c, : len(pos)] = np.stack([rows, rem // w, rem % w], 1)
+    return out
