@@ -23,6 +23,7 @@ from .config import RunConfig
 from .dynamics import Dynamics, aggregate_clusters, confidence_clusters, dynamics, ridge
 from .errors import DivergedError, I2XError, RunDirError
 from .explain import ExplainConfig, explain, pair_explanation
+from .finetune import curated_indices, finetune
 from .intensity import containment, intensity
 from .pipeline import Run, load_model, run
 from .prototypes import Prototypes, prototypes
@@ -37,6 +38,6 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 __all__ = [
     "RunConfig", "saliency", "features", "Recorder", "prototypes", "Prototypes", "intensity",
     "containment", "confidence_clusters", "aggregate_clusters", "ridge", "dynamics", "Dynamics",
-    "explain", "ExplainConfig", "pair_explanation", "run", "Run", "load_model",
+    "explain", "ExplainConfig", "pair_explanation", "finetune", "curated_indices", "run", "Run", "load_model",
     "I2XError", "RunDirError", "DivergedError", "__version__",
 ]

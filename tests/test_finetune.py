@@ -1,0 +1,154 @@
+"""Stage 8: curated set selection (pure), seeded reproducibility, the run's weights untouched, CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from i2x.errors import I2XError
+from i2x.finetune import (
+    _resolve_prototype,
+    curated_indices,
+    finetune,
+    pair_counts,
+    paired_comparison,
+    parse_schedules,
+)
+
+
+def test_curated_indices_constructed_example():
+    # 6 samples, K = 3; pair (1, 2), prototype 0
+    labels = np.array([0, 1, 1, 2, 2, 3])
+    contain = np.array([[1, 0, 0],    # class 0 with P-0: stays (not in the pair)
+                        [1, 1, 0],    # class 1 with P-0: removed
+                        [0, 1, 1],    # class 1 without P-0: stays
+                        [1, 0, 0],    # class 2 with P-0: removed
+                        [0, 0, 1],    # class 2 without P-0: stays
+                        [1, 1, 1]],   # class 3 with P-0: stays
+                       dtype=bool)
+    before = contain.copy()
+    np.testing.assert_array_equal(curated_indices(contain, labels, 1, 2, 0), [0, 2, 4, 5])
+    np.testing.assert_array_equal(curated_indices(contain, labels, 2, 1, 0), [0, 2, 4, 5])  # order of the pair is irrelevant
+    np.testing.assert_array_equal(curated_indices(contain, labels, 1, 2, 2), [0, 1, 3, 5])
+    np.testing.assert_array_equal(contain, before)  # input not mutated
+
+
+def test_curated_indices_matches_definition_on_random_input():
+    rng = np.random.default_rng(0)
+    contain = rng.random((200, 7)) < 0.4
+    labels = rng.integers(0, 5, 200)
+    keep = curated_indices(contain, labels, 3, 1, 4)
+    expected = [i for i in range(200) if not (labels[i] in (1, 3) and contain[i, 4])]
+    assert keep.tolist() == expected
+
+
+def test_parse_schedules_and_errors():
+    assert parse_schedules("full, curated+full,curated→curated") == ["full", "curated+full", "curated+curated"]
+    with pytest.raises(I2XError, match="--schedules"):
+        parse_schedules("full,currated")
+    with pytest.raises(I2XError, match="--schedules"):
+        parse_schedules("full,full")
+
+
+def test_pair_counts_and_paired_comparison():
+    cm = np.array([[5, 2, 0], [3, 7, 1], [0, 4, 9]])
+    assert pair_counts(cm, 1, 2) == {"a_to_b": 1, "b_to_a": 4, "ab": 5}
+    c = paired_comparison([3, 4, 5, 2], [5, 4, 6, 3])
+    assert c["mean_diff"] == pytest.approx(-1.0)
+    assert (c["x_fewer"], c["x_more"], c["ties"]) == (3, 0, 1)
+    assert c["sign_test_p"] == pytest.approx(0.25)  # 3 of 3 non-tied pairs: 2 * 0.5**3
+
+
+class _FakeRun:
+    def explanations(self):
+        return {"pairs": [{"a": 1, "b": 2, "uncertain": [], "reliable": []}], "config": {}}
+
+
+def test_pair_without_uncertain_prototype_names_prototype():
+    with pytest.raises(I2XError, match="--prototype"):
+        _resolve_prototype(_FakeRun(), "auto", 2, 1, ["0", "1", "2"], 8)
+    assert _resolve_prototype(_FakeRun(), "3", 1, 2, ["0", "1", "2"], 8) == 3
+    with pytest.raises(I2XError, match="--prototype 8"):
+        _resolve_prototype(_FakeRun(), 8, 1, 2, ["0", "1", "2"], 8)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    import i2x
+
+    out = tmp_path_factory.mktemp("ft") / "run"
+    i2x.run(out=out, dataset="digits", epochs=1, every=5, prototypes=8, batch_size=64, seed=0, device="cpu",
+            progress=False)
+    return out
+
+
+def _pair_and_prototype(run_dir):
+    from i2x.pipeline import Run
+
+    r = Run(run_dir)
+    contain = r.arrays("intensity")["contain"]
+    labels = r.explain_set()["labels"]
+    a, b = 3, 8
+    # a prototype that some (not all) samples of the pair contain, so the curated set is a strict subset
+    inpair = contain[np.isin(labels, (a, b))]
+    k = int(np.argmax(inpair.sum(0)))
+    return a, b, k, contain, labels
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_finetune_curated_set_reproducible_weights_untouched(tiny_run):
+    a, b, k, contain, labels = _pair_and_prototype(tiny_run)
+    final = tiny_run / "weights" / "final.pt"
+    h0 = _sha(final)
+    res = finetune(tiny_run, pair=(a, b), prototype=k, schedules="curated+full,full", repeats=2, seed=10,
+                   progress=False)
+    # the curated set is exactly E minus the {a,b}-samples containing k
+    removed = np.setdiff1d(np.arange(len(labels)), res.curated_indices)
+    assert len(removed) > 0
+    assert np.isin(labels[removed], (a, b)).all() and contain[removed, k].all()
+    kept_pair = res.curated_indices[np.isin(labels[res.curated_indices], (a, b))]
+    assert not contain[kept_pair, k].any()
+    saved = json.loads((tiny_run / "finetune" / "results.json").read_text())
+    assert saved["curated_indices"] == res.curated_indices.tolist()
+    assert saved["curated_size"] == len(res.curated_indices) and saved["explain_size"] == len(labels)
+    assert saved["pair"] == [a, b] and saved["prototype"] == k
+    assert [r["seed"] for r in saved["schedules"]["full"]["repeats"]] == [10, 11]
+    assert "curated→full" in (tiny_run / "finetune" / "table.md").read_text()
+    # each repeat is reproducible from its seed alone (here: seed 11 run on its own, into another folder)
+    again = finetune(tiny_run, pair=(a, b), prototype=k, schedules="curated+full", repeats=1, seed=11,
+                     out=tiny_run / "ft2", progress=False)
+    r1 = res.schedules["curated+full"]["repeats"][1]
+    r2 = again.schedules["curated+full"]["repeats"][0]
+    assert r2["seed"] == r1["seed"] == 11
+    assert r2["accuracy"] == r1["accuracy"] and r2["confusion"] == r1["confusion"]
+    # fine-tuning changed the model (otherwise reproducibility would be trivial) ...
+    accs = {r["accuracy"] for s in res.schedules.values() for r in s["repeats"]} | {res.baseline["accuracy"]}
+    confs = {json.dumps(r["confusion"]) for s in res.schedules.values() for r in s["repeats"]}
+    assert len(confs) > 1 or len(accs) > 1
+    # ... but never the run's final weights
+    assert _sha(final) == h0
+
+
+def test_cli_finetune(tiny_run, capsys):
+    from i2x.cli import main
+
+    a, b, k, _, _ = _pair_and_prototype(tiny_run)
+    final = tiny_run / "weights" / "final.pt"
+    h0 = _sha(final)
+    out = tiny_run / "ft_cli"
+    rc = main(["finetune", str(tiny_run), "--pair", str(a), str(b), "--prototype", str(k), "--schedules", "full",
+               "--repeats", "1", "--out", str(out), "--quiet"])
+    assert rc == 0
+    assert "| full |" in capsys.readouterr().out
+    assert json.loads((out / "results.json").read_text())["schedules"]["full"]["repeats"][0]["seed"] == 0
+    assert main(["finetune", str(tiny_run), "--pair", str(a), str(b), "--prototype", "99", "--quiet"]) == 2
+    assert "--prototype 99" in capsys.readouterr().err
+    assert main(["finetune", str(tiny_run), "--pair", "3", "--quiet"]) == 2
+    assert "--pair" in capsys.readouterr().err
+    assert _sha(final) == h0
