@@ -163,14 +163,17 @@ def explain(W: np.ndarray, contain: np.ndarray, labels: np.ndarray, class_delta:
             "specialized": [{"size": g["size"], "prototypes": g["prototypes"]} for g in spec],
             "key_checkpoints": key_checkpoints(W, class_delta, c, cand, cfg, flagged),
         }
-    pair_list = []
+    pair_list, skipped = [], []
     if pairs is None and confusion is not None:
         pairs = [(a, b) for a, b, _ in confused_pairs(confusion)]
     for a, b in pairs or []:
+        if not ((labels == a).any() and (labels == b).any()):
+            skipped.append([int(a), int(b)])  # a class absent from E: nothing to explain it with
+            continue
         pe = pair_explanation(W, contain, labels, a, b, cfg)
         if confusion is not None:
             pe["confusions"] = {"a_to_b": int(confusion[a, b]), "b_to_a": int(confusion[b, a])}
         pe["names"] = [classes[a], classes[b]]
         pair_list.append(pe)
-    return {"config": asdict(cfg), "classes": per_class, "pairs": pair_list,
+    return {"config": asdict(cfg), "classes": per_class, "pairs": pair_list, "skipped_pairs": skipped,
             "flagged_steps": [] if flagged is None else [int(t) for t in np.flatnonzero(flagged)]}
