@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib
 
 import numpy as np
 import pytest
@@ -11,11 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-import importlib
-
-S = importlib.import_module("i2x.saliency")  # the package re-exports the function `saliency`
 from i2x.errors import I2XError
 from i2x.models import SmallCNN, resnet50_small
+
+S = importlib.import_module("i2x.saliency")  # the package re-exports the function `saliency`
 
 captum_attr = pytest.importorskip("captum.attr")
 pgc = pytest.importorskip("pytorch_grad_cam")
@@ -279,9 +279,9 @@ def test_model_exactly_restored(method):
     assert after["requires_grad"] == before["requires_grad"]
     assert after["hooks"] == before["hooks"]
     assert after["grad_ids"] == before["grad_ids"]
-    for a, b in zip(after["grad"], before["grad"]):
+    for a, b in zip(after["grad"], before["grad"], strict=True):
         assert (a is None and b is None) or torch.equal(a, b)
-    for a, b in zip(after["params"] + after["buffers"], before["params"] + before["buffers"]):
+    for a, b in zip(after["params"] + after["buffers"], before["params"] + before["buffers"], strict=True):
         assert torch.equal(a, b)                        # eval mode: BatchNorm stats untouched
 
 

@@ -422,7 +422,7 @@ def _pgc_saliency(model, module, images, targets, method, batch_size, device, dt
                 tgts = [ClassifierOutputTarget(int(c)) for c in t]
                 if engine.uses_gradients:
                     model.zero_grad()
-                    sum(tg(o) for tg, o in zip(tgts, logits)).backward()
+                    sum(tg(o) for tg, o in zip(tgts, logits, strict=True)).backward()
             act = engine.activations_and_grads.activations[0].cpu().numpy()
             grads = engine.activations_and_grads.gradients
             grad = grads[0].cpu().numpy() if grads else None
@@ -437,7 +437,7 @@ def _pgc_saliency(model, module, images, targets, method, batch_size, device, dt
     finally:
         if engine is not None:
             engine.activations_and_grads.release()
-        for p, f, (g, v) in zip(params, flags, saved_grads):
+        for p, f, (g, v) in zip(params, flags, saved_grads, strict=True):
             p.requires_grad_(f)
             if g is not None:
                 with torch.no_grad():
