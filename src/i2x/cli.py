@@ -18,38 +18,46 @@ from .errors import I2XError
 
 def _add_run(sub) -> None:
     from .config import RunConfig
+    from .presets import PRESETS
 
     d = RunConfig()
+    # Config flags default to None ("not given"): the value then comes from --preset, else from
+    # RunConfig (shown in brackets), so any flag overrides a preset.
     p = sub.add_parser("run", help="train with recording and run every I2X stage into --out DIR")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="the paper's settings (docs/PRESETS.md); other flags override its values")
     p.add_argument("--out", required=False, help="run directory to write (required unless --resume DIR)")
     p.add_argument("--resume", metavar="DIR", nargs="?", const=True, default=None,
                    help="continue the run in DIR (or in --out) from its last complete checkpoint/stage")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    p.add_argument("--dataset", default=d.dataset, help="mnist5k (built-in), mnist, digits")
-    p.add_argument("--model", default=d.model, help="smallcnn, resnet50")
+    p.add_argument("--dataset", help=f"mnist5k (built-in), mnist, digits, cifar10, imagefolder:PATH [{d.dataset}]")
+    p.add_argument("--train-subset", type=int, help="train on a stratified subset of N images (seed --explain-seed) [all]")
+    p.add_argument("--test-subset", type=int, help="test on a stratified subset of N images [all]")
+    p.add_argument("--model", help=f"smallcnn, resnet50, inceptionv3 [{d.model}]")
     p.add_argument("--layer", default=None, help="target layer name (default: last spatial block)")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--every", type=int, default=d.every, help="iterations between checkpoints")
-    p.add_argument("--prototypes", type=int, default=d.prototypes, help="K, the number of prototypes")
-    p.add_argument("--seed", type=int, default=d.seed, help="model init / data order seed")
-    p.add_argument("--explain-seed", type=int, default=d.explain_seed)
-    p.add_argument("--explain-fraction", type=float, default=d.explain_fraction)
-    p.add_argument("--method", default=d.method, help="saliency method (gradcam, gradcam++, layercam, xgradcam)")
-    p.add_argument("--target", default=d.target, choices=["label", "pred"])
-    p.add_argument("--min-cluster-size", type=int, default=d.min_cluster_size)
-    p.add_argument("--ridge-lambda", type=float, default=d.ridge_lambda)
+    p.add_argument("--epochs", type=int, help=f"[{d.epochs}]")
+    p.add_argument("--batch-size", type=int, help=f"[{d.batch_size}]")
+    p.add_argument("--lr", type=float, help=f"[{d.lr}]")
+    p.add_argument("--every", type=int, help=f"iterations between checkpoints [{d.every}]")
+    p.add_argument("--every-epoch", action="store_true", default=None,
+                   help="one checkpoint per epoch instead of every --every iterations (paper, CIFAR-10)")
+    p.add_argument("--prototypes", type=int, help=f"K, the number of prototypes [{d.prototypes}]")
+    p.add_argument("--seed", type=int, help=f"model init / data order seed [{d.seed}]")
+    p.add_argument("--explain-seed", type=int, help=f"[{d.explain_seed}]")
+    p.add_argument("--explain-fraction", type=float, help=f"[{d.explain_fraction}]")
+    p.add_argument("--method", help=f"saliency method (gradcam, gradcam++, layercam, xgradcam) [{d.method}]")
+    p.add_argument("--target", choices=["label", "pred"], help=f"[{d.target}]")
+    p.add_argument("--min-cluster-size", type=int, help=f"[{d.min_cluster_size}]")
+    p.add_argument("--ridge-lambda", type=float, help=f"[{d.ridge_lambda}]")
     p.add_argument("--no-augment", action="store_true", help="train without random shifts")
     p.add_argument("--data-dir", default=None, help="folder with MNIST/raw etc. (default: $I2X_DATA_DIR)")
     p.add_argument("--download", action="store_true", help="let torchvision download a missing dataset")
-    p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
+    p.add_argument("--device", help=f"auto, cpu or cuda [{d.device}]")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def cmd_run(a) -> int:
-    from .config import RunConfig
     from .pipeline import run
 
     out = a.out
@@ -58,11 +66,7 @@ def cmd_run(a) -> int:
         out = a.resume
     if out is None:
         raise I2XError("i2x run needs --out DIR (or --resume DIR)")
-    cfg = RunConfig(dataset=a.dataset, model=a.model, layer=a.layer, epochs=a.epochs, batch_size=a.batch_size,
-                    lr=a.lr, every=a.every, prototypes=a.prototypes, seed=a.seed, explain_seed=a.explain_seed,
-                    explain_fraction=a.explain_fraction, method=a.method, target=a.target,
-                    min_cluster_size=a.min_cluster_size, ridge_lambda=a.ridge_lambda, augment=not a.no_augment,
-                    data_dir=a.data_dir, download=a.download, device=a.device)
+    cfg = run_config(a, out if resume else None)
     t0 = time.perf_counter()
     r = run(cfg, out, resume=resume, overwrite=a.overwrite, progress=not a.quiet)
     if not a.no_report:
@@ -74,6 +78,31 @@ def cmd_run(a) -> int:
             report(r.path)
     print(summary(r, time.perf_counter() - t0))
     return 0
+
+
+def run_config(a, resume_dir=None):
+    """RunConfig from flags given > --preset > (on --resume: the run's own config) > defaults."""
+    from .config import RunConfig
+    from .presets import config_from
+
+    if a.every is not None and a.every_epoch:
+        raise I2XError("--every and --every-epoch exclude each other: give one")
+    given = dict(dataset=a.dataset, model=a.model, layer=a.layer, epochs=a.epochs, batch_size=a.batch_size,
+                 lr=a.lr, every=a.every, every_epoch=a.every_epoch, prototypes=a.prototypes, seed=a.seed,
+                 explain_seed=a.explain_seed, explain_fraction=a.explain_fraction, method=a.method,
+                 target=a.target, min_cluster_size=a.min_cluster_size, ridge_lambda=a.ridge_lambda,
+                 augment=False if a.no_augment else None, data_dir=a.data_dir,
+                 download=True if a.download else None, device=a.device,
+                 train_subset=a.train_subset, test_subset=a.test_subset)
+    if a.every is not None:
+        given["every_epoch"] = False  # --every overrides a preset's once-per-epoch schedule
+    manifest = Path(resume_dir) / "manifest.json" if resume_dir is not None else None
+    if a.preset is None and manifest is not None and manifest.exists():
+        from .store import read_manifest
+
+        old = read_manifest(Path(resume_dir)).get("config") or {}
+        return RunConfig.from_dict({**old, **{k: v for k, v in given.items() if v is not None}}).validate()
+    return config_from(a.preset, **given)
 
 
 def summary(r, seconds: float | None = None) -> str:

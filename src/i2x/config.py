@@ -15,6 +15,8 @@ class RunConfig:
     download: bool = False            # let torchvision download a missing dataset (never in tests)
     explain_fraction: float = 0.1     # paper: explanation set = 10 % of the training set
     explain_seed: int = 42            # paper: seed 42 for the explanation set
+    train_subset: int | None = None   # stratified seeded subset of the training set (None = all): CPU-sized runs
+    test_subset: int | None = None    # same for the test set (None = all)
     # model and training
     model: str = "smallcnn"           # CPU default; resnet50 for the paper's setting
     layer: str | None = None          # target layer; None = last spatial block, auto-detected
@@ -27,6 +29,7 @@ class RunConfig:
     device: str = "auto"              # auto = cuda when present, else cpu
     # recording (stage 1)
     every: int = 40                   # paper: a checkpoint every 40 iterations on MNIST
+    every_epoch: bool = False         # paper on CIFAR-10: one checkpoint per epoch (then `every` is ignored)
     method: str = "gradcam"
     target: str = "label"             # explain the true label ("label") or the prediction ("pred")
     record_batch_size: int = 256
@@ -45,6 +48,10 @@ class RunConfig:
         for name in ("epochs", "batch_size", "every", "prototypes", "min_cluster_size", "record_batch_size"):
             if getattr(self, name) < 1:
                 raise I2XError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
+        for name in ("train_subset", "test_subset"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise I2XError(f"--{name.replace('_', '-')} must be ≥ 1 (number of images), got {v}; omit it to use all")
         if self.target not in ("label", "pred"):
             raise I2XError(f"--target {self.target!r} must be 'label' or 'pred'")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):

@@ -8,6 +8,14 @@ Built-in sources (nothing is downloaded unless the user asks for it):
 - ``mnist``: the official 60k/10k in torchvision's layout under ``data_dir``
   (torchvision's download when ``download=True``).
 - ``digits``: scikit-learn's 8x8 digits (1,797), for fast tests.
+- ``cifar10``: CIFAR-10 under ``data_dir``, in torchvision's ``cifar-10-batches-py`` layout
+  (torchvision's download when ``download=True``) or as an ImageFolder tree ``train/<class>/``,
+  ``test/<class>/`` (e.g. the JPEG copy); uint8 (N, 3, 32, 32) with CIFAR-10's mean/std.
+- ``imagefolder:PATH``: your own images, ``PATH/train/<class>/*`` and ``PATH/test/<class>/*``
+  (one size for all; grayscale when every image is), mean/std measured on ``train``. Decoded
+  once and cached as ``PATH/.i2x-cache-{train,test}.npz`` (rebuilt when the files change).
+
+Any torch ``Dataset`` becomes a :class:`Dataset` with :func:`from_torch`.
 """
 
 from __future__ import annotations
@@ -22,8 +30,11 @@ import numpy as np
 from .errors import I2XError
 
 DATA_DIR_ENV = "I2X_DATA_DIR"
-DATASETS = ("mnist5k", "mnist", "digits")
+DATASETS = ("mnist5k", "mnist", "digits", "cifar10", "imagefolder:PATH")
 MNIST_CLASSES = [str(i) for i in range(10)]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 @dataclass
@@ -138,6 +149,167 @@ def load_digits_dataset() -> Dataset:
     return Dataset(x, d.target.astype(np.int64), [str(c) for c in d.target_names], (0.3,), (0.4,), "digits")
 
 
+def _unpickle(path: Path) -> dict:
+    import pickle
+
+    try:
+        with open(path, "rb") as fh:
+            return pickle.load(fh, encoding="bytes")
+    except (OSError, EOFError, pickle.UnpicklingError) as exc:
+        raise I2XError(f"cannot read {path} ({type(exc).__name__}): the file is corrupt; download CIFAR-10 again") from None
+
+
+def _key(d: dict, name: str):
+    return d[name.encode()] if name.encode() in d else d[name]
+
+
+def load_cifar10_split(data_dir: str | os.PathLike, train: bool, download: bool = False) -> Dataset:
+    """CIFAR-10 from ``data_dir``: torchvision's ``cifar-10-batches-py`` or an ImageFolder tree."""
+    root = Path(data_dir)
+    py = root / "cifar-10-batches-py"
+    split = "train" if train else "test"
+    if not py.is_dir() and (root / split).is_dir():
+        ds = load_imagefolder_split(root, split)
+        ds.mean, ds.std, ds.name = CIFAR10_MEAN, CIFAR10_STD, "cifar10"
+        return ds
+    if not py.is_dir() and download:
+        from torchvision.datasets import CIFAR10
+
+        CIFAR10(str(root), train=train, download=True)  # torchvision's own download + checksum
+    files = [py / f"data_batch_{i}" for i in range(1, 6)] if train else [py / "test_batch"]
+    missing = [f.name for f in files if not f.exists()]
+    if missing:
+        raise I2XError(f"--data-dir {root}: no cifar-10-batches-py/{missing[0]} and no {split}/<class>/ image tree there; "
+                       "point --data-dir at the folder that holds cifar-10-batches-py (or train/ and test/), or pass --download")
+    parts = [_unpickle(f) for f in files]
+    x = np.concatenate([np.asarray(_key(d, "data"), dtype=np.uint8).reshape(-1, 3, 32, 32) for d in parts])
+    y = np.concatenate([np.asarray(_key(d, "labels"), dtype=np.int64) for d in parts])
+    classes = CIFAR10_CLASSES
+    if (py / "batches.meta").exists():
+        classes = [c.decode() if isinstance(c, bytes) else str(c) for c in _key(_unpickle(py / "batches.meta"), "label_names")]
+    return Dataset(x, y, classes, CIFAR10_MEAN, CIFAR10_STD, "cifar10")
+
+
+def _image_files(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files = [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).iterdir())
+             if f.suffix.lower() in IMAGE_SUFFIXES]
+    return classes, files
+
+
+def load_imagefolder_split(root: str | os.PathLike, split: str, classes: list[str] | None = None) -> Dataset:
+    """``root/split/<class>/<image>`` as uint8 (N, C, H, W); cached as ``root/.i2x-cache-{split}.npz``."""
+    root = Path(root)
+    d = root / split
+    if not d.is_dir():
+        raise I2XError(f"--dataset imagefolder:{root}: no {split}/ folder there; "
+                       f"lay images out as {root}/train/<class>/*.png and {root}/test/<class>/*.png")
+    found, files = _image_files(d)
+    if not files:
+        raise I2XError(f"--dataset imagefolder:{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in {d}/<class>/")
+    if classes is not None and found != classes:
+        raise I2XError(f"--dataset imagefolder:{root}: {split}/ has classes {found} but train/ has {classes}; "
+                       "give both the same class folders")
+    st = [f.stat() for f, _ in files]
+    stamp = np.array([len(files), sum(s.st_size for s in st), max(s.st_mtime_ns for s in st)], dtype=np.int64)
+    cache = root / f".i2x-cache-{split}.npz"
+    if cache.exists():
+        try:
+            with np.load(cache) as z:
+                if np.array_equal(z["stamp"], stamp):
+                    return Dataset(z["images"], z["labels"], found, tuple(z["mean"]), tuple(z["std"]), f"imagefolder:{root}")
+        except (OSError, KeyError, ValueError):
+            pass  # a broken cache is rebuilt
+    from PIL import Image
+
+    imgs = []
+    for f, _ in files:
+        try:
+            with Image.open(f) as im:
+                imgs.append(im.convert("L") if im.mode in ("L", "1", "I;16") else im.convert("RGB"))
+        except OSError as exc:
+            raise I2XError(f"cannot read image {f} ({exc}): remove or replace it") from None
+    sizes = {im.size for im in imgs}
+    if len(sizes) > 1:
+        raise I2XError(f"--dataset imagefolder:{root}: images of {len(sizes)} sizes in {split}/ (e.g. {sorted(sizes)[:2]}); "
+                       "resize them to one size first")
+    gray = all(im.mode == "L" for im in imgs)
+    arr = [np.asarray(im if gray else im.convert("RGB")) for im in imgs]
+    x = np.stack(arr)[:, None] if gray else np.stack(arr).transpose(0, 3, 1, 2)   # (N, C, H, W) uint8
+    y = np.array([c for _, c in files], dtype=np.int64)
+    xf = x.astype(np.float64) / 255.0
+    mean = tuple(float(v) for v in xf.mean(axis=(0, 2, 3)))
+    std = tuple(float(max(v, 1e-3)) for v in xf.std(axis=(0, 2, 3)))
+    try:
+        tmp = cache.with_name(f".{cache.name}.tmp.npz")
+        np.savez(tmp, images=x, labels=y, mean=np.array(mean), std=np.array(std), stamp=stamp)
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # read-only data folder: no cache, still correct
+    return Dataset(np.ascontiguousarray(x), y, found, mean, std, f"imagefolder:{root}")
+
+
+def from_torch(dataset, classes: list[str] | None = None, batch_size: int = 256, name: str = "torch") -> Dataset:
+    """Materialise a torch ``Dataset`` of (image, label) pairs into a :class:`Dataset`.
+
+    Images may be tensors (C, H, W) or PIL images. uint8 images (and PIL images) keep uint8 and
+    get mean/std measured on them; float images are taken as already normalised (mean 0, std 1).
+    An :class:`i2x.data.Dataset` is returned as it is.
+    """
+    if isinstance(dataset, Dataset):
+        return dataset
+    import torch
+
+    try:
+        n = len(dataset)
+    except TypeError:
+        raise I2XError("train=/test= must be a torch Dataset with __len__ or an i2x.data.Dataset") from None
+    if n == 0:
+        raise I2XError("train=/test= is an empty dataset: give it at least one image per class")
+    xs, ys = [], []
+
+    def as_array(img):
+        if isinstance(img, torch.Tensor):
+            return img.detach().cpu().numpy()
+        a = np.asarray(img)
+        return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)  # PIL: (H, W[, C]) -> (C, H, W)
+
+    for i in range(0, n, batch_size):
+        for j in range(i, min(n, i + batch_size)):
+            img, lab = dataset[j]
+            xs.append(as_array(img))
+            ys.append(int(lab))
+    try:
+        x = np.stack(xs)
+    except ValueError:
+        raise I2XError("train=/test= images differ in shape: add a Resize transform so all have one size") from None
+    if x.ndim != 4:
+        raise I2XError(f"train=/test= images must be (C, H, W), got {x.shape[1:]}; add ToTensor() to the transform")
+    y = np.asarray(ys, dtype=np.int64)
+    if classes is None:
+        classes = list(getattr(dataset, "classes", None) or [str(c) for c in range(int(y.max()) + 1)])
+    if x.dtype == np.uint8:
+        xf = x.astype(np.float64) / 255.0
+        mean = tuple(float(v) for v in xf.mean(axis=(0, 2, 3)))
+        std = tuple(float(max(v, 1e-3)) for v in xf.std(axis=(0, 2, 3)))
+        return Dataset(x, y, list(classes), mean, std, name)
+    c = x.shape[1]
+    return Dataset(x.astype(np.float32), y, list(classes), (0.0,) * c, (1.0,) * c, name)
+
+
+def stratified_subset(labels: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a stratified seeded subset of ``n`` samples (all when None or ≥ len)."""
+    if n is None or n >= len(labels):
+        return np.arange(len(labels))
+    from sklearn.model_selection import train_test_split
+
+    try:
+        keep, _ = train_test_split(np.arange(len(labels)), train_size=n, stratify=labels, random_state=seed)
+    except ValueError as exc:
+        raise I2XError(f"a subset of {n} images cannot hold every class ({exc}); ask for more images") from None
+    return np.sort(keep)
+
+
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(rest, held_out) sorted index arrays; ``fraction`` of every class goes to held_out."""
     rng = np.random.default_rng(seed)
@@ -151,8 +323,19 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     return rest, held
 
 
-def load_splits(name: str, data_dir: str | os.PathLike | None = None, seed: int = 0, download: bool = False) -> Splits:
-    """Train and test sets of a built-in dataset."""
+def load_splits(name: str, data_dir: str | os.PathLike | None = None, seed: int = 0, download: bool = False,
+                train_subset: int | None = None, test_subset: int | None = None, subset_seed: int = 42) -> Splits:
+    """Train and test sets of a built-in dataset, optionally cut to stratified seeded subsets."""
+    sp = _load_splits(name, data_dir, seed, download)
+    if train_subset is None and test_subset is None:
+        return sp
+    tr = sp.train.subset(stratified_subset(sp.train.labels, train_subset, subset_seed))
+    te = sp.test.subset(stratified_subset(sp.test.labels, test_subset, subset_seed))
+    src = sp.test_source + (f"; stratified subset of {len(te)} (seed {subset_seed})" if test_subset else "")
+    return Splits(tr, te, src)
+
+
+def _load_splits(name: str, data_dir, seed: int, download: bool) -> Splits:
     data_dir = data_dir if data_dir is not None else default_data_dir()
     if data_dir is not None and not Path(data_dir).is_dir():
         raise I2XError(f"--data-dir {data_dir} does not exist: pass an existing folder (or unset {DATA_DIR_ENV})")
@@ -172,6 +355,20 @@ def load_splits(name: str, data_dir: str | os.PathLike | None = None, seed: int 
         full = load_digits_dataset()
         rest, held = stratified_split(full.labels, 0.2, seed)
         return Splits(full.subset(rest), full.subset(held), "stratified 20% hold-out of scikit-learn digits")
+    if name == "cifar10":
+        if data_dir is None:
+            raise I2XError(f"--dataset cifar10 needs --data-dir (or {DATA_DIR_ENV}) holding cifar-10-batches-py "
+                           "or train/ and test/ image folders; add --download to fetch it")
+        return Splits(load_cifar10_split(data_dir, True, download), load_cifar10_split(data_dir, False, download),
+                      f"CIFAR-10 test set ({data_dir})")
+    if name.startswith("imagefolder:"):
+        root = Path(name.split(":", 1)[1]).expanduser()
+        if not root.is_dir():
+            raise I2XError(f"--dataset {name}: {root} is not a folder; give imagefolder:PATH with PATH/train and PATH/test")
+        tr = load_imagefolder_split(root, "train")
+        te = load_imagefolder_split(root, "test", classes=tr.classes)
+        te.mean, te.std = tr.mean, tr.std  # normalise the test set with the training statistics
+        return Splits(tr, te, f"{root}/test")
     raise I2XError(f"--dataset {name!r} is unknown; choose one of: {', '.join(DATASETS)}")
 
 

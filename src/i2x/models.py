@@ -56,7 +56,42 @@ def resnet50_small(in_channels: int = 1, num_classes: int = 10) -> nn.Module:
     return m
 
 
-MODELS = {"smallcnn": SmallCNN, "resnet50": resnet50_small}
+def _inception_cls():
+    from torchvision.models.inception import Inception3
+
+    class InceptionV3Small(Inception3):
+        """torchvision InceptionV3 (random weights, no aux head) for small images of any channel count.
+
+        InceptionV3 needs ≥ 75x75 input, and at 75x75 its ``Mixed_7c`` is 1x1 (no spatial
+        prototypes). The wrapper upsamples every input bilinearly to ``input_size`` inside
+        ``forward`` (the data stays 28x28 / 32x32): 171x171 gives a 4x4 ``Mixed_7c``, the same grid
+        as ``resnet50`` on 28x28 (299 would give torchvision's 8x8 at 3x the cost). The first conv
+        takes ``in_channels`` directly (no channel repetition).
+        """
+
+        def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size: int = 171):
+            super().__init__(num_classes=num_classes, aux_logits=False, transform_input=False, init_weights=True)
+            from torchvision.models.inception import BasicConv2d
+
+            if input_size < 75:
+                raise I2XError(f"input_size={input_size}: InceptionV3 needs at least 75x75")
+            self.Conv2d_1a_3x3 = BasicConv2d(in_channels, 32, kernel_size=3, stride=2)
+            self.input_size = input_size
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.shape[-2:] != (self.input_size, self.input_size):
+                x = nn.functional.interpolate(x, size=(self.input_size,) * 2, mode="bilinear", align_corners=False)
+            return super().forward(x)  # (N, C, s, s) -> (N, classes); a tensor, as aux_logits=False
+
+    return InceptionV3Small
+
+
+def inceptionv3_small(in_channels: int = 1, num_classes: int = 10, input_size: int = 171) -> nn.Module:
+    """InceptionV3 upsampling its input to ``input_size`` (target layer ``Mixed_7c``, 4x4 at 171)."""
+    return _inception_cls()(in_channels=in_channels, num_classes=num_classes, input_size=input_size)
+
+
+MODELS = {"smallcnn": SmallCNN, "resnet50": resnet50_small, "inceptionv3": inceptionv3_small}
 
 
 def build_model(name: str, in_channels: int = 1, num_classes: int = 10) -> nn.Module:

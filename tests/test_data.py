@@ -1,0 +1,144 @@
+"""Data sources: CIFAR-10 (pickle and ImageFolder layouts), ImageFolder trees, torch Datasets, subsets."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from i2x.data import (CIFAR10_MEAN, Dataset, from_torch, load_cifar10_split, load_splits,
+                      stratified_subset)
+from i2x.errors import I2XError
+
+
+def write_fake_cifar(root, n_train=20, n_test=10, seed=0):
+    """A tiny cifar-10-batches-py folder: 2 training pickles (as torchvision's, fewer rows) and a test one."""
+    rng = np.random.default_rng(seed)
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    batches = {}
+    for name, n in [*[(f"data_batch_{i}", n_train // 5) for i in range(1, 6)], ("test_batch", n_test)]:
+        x = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        y = [int(v) for v in np.arange(n) % 10]
+        batches[name] = (x, y)
+        with open(d / name, "wb") as fh:
+            pickle.dump({b"data": x, b"labels": y}, fh)
+    with open(d / "batches.meta", "wb") as fh:
+        pickle.dump({b"label_names": [c.encode() for c in
+                                      ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]]}, fh)
+    return batches
+
+
+def write_imagefolder(root, classes=("a", "b", "c"), per_class=4, size=(12, 10), mode="RGB", seed=0):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split in ("train", "test"):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(per_class):
+                shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+                Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(root / split / c / f"{i}.png")
+
+
+def test_cifar10_pickle_layout(tmp_path):
+    batches = write_fake_cifar(tmp_path)
+    tr = load_cifar10_split(tmp_path, train=True)
+    te = load_cifar10_split(tmp_path, train=False)
+    assert tr.images.shape == (20, 3, 32, 32) and tr.images.dtype == np.uint8
+    assert te.images.shape == (10, 3, 32, 32)
+    # row-major 3072 = 3 x 32 x 32 (torchvision's reshape), batches in order
+    np.testing.assert_array_equal(tr.images[0], batches["data_batch_1"][0][0].reshape(3, 32, 32))
+    np.testing.assert_array_equal(tr.images[4], batches["data_batch_2"][0][0].reshape(3, 32, 32))
+    assert tr.classes[3] == "cat" and tr.mean == CIFAR10_MEAN
+    sp = load_splits("cifar10", tmp_path)
+    assert len(sp.train) == 20 and len(sp.test) == 10
+
+
+def test_cifar10_missing_names_data_dir(tmp_path):
+    with pytest.raises(I2XError, match="--data-dir"):
+        load_splits("cifar10", tmp_path)
+    with pytest.raises(I2XError, match="--data-dir"):
+        load_splits("cifar10", None)
+
+
+def test_imagefolder_tree_and_cache(tmp_path):
+    write_imagefolder(tmp_path)
+    sp = load_splits(f"imagefolder:{tmp_path}")
+    assert sp.train.images.shape == (12, 3, 10, 12) and sp.train.images.dtype == np.uint8
+    assert sp.train.classes == ["a", "b", "c"]
+    np.testing.assert_array_equal(sp.train.labels, np.repeat([0, 1, 2], 4))
+    assert (tmp_path / ".i2x-cache-train.npz").exists()
+    sp2 = load_splits(f"imagefolder:{tmp_path}")  # from the cache, identical
+    np.testing.assert_array_equal(sp.train.images, sp2.train.images)
+    assert sp.test.mean == sp.train.mean  # test normalised with training statistics
+    x, _ = sp.train.tensors()
+    assert abs(float(x.mean())) < 0.05 and abs(float(x.std()) - 1) < 0.05
+    # the cache follows the files: a changed image is re-read
+    from PIL import Image
+
+    Image.fromarray(np.zeros((10, 12, 3), np.uint8)).save(tmp_path / "train" / "a" / "0.png")
+    sp3 = load_splits(f"imagefolder:{tmp_path}")
+    assert sp3.train.images[0].max() == 0
+
+
+def test_imagefolder_grayscale_and_cifar_tree(tmp_path):
+    write_imagefolder(tmp_path, mode="L", size=(8, 8))
+    sp = load_splits(f"imagefolder:{tmp_path}")
+    assert sp.train.shape == (1, 8, 8)
+    # cifar10 also reads the ImageFolder copy (train/ test/) with CIFAR-10's statistics
+    tr = load_cifar10_split(tmp_path, train=True)
+    assert tr.mean == CIFAR10_MEAN and len(tr) == 12
+
+
+def test_imagefolder_errors(tmp_path):
+    with pytest.raises(I2XError, match="imagefolder"):
+        load_splits(f"imagefolder:{tmp_path / 'nope'}")
+    from PIL import Image
+
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "train" / "a" / "0.png")
+    with pytest.raises(I2XError, match="no test/"):
+        load_splits(f"imagefolder:{tmp_path}")
+    write_imagefolder(tmp_path / "mixed", size=(8, 8))
+    Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(tmp_path / "mixed" / "train" / "a" / "9.png")
+    with pytest.raises(I2XError, match="resize"):
+        load_splits(f"imagefolder:{tmp_path / 'mixed'}")
+
+
+def test_stratified_subset():
+    y = np.repeat(np.arange(5), 20)
+    idx = stratified_subset(y, 25, seed=42)
+    assert len(idx) == 25 and np.all(np.bincount(y[idx]) == 5)
+    np.testing.assert_array_equal(idx, stratified_subset(y, 25, seed=42))
+    assert not np.array_equal(idx, stratified_subset(y, 25, seed=1))
+    np.testing.assert_array_equal(stratified_subset(y, None, 0), np.arange(100))
+    with pytest.raises(I2XError, match="every class"):
+        stratified_subset(y, 3, seed=0)
+
+
+def test_load_splits_subsets():
+    sp = load_splits("digits", train_subset=200, test_subset=50)
+    assert len(sp.train) == 200 and len(sp.test) == 50
+    assert np.bincount(sp.train.labels).min() >= 19
+    assert "subset of 50" in sp.test_source
+
+
+def test_from_torch_tensors_and_uint8():
+    g = torch.Generator().manual_seed(0)
+    xf = torch.randn(12, 3, 6, 6, generator=g)
+    ds = torch.utils.data.TensorDataset(xf, torch.arange(12) % 3)
+    d = from_torch(ds)
+    assert d.images.dtype == np.float32 and d.mean == (0.0,) * 3 and d.classes == ["0", "1", "2"]
+    x, y = d.tensors()
+    torch.testing.assert_close(x, xf)  # already normalised: unchanged
+    xu = torch.randint(0, 256, (6, 1, 5, 5), generator=g, dtype=torch.uint8)
+    du = from_torch(torch.utils.data.TensorDataset(xu, torch.tensor([0, 1, 0, 1, 0, 1])), classes=["x", "y"])
+    assert du.images.dtype == np.uint8 and du.classes == ["x", "y"]
+    assert du.mean[0] == pytest.approx(float(xu.float().mean() / 255), rel=1e-6)
+    plain = Dataset(np.zeros((2, 1, 4, 4), np.uint8), np.array([0, 1]), ["a", "b"])
+    assert from_torch(plain) is plain
+    with pytest.raises(I2XError, match="empty"):
+        from_torch(torch.utils.data.TensorDataset(torch.zeros(0, 1, 2, 2), torch.zeros(0)))
