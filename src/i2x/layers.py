@@ -64,7 +64,7 @@ def _main_path_spatial(outputs: list[tuple[str, tuple[int, ...] | None]]) -> lis
 
 # Auto-detected layer per model and input signature: detection runs a hooked forward pass,
 # and the recorder asks at every checkpoint. Weak keys: the cache never keeps a model alive.
-_DETECTED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_DETECTED: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 
 
 def find_target_layer(model: nn.Module, example: torch.Tensor) -> str:
