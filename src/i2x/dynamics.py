@@ -61,7 +61,8 @@ def ridge(delta_i: np.ndarray, delta_p: np.ndarray, lam: float = 1.0) -> np.ndar
         raise I2XError(f"ridge lambda={lam} must be > 0")
     if di.shape[0] == 0:
         return np.zeros((di.shape[1], dp.shape[1]))
-    return Ridge(alpha=lam, fit_intercept=False, solver="cholesky").fit(di, dp).coef_.T.copy()
+    coef = Ridge(alpha=lam, fit_intercept=False, solver="cholesky").fit(di, dp).coef_
+    return coef.reshape(dp.shape[1], di.shape[1]).T.copy()  # sklearn drops the target axis when C == 1
 
 
 @dataclass(frozen=True)
