@@ -127,8 +127,7 @@ def run(config: RunConfig | None = None, out: str | Path = "runs/i2x", *, resume
     timings: dict = manifest.setdefault("timings", {})
 
     def done(name: str) -> bool:
-        s = stages.get(name)
-        return bool(s and s.get("complete") and all((out / f).exists() for f in s.get("files", [])))
+        return _done(out, manifest, name)
 
     def complete(name: str, files: list[str]) -> None:
         stages[name] = {"complete": True, "files": files}
@@ -162,6 +161,13 @@ def run(config: RunConfig | None = None, out: str | Path = "runs/i2x", *, resume
     from .layers import resolve_layer
 
     layer_name, _ = resolve_layer(model, cfg.layer, x_exp[:1].to(device))
+    from .saliency import features
+
+    _, fh, fw, _ = features(model, x_exp[:1], layer_name, device=device).shape
+    if cfg.prototypes > len(eidx) * fh * fw:  # fail now, not after training
+        raise I2XError(f"--prototypes {cfg.prototypes} exceeds the {len(eidx) * fh * fw} feature vectors "
+                       f"({len(eidx)} explanation samples x {fh}x{fw} positions): lower --prototypes "
+                       "or raise --explain-fraction")
     manifest["model"] = {"name": cfg.model if cfg.model else type(model).__name__, "layer": layer_name,
                          "parameters": int(sum(p.numel() for p in model.parameters()))}
 
@@ -209,8 +215,10 @@ def run(config: RunConfig | None = None, out: str | Path = "runs/i2x", *, resume
 
 
 def _done(out: Path, manifest: dict, name: str) -> bool:
+    """A stage is done when the manifest lists it complete and every file it wrote reads back;
+    a missing, truncated or corrupt file means the stage is redone."""
     s = manifest.get("stages", {}).get(name)
-    return bool(s and s.get("complete") and all((out / f).exists() for f in s.get("files", [])))
+    return bool(s and s.get("complete") and all(store.readable(out / f) for f in s.get("files", [])))
 
 
 def _complete(out: Path, manifest: dict, name: str, files: list[str]) -> None:

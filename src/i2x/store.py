@@ -69,6 +69,29 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         ) from None
 
 
+def readable(path: str | os.PathLike) -> bool:
+    """True when ``path`` exists and parses (.npz: every array reads; .json: valid JSON).
+
+    Used on resume: a stage whose file is corrupt or truncated is redone, never read as data.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                for k in z.files:
+                    z[k]
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".pt":
+            with zipfile.ZipFile(path) as zf:  # torch.save writes a zip archive
+                return zf.testzip() is None
+    except Exception:
+        return False
+    return True
+
+
 def save_json(path: str | os.PathLike, obj: Any) -> Path:
     path = Path(path)
     data = json.dumps(obj, indent=2, sort_keys=False, default=_json_default).encode()

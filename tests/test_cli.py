@@ -1,0 +1,76 @@
+"""End to end: the CLI on a tiny dataset, then the run directory and `i2x explain`."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from i2x.cli import main
+from i2x.store import SCHEMA_VERSION, load_npz
+
+ARGS = ["--dataset", "digits", "--epochs", "2", "--every", "5", "--prototypes", "6",
+        "--min-cluster-size", "5", "--device", "cpu", "--quiet", "--no-report"]
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["run", "--out", str(out), *ARGS]) == 0
+    return out
+
+
+def test_run_directory_is_complete(cli_run, capsys):
+    m = json.loads((cli_run / "manifest.json").read_text())
+    assert m["schema_version"] == SCHEMA_VERSION
+    assert m["config"]["dataset"] == "digits" and m["config"]["prototypes"] == 6
+    assert 0.0 <= m["metrics"]["test_accuracy"] <= 1.0
+    assert {"torch", "numpy", "scikit-learn"} <= set(m["versions"])
+    assert all(m["stages"][s]["complete"] for s in ("record", "evaluate", "prototypes", "intensity", "dynamics", "explain"))
+    its = m["checkpoints"]
+    ipe = int(np.ceil(m["data"]["train_size"] / 64))
+    assert its[0] == 0 and its[-1] == 2 * ipe and all(i % 5 == 0 for i in its[:-1])
+    n = m["data"]["explain_size"]
+    assert n == round(0.1 * m["data"]["train_size"])
+    protos = load_npz(cli_run / "arrays" / "prototypes.npz")
+    h, w = protos["assignments"].shape[1:]
+    assert protos["assignments"].shape == (n, h, w) and protos["assignments"].max() < 6
+    inten = load_npz(cli_run / "arrays" / "intensity.npz")
+    assert inten["intensity"].shape == (len(its), n, 6) and inten["contain"].shape == (n, 6)
+    dyn = load_npz(cli_run / "arrays" / "dynamics.npz")
+    assert dyn["W"].shape == (len(its) - 1, 6, 10) and dyn["labels"].shape == (len(its) - 1, n)
+    assert (dyn["flagged"] == (dyn["n_clusters"] == 0)).all()
+    rec = load_npz(cli_run / "record" / f"ckpt_it{its[-1]:07d}.npz")
+    assert rec["confidences"].shape == (n, 10) and rec["saliency"].shape == (n, h, w)
+    np.testing.assert_allclose(rec["confidences"].sum(1), 1.0, atol=1e-5)
+    assert (rec["saliency"] >= 0).all()
+    ex = json.loads((cli_run / "explanations.json").read_text())
+    assert set(ex["classes"]) <= {str(c) for c in range(10)} and ex["checkpoints"] == its
+
+
+def test_explain_class_and_pair(cli_run, capsys):
+    assert main(["explain", str(cli_run), "--class", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Class 3") and "shared prototypes" in out
+    ex = json.loads((cli_run / "explanations.json").read_text())
+    a, b = ex["pairs"][0]["names"] if ex["pairs"] else ("0", "1")
+    assert main(["explain", str(cli_run), "--pair", a, b]) == 0
+    out = capsys.readouterr().out
+    assert f"Pair {a} vs {b}" in out and "uncertain prototypes" in out and "reliable prototypes" in out
+
+
+def test_existing_run_is_not_overwritten_silently(cli_run, capsys):
+    assert main(["run", "--out", str(cli_run), *ARGS]) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and "--overwrite" in err and "Traceback" not in err
+
+
+def test_bad_class_name_exits_2(cli_run, capsys):
+    assert main(["explain", str(cli_run), "--class", "cat"]) == 2
+    assert "classes: 0, 1" in capsys.readouterr().err
+
+
+def test_console_script_entry_point_runs():
+    r = subprocess.run([sys.executable, "-m", "i2x", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("i2x ")
