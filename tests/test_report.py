@@ -1,0 +1,207 @@
+"""i2x.report: the HTML report of a run directory, without a browser (see test_report_browser.py)."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from i2x import store
+from i2x.errors import I2XError, RunDirError
+from i2x.report import report
+from i2x.report.figures import grid, proto_colors, proto_hex, tile, upsample
+from i2x.report.load import finetune_summary
+from i2x.report.page import md_tables
+
+REPORT_SRC = Path(__file__).resolve().parents[1] / "src" / "i2x" / "report"
+SECTIONS = ("summary", "prototypes", "classes", "pairs", "dynamics")
+
+
+@functools.cache
+def _build_tiny_run(base: str) -> Path:
+    """One real tiny run (scikit-learn digits, 8x8 -> 2x2 maps) per test session, shared by
+    this module and test_report_browser.py (which imports the fixture below)."""
+    import torch
+
+    import i2x
+
+    torch.manual_seed(0)
+    out = Path(base) / "report-tiny"
+    i2x.run(out=out, progress=False, dataset="digits", epochs=1, batch_size=64, every=4, prototypes=4,
+            min_cluster_size=5, seed=0, device="cpu")
+    return out
+
+
+@pytest.fixture(scope="session")
+def report_run(tmp_path_factory) -> Path:
+    return _build_tiny_run(str(tmp_path_factory.getbasetemp()))
+
+
+@pytest.fixture(scope="session")
+def report_index(report_run) -> Path:
+    return report(report_run)
+
+
+def _srcs(html: str) -> list[str]:
+    return re.findall(r'<img[^>]* src="([^"]+)"', html)
+
+
+def test_report_writes_page_and_every_figure_as_png_and_svg(report_run, report_index):
+    assert report_index == report_run / "report" / "index.html"
+    html = report_index.read_text()
+    srcs = _srcs(html)
+    assert len(srcs) >= 5
+    for s in srcs:
+        assert not s.startswith(("http:", "https:", "//", "/")), s  # relative: opens from disk
+        png = report_index.parent / s
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", s
+        assert png.with_suffix(".svg").read_text().lstrip().startswith(("<?xml", "<svg")), s
+    for sec in SECTIONS:
+        assert f'id="{sec}"' in html
+    assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html
+
+
+def test_report_names_classes_pairs_and_links_them(report_run, report_index):
+    html = report_index.read_text()
+    m = store.read_manifest(report_run)
+    ex = store.load_json(report_run / "explanations.json")
+    for name, e in ex["classes"].items():
+        assert f'id="class-{e["index"]}"' in html and f"Class {name}" in html
+    assert ex["pairs"], "the tiny run makes errors, so it has confused pairs"
+    for p in ex["pairs"]:
+        pid = f"pair-{p['a']}-{p['b']}"
+        assert f'id="{pid}"' in html and f'href="#{pid}"' in html
+        assert (report_index.parent / "fig" / f"{pid}-contribution.png").exists()
+    assert f"{100 * m['metrics']['test_accuracy']:.2f} %" in html
+    assert 'id="finetune"' not in html  # no DIR/finetune: the section is skipped
+
+
+def test_prototype_chips_use_one_colour_per_prototype(report_run, report_index):
+    html = report_index.read_text()
+    k = store.load_npz(report_run / "arrays" / "prototypes.npz")["centroids"].shape[0]
+    hexes = proto_hex(k)
+    chips = re.findall(r'--c:(#[0-9a-f]{6})">P-(\d+)<', html)
+    assert chips
+    for col, p in chips:
+        assert col == hexes[int(p)]
+
+
+def test_report_package_never_imports_torch_or_model_code():
+    banned = {"torch", "torchvision", "i2x.record", "i2x.pipeline", "i2x.saliency", "i2x.train", "i2x.models"}
+    rel = {"record", "pipeline", "saliency", "train", "models"}
+    for py in REPORT_SRC.glob("*.py"):
+        for node in ast.walk(ast.parse(py.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+                if node.level == 2 and (node.module or "") in rel:
+                    names.append(f"i2x.{node.module}")
+            else:
+                continue
+            for n in names:
+                assert n.split(".")[0] != "torch" and n not in banned, f"{py.name} imports {n}"
+
+
+def test_finetune_section_from_results_and_table(report_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(report_run, run, ignore=shutil.ignore_patterns("report"))
+    cm = np.zeros((10, 10), int)
+    reps = []
+    for i, (acc, ab, ba) in enumerate([(0.9, 3, 1), (0.92, 1, 1)]):
+        c = cm.copy()
+        c[2, 7], c[7, 2] = ab, ba
+        reps.append({"seed": i, "accuracy": acc, "confusion": c.tolist()})
+    (run / "finetune").mkdir()
+    (run / "finetune" / "results.json").write_text(json.dumps({"pair": [2, 7], "schedules": {"full": {"repeats": reps},
+                                                                                           "curated": reps[:1]}}))
+    (run / "finetune" / "table.md").write_text("# Fine-tuning 2↔7\n\n| schedule | acc % |\n|---|---|\n| full | 91.00 ± 1.41 |\n")
+    html = report(run, svg=False).read_text()
+    assert 'id="finetune"' in html and "<td>91.00 ± 1.41</td>" in html
+    assert (run / "report" / "fig" / "finetune.png").exists()
+
+
+def test_finetune_summary_mean_and_sample_std():
+    reps = [{"accuracy": a, "confusion": [[0, x], [y, 0]]} for a, x, y in [(0.98, 4, 2), (0.96, 2, 0), (0.97, 3, 4)]]
+    s = finetune_summary({"pair": ["a", "b"], "schedules": [{"name": "full", "repeats": reps}]}, ["a", "b"])
+    row = s["schedules"]["full"]
+    assert (s["a"], s["b"], row["n"]) == (0, 1, 3)
+    assert row["accuracy"][0] == pytest.approx(97.0) and row["accuracy"][1] == pytest.approx(1.0)
+    assert row["a_to_b"] == pytest.approx((3.0, 1.0)) and row["b_to_a"] == pytest.approx((2.0, 2.0))
+    assert row["both"] == pytest.approx((5.0, np.std([6, 2, 7], ddof=1)))
+    assert finetune_summary({"schedules": "?"}, ["a", "b"]) is None
+
+
+def test_incomplete_run_is_a_one_line_error(report_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(report_run, run, ignore=shutil.ignore_patterns("report", "arrays"))
+    m = store.read_manifest(run)
+    del m["stages"]["dynamics"]
+    store.write_manifest(run, m)
+    with pytest.raises(RunDirError, match="missing stages: dynamics.*--resume"):
+        report(run)
+    with pytest.raises(I2XError, match="does not exist"):
+        report(tmp_path / "nope")
+
+
+def test_cli_report_skips_malformed_finetune_and_reports_bad_dir(report_run, tmp_path, capsys):
+    from i2x.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(report_run, run, ignore=shutil.ignore_patterns("report"))
+    (run / "finetune").mkdir()
+    (run / "finetune" / "results.json").write_text("{not json")      # another stage's broken output
+    out = tmp_path / "rep"
+    assert main(["report", str(run), "--out", str(out), "--no-svg"]) == 0
+    assert str(out / "index.html") in capsys.readouterr().out
+    assert 'id="finetune"' not in (out / "index.html").read_text()
+    assert not list((out / "fig").glob("*.svg"))
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("i2x report: error:") and "\n" not in err
+
+
+def test_proto_colors_distinct_and_stable():
+    for k in (4, 10, 32, 60, 128):
+        c = proto_colors(k)
+        assert c.shape == (k, 3)
+        assert len({tuple(np.round(x, 4)) for x in c}) == k
+        np.testing.assert_array_equal(c[: min(k, 10)], proto_colors(k)[: min(k, 10)])
+    np.testing.assert_array_equal(proto_colors(32)[:20], proto_colors(40)[:20])
+
+
+def test_upsample_bilinear_oracle():
+    m = np.array([[0.0, 1.0], [2.0, 3.0]])
+    u = upsample(m, 4, 4)
+    # pixel centres at (i + 0.5) / 2 - 0.5 -> -0.25, 0.25, 0.75, 1.25 (clipped to 0..1)
+    np.testing.assert_allclose(u[0], [0, 0.25, 0.75, 1])
+    np.testing.assert_allclose(u[:, 0], [0, 0.5, 1.5, 2])
+    np.testing.assert_allclose(upsample(np.full((7, 7), 2.5), 28, 28), 2.5)
+
+
+def test_tile_outlines_cell_in_prototype_colour_and_keeps_the_rest():
+    img = np.full((1, 8, 8), 255, np.uint8)
+    img[0, :4] = 0
+    cells = np.zeros((2, 2), bool)
+    cells[1, 0] = True
+    t = tile(img, cells, (1, 0, 0), scale=2)                     # (16, 16, 3); cell (1,0) = rows 8-15, cols 0-7
+    assert t.shape == (16, 16, 3)
+    np.testing.assert_array_equal(t[8, 0:8], [[1, 0, 0]] * 8)   # top edge of the cell
+    np.testing.assert_array_equal(t[15, 3], [1, 0, 0])           # bottom edge
+    np.testing.assert_array_equal(t[11, 4], [1, 1, 1])           # inside the cell: the image
+    np.testing.assert_array_equal(t[2, 12], [0, 0, 0])           # other cells untouched
+    g = grid([[t, None], [None, t]], pad=2)
+    assert g.shape == (2 * 16 + 3 * 2, 2 * 16 + 3 * 2, 3)
+    np.testing.assert_array_equal(g[2:18, 2:18], t)
+    assert (g[2:18, 20:36] == 1).all()
+
+
+def test_md_tables_escapes_and_skips_separator():
+    h = md_tables("# Title\n| a | <b> |\n|---|:--:|\n| 1 | 2 |\n")
+    assert h == "<p>Title</p><table><tr><th>a</th><th>&lt;b&gt;</th></tr><tr><td>1</td><td>2</td></tr></table>"
