@@ -25,7 +25,8 @@ from .errors import DivergedError, I2XError, RunDirError
 from .explain import ExplainConfig, explain, pair_explanation
 from .finetune import curated_indices, finetune
 from .intensity import containment, intensity
-from .pipeline import Run, load_model, run
+from .pipeline import Run, analyze, analyze_checkpoints, load_model, run
+from .presets import PRESETS
 from .prototypes import Prototypes, prototypes
 from .record import Recorder
 from .saliency import features, saliency
@@ -39,5 +40,6 @@ __all__ = [
     "RunConfig", "saliency", "features", "Recorder", "prototypes", "Prototypes", "intensity",
     "containment", "confidence_clusters", "aggregate_clusters", "ridge", "dynamics", "Dynamics",
     "explain", "ExplainConfig", "pair_explanation", "finetune", "curated_indices", "run", "Run", "load_model",
+    "analyze", "analyze_checkpoints", "PRESETS",
     "I2XError", "RunDirError", "DivergedError", "__version__",
 ]

@@ -214,7 +214,50 @@ def cmd_explain(a) -> int:
     return 0
 
 
-COMMANDS = {"run": (_add_run, cmd_run), "explain": (_add_explain, cmd_explain)}
+def _add_analyze(sub) -> None:
+    p = sub.add_parser("analyze", help="stages 2-7 on records your own loop wrote, or on saved state_dicts")
+    p.add_argument("run_dir", help="directory with record/ckpt_it*.npz (from i2x.Recorder) or to write into")
+    p.add_argument("--checkpoints", metavar="DIR", help="folder of saved state_dicts (*.pt/*.pth) to record first")
+    p.add_argument("--model", help="built-in architecture of the checkpoints (smallcnn, resnet50, inceptionv3)")
+    p.add_argument("--dataset", help="dataset the checkpoints were trained on (gives the explanation set)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--train-subset", type=int)
+    p.add_argument("--layer", default=None)
+    p.add_argument("--prototypes", type=int, help="K")
+    p.add_argument("--min-cluster-size", type=int)
+    p.add_argument("--device", default="auto")
+
+
+def cmd_analyze(a) -> int:
+    from .pipeline import analyze, analyze_checkpoints, load_model
+
+    over = {k: v for k, v in (("prototypes", a.prototypes), ("min_cluster_size", a.min_cluster_size)) if v is not None}
+    if a.checkpoints is None:
+        if not (Path(a.run_dir) / "weights" / "final.pt").exists():
+            raise I2XError(f"{a.run_dir} has no weights/final.pt: pass --checkpoints DIR --model NAME --dataset NAME, "
+                           "or call i2x.analyze(run_dir, model=...) from Python")
+        r = analyze(a.run_dir, load_model(a.run_dir), layer=a.layer, device=a.device, **over)
+    else:
+        from .data import explanation_indices, load_splits
+        from .models import build_model
+        from .presets import config_from
+
+        if not (a.model and a.dataset):
+            raise I2XError("--checkpoints needs --model NAME and --dataset NAME (the architecture and data they come from)")
+        cfg = config_from(None, model=a.model, dataset=a.dataset, data_dir=a.data_dir, train_subset=a.train_subset, **over)
+        sp = load_splits(cfg.dataset, cfg.data_dir, seed=cfg.seed, train_subset=cfg.train_subset,
+                         subset_seed=cfg.explain_seed)
+        eidx = explanation_indices(len(sp.train), cfg.explain_fraction, cfg.explain_seed)
+        x, y = sp.train.tensors(eidx)
+        model = build_model(cfg.model, in_channels=sp.train.shape[0], num_classes=len(sp.train.classes))
+        r = analyze_checkpoints(a.checkpoints, model, a.run_dir, images=x, labels=y.numpy(), classes=sp.train.classes,
+                                test=sp.test.tensors(), layer=a.layer, device=a.device, config=cfg)
+    print(summary(r))
+    return 0
+
+
+COMMANDS = {"run": (_add_run, cmd_run), "explain": (_add_explain, cmd_explain),
+            "analyze": (_add_analyze, cmd_analyze)}
 
 
 def _register_optional() -> None:

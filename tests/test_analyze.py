@@ -1,0 +1,110 @@
+"""Post-hoc analysis: records from a plain training loop (i2x.Recorder) and saved state_dicts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import i2x
+from i2x.cli import main
+from i2x.data import load_splits
+from i2x.errors import I2XError
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+def _data():
+    sp = load_splits("digits", train_subset=300, test_subset=100)
+    return sp, *sp.train.tensors(), *sp.test.tensors()
+
+
+def _loop(model, x, y, iters, callback):
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+    callback(model, 0)
+    for it in range(1, iters + 1):
+        idx = torch.randint(0, len(y), (32,), generator=g)
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        callback(model, it)
+
+
+def test_recorder_in_plain_loop_then_analyze(tmp_path):
+    sp, x, y, xt, yt = _data()
+    xe, ye = x[:60], y[:60]
+    model = _model()
+    rec = i2x.Recorder(xe, ye.numpy(), every=4, out_dir=tmp_path, layer="3")
+    _loop(model, x, y, 12, rec.step)
+    rec.finalize(model, 12)
+    r = i2x.analyze(tmp_path, model, images=xe, labels=ye, classes=sp.train.classes, test=(xt, yt),
+                    prototypes=5, min_cluster_size=4)
+    m = r.manifest
+    assert m["checkpoints"] == [0, 4, 8, 12] and m["model"]["layer"] == "3" and m["model"]["feature_shape"] == [8, 8, 8]
+    assert m["data"]["test_size"] == 100 and 0.0 <= m["metrics"]["test_accuracy"] <= 1.0
+    assert r.arrays("intensity")["intensity"].shape == (4, 60, 5)
+    assert r.arrays("dynamics")["W"].shape == (3, 5, 10)
+    assert set(r.explanations()["classes"]) <= set(sp.train.classes)
+    # the confusion matrix is the test set's: compare with a direct prediction
+    pred = model.eval()(xt).argmax(1).numpy()
+    np.testing.assert_array_equal(r.arrays("evaluate")["y_pred"], pred)
+    # `i2x explain` reads the result like any run
+    assert main(["explain", str(tmp_path), "--class", "3"]) == 0
+
+
+def test_analyze_without_records_or_test(tmp_path):
+    with pytest.raises(I2XError, match="Recorder"):
+        i2x.analyze(tmp_path, _model())
+    sp, x, y, *_ = _data()
+    model = _model()
+    rec = i2x.Recorder(x[:40], y[:40].numpy(), every=2, out_dir=tmp_path, layer="3")
+    _loop(model, x, y, 4, rec.step)
+    r = i2x.analyze(tmp_path, model, images=x[:40], labels=y[:40], prototypes=4, min_cluster_size=3)
+    assert "explanation set" in r.manifest["data"]["test_source"]  # said, not hidden
+    assert r.manifest["data"]["classes"] == [str(c) for c in range(10)]
+
+
+def test_analyze_checkpoints_of_saved_state_dicts(tmp_path):
+    sp, x, y, xt, yt = _data()
+    ck = tmp_path / "ckpts"
+    ck.mkdir()
+    model = _model()
+
+    def save(m, it):
+        if it % 5 == 0:  # plain state_dicts and one self-describing dict, names out of lexical order
+            obj = {"model": m.state_dict(), "step": it} if it == 10 else m.state_dict()
+            torch.save(obj, ck / f"model_{it}.pt")
+
+    _loop(model, x, y, 10, save)
+    final = {k: v.clone() for k, v in model.state_dict().items()}
+    r = i2x.analyze_checkpoints(ck, _model(), tmp_path / "out", images=x[:50], labels=y[:50].numpy(),
+                                test=(xt, yt), prototypes=4, min_cluster_size=4)
+    assert r.manifest["checkpoints"] == [0, 5, 10]
+    # the last checkpoint's confidences are those of the final weights
+    m = _model()
+    m.load_state_dict(final)
+    probs = torch.softmax(m.eval()(x[:50]), 1).detach().numpy()
+    np.testing.assert_allclose(r.records()["confidences"][-1], probs, atol=1e-5)
+    with pytest.raises(I2XError, match="≥ 2"):
+        i2x.analyze_checkpoints(tmp_path / "out", _model(), tmp_path / "o2", images=x[:5], labels=y[:5].numpy())
+    bad = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+    with pytest.raises(I2XError, match="does not fit"):
+        i2x.analyze_checkpoints(ck, bad, tmp_path / "o3", images=x[:5], labels=y[:5].numpy())
+
+
+def test_run_with_torch_datasets(tmp_path):
+    sp, x, y, xt, yt = _data()
+    train = torch.utils.data.TensorDataset(x, y)
+    r = i2x.run(out=tmp_path / "r", model=_model(), train=train, layer="3", epochs=1, batch_size=50, every=3,
+                prototypes=4, min_cluster_size=3, device="cpu", progress=False)
+    m = r.manifest
+    assert m["data"]["train_size"] == 240 and "hold-out" in m["data"]["test_source"]  # 20 % of 300 held out
+    assert m["checkpoints"] == [0, 3, 5] and m["model"]["layer"] == "3"

@@ -1,0 +1,107 @@
+"""The paper's presets: precedence of flags, and each preset run at a tiny scale through the CLI.
+
+Every preset test goes through the real code path (``i2x.cli.main`` -> data loader -> model ->
+training with recording -> stages 2-7) on a tiny fake dataset written into tmp_path in the
+format the preset reads (MNIST IDX files, CIFAR-10 pickles); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from i2x.cli import main
+from i2x.config import RunConfig
+from i2x.errors import I2XError
+from i2x.presets import PRESETS, config_from
+
+from test_data import write_fake_cifar  # tests/ is on sys.path (pytest rootdir conftest)
+
+
+def write_fake_mnist(root, n_train=20, n_test=10, seed=0):
+    """MNIST/raw/{train,t10k}-{images,labels}-idx*-ubyte.gz with random digits (torchvision's layout)."""
+    rng = np.random.default_rng(seed)
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        x = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        y = (np.arange(n) % 10).astype(np.uint8)
+        with gzip.open(raw / f"{prefix}-images-idx3-ubyte.gz", "wb") as fh:
+            fh.write((0x0803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in x.shape) + x.tobytes())
+        with gzip.open(raw / f"{prefix}-labels-idx1-ubyte.gz", "wb") as fh:
+            fh.write((0x0801).to_bytes(4, "big") + n.to_bytes(4, "big") + y.tobytes())
+    return root
+
+
+TINY_FLAGS = ["--prototypes", "4", "--min-cluster-size", "2", "--explain-fraction", "0.2",
+              "--device", "cpu", "--quiet", "--no-report"]
+
+
+def _manifest(out):
+    return json.loads((out / "manifest.json").read_text())
+
+
+def test_preset_precedence():
+    c = config_from("paper-cifar10-resnet50")
+    assert (c.dataset, c.model, c.prototypes, c.epochs, c.every_epoch) == ("cifar10", "resnet50", 128, 50, True)
+    assert (c.explain_fraction, c.explain_seed, c.batch_size) == (0.1, 42, 128)
+    # a given value overrides the preset; None means "not given"; the rest are RunConfig defaults
+    c = config_from("paper-mnist-resnet50", epochs=1, train_subset=5000, lr=None)
+    assert (c.epochs, c.train_subset, c.lr, c.every, c.prototypes) == (1, 5000, RunConfig().lr, 40, 32)
+    assert config_from(None, epochs=3) == RunConfig(epochs=3)
+    with pytest.raises(I2XError, match="--preset 'paper-x'"):
+        config_from("paper-x")
+    with pytest.raises(I2XError, match="--train-subset"):
+        config_from("paper-mnist-resnet50", train_subset=0)
+    assert set(PRESETS) == {"paper-mnist-resnet50", "paper-cifar10-resnet50", "paper-mnist-inceptionv3"}
+
+
+def test_cli_flag_conflicts(tmp_path, capsys):
+    rc = main(["run", "--out", str(tmp_path / "r"), "--every", "5", "--every-epoch"])
+    assert rc == 2 and "--every-epoch" in capsys.readouterr().err
+    rc = main(["run", "--out", str(tmp_path / "r"), "--preset", "paper-mnist-resnet50", "--data-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--data-dir" in err and len(err.strip().splitlines()) == 1
+
+
+def test_preset_mnist_resnet50(tmp_path):
+    data = write_fake_mnist(tmp_path / "data")
+    out = tmp_path / "run"
+    rc = main(["run", "--preset", "paper-mnist-resnet50", "--data-dir", str(data), "--out", str(out),
+               "--epochs", "1", "--batch-size", "10", "--every", "1", *TINY_FLAGS])
+    assert rc == 0
+    m = _manifest(out)
+    assert m["config"]["model"] == "resnet50" and m["config"]["dataset"] == "mnist" and m["config"]["explain_seed"] == 42
+    assert m["model"]["layer"] == "layer4" and m["model"]["feature_shape"] == [4, 4, 2048]
+    assert m["checkpoints"] == [0, 1, 2] and m["data"]["train_size"] == 20 and m["data"]["test_size"] == 10
+    assert all(m["stages"][s]["complete"] for s in ("record", "prototypes", "intensity", "dynamics", "explain"))
+
+
+def test_preset_cifar10_resnet50_once_per_epoch(tmp_path):
+    write_fake_cifar(tmp_path / "data", n_train=20, n_test=10)
+    out = tmp_path / "run"
+    rc = main(["run", "--preset", "paper-cifar10-resnet50", "--data-dir", str(tmp_path / "data"), "--out", str(out),
+               "--epochs", "2", "--batch-size", "10", *TINY_FLAGS])
+    assert rc == 0
+    m = _manifest(out)
+    assert m["config"]["every_epoch"] and m["config"]["model"] == "resnet50"
+    assert m["checkpoints"] == [0, 2, 4]  # 20 images / batch 10 = 2 iterations per epoch
+    assert m["data"]["classes"][3] == "cat" and m["data"]["image_shape"] == [3, 32, 32]
+    assert m["model"]["feature_shape"] == [4, 4, 2048]
+
+
+def test_preset_mnist_inceptionv3(tmp_path):
+    data = write_fake_mnist(tmp_path / "data")
+    out = tmp_path / "run"
+    rc = main(["run", "--preset", "paper-mnist-inceptionv3", "--data-dir", str(data), "--out", str(out),
+               "--epochs", "1", "--batch-size", "10", *TINY_FLAGS])
+    assert rc == 0
+    m = _manifest(out)
+    assert m["config"]["model"] == "inceptionv3" and m["config"]["every"] == 40
+    assert m["model"]["layer"] == "Mixed_7c" and m["model"]["feature_shape"] == [4, 4, 2048]
+    assert m["checkpoints"] == [0, 2]  # untrained and final: 2 iterations < every=40
+    rec = np.load(out / "record" / "ckpt_it0000002.npz")
+    assert rec["saliency"].shape == (4, 4, 4) and rec["confidences"].shape == (4, 10)
