@@ -219,7 +219,7 @@ def gallery_image(d: RunData, colors: np.ndarray, n: int = 8) -> tuple[np.ndarra
                 row.append(tile(d.images[r], d.assignments[r] == k, colors[k], scale=s))
         rows.append(row + [None] * (n - len(row)))
         top = np.argsort(-frac_by_class[:, k], kind="stable")[:2]
-        labels.append((f"P-{k}", ", ".join(f"{d.classes[c]} {100 * frac_by_class[c, k]:.0f}%" for c in top
+        labels.append((f"P-{k}", "in " + ", ".join(f"{d.classes[c][:10]}: {100 * frac_by_class[c, k]:.0f}%" for c in top
                                            if frac_by_class[c, k] > 0)))
     if all(t is None for r in rows for t in r):
         rows[0][0] = np.ones((8 * s, 8 * s, 3))
@@ -396,14 +396,21 @@ def finetune_figure(summary: dict, classes: list[str]) -> Figure:
     x = np.arange(len(names))
     acc = np.array([r["accuracy"] for r in rows])
     axes[0].bar(x, acc[:, 0], yerr=acc[:, 1], color="#4c72b0", capsize=3)
-    lo = max(0.0, float((acc[:, 0] - acc[:, 1]).min()) - 1.0)
-    axes[0].set_ylim(lo, min(100.0, float((acc[:, 0] + acc[:, 1]).max()) + 0.5))
+    b_acc = (summary.get("baseline") or {}).get("accuracy")
+    ext = [*(acc[:, 0] - acc[:, 1]), *(acc[:, 0] + acc[:, 1]), *([b_acc] if b_acc is not None else [])]
+    axes[0].set_ylim(max(0.0, min(ext) - 1.0), min(100.0, max(ext) + 0.5))
     axes[0].set_ylabel("test accuracy % (mean ± std)")
+    base = summary.get("baseline") or {}
+    if base.get("accuracy") is not None:
+        axes[0].axhline(base["accuracy"], color="black", ls="--", lw=1, label="before fine-tuning")
+        axes[0].legend(fontsize=7.5, frameon=False, loc="lower right")
     if has_pair:
         both = np.array([r["both"] for r in rows])
         a, b = summary["a"], summary["b"]
         axes[1].bar(x, both[:, 0], yerr=both[:, 1], color="#dd8452", capsize=3)
         axes[1].set_ylabel(f"{classes[a]}↔{classes[b]} errors (mean ± std)")
+        if base.get("both") is not None:
+            axes[1].axhline(base["both"], color="black", ls="--", lw=1)
     for ax in axes:
         ax.set_xticks(x, names, rotation=20, ha="right", fontsize=8)
     return fig

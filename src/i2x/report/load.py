@@ -168,4 +168,8 @@ def finetune_summary(res: dict, classes: list[str]) -> dict | None:
         out[str(name)] = row
     if not out:
         return None
-    return {"a": a, "b": b, "schedules": out}
+    base = res.get("baseline") if isinstance(res.get("baseline"), dict) else {}
+    bacc, bcm = base.get("accuracy"), base.get("confusion")
+    baseline = {"accuracy": (100 * bacc if bacc <= 1 else bacc) if isinstance(bacc, (int, float)) else None,
+                "both": (bcm[a][b] + bcm[b][a]) if a is not None and isinstance(bcm, list) and len(bcm) > max(a, b) else None}
+    return {"a": a, "b": b, "schedules": out, "baseline": baseline}

@@ -14,6 +14,7 @@ E = html.escape
 MAX_EXAMPLE_ROWS = 8   # prototypes shown with examples per class (shared first, then specialized)
 MAX_CURVES = 6         # key prototypes drawn per class curve
 PAIR_EXAMPLE_ROWS = 3  # prototypes with saliency examples per pair
+MAX_CLASS_FIGS = 20    # with more classes, figures only for these many + the classes of confused pairs
 
 
 class Page:
@@ -103,16 +104,17 @@ class Page:
     def classes(self) -> str:
         d, ex = self.d, self.ex.get("classes", {})
         out, nav = [], []
+        drawn = set(range(MAX_CLASS_FIGS)) | {c for p in self.ex.get("pairs", []) for c in (p["a"], p["b"])}
         for c, cname in enumerate(d.classes):
             e = ex.get(cname)
             if e is None:
                 continue
             nav.append(f'<a href="#class-{c}">{E(cname)}</a>')
-            out.append(self.one_class(c, e))
+            out.append(self.one_class(c, e, figs=c in drawn))
         return (f'<section id="classes"><h2>Per class: how the model learned it</h2><p class="classnav">{"".join(nav)}</p>'
                 + "".join(out) + "</section>")
 
-    def one_class(self, c: int, e: dict) -> str:
+    def one_class(self, c: int, e: dict, figs: bool = True) -> str:
         d = self.d
         kcs = e.get("key_checkpoints", [])
         key = []
@@ -126,7 +128,7 @@ class Page:
             cand = list(dict.fromkeys(list(e.get("shared", [])) + spec))
             key = sorted(cand, key=lambda k: -d.intensity[-1, m, k].mean())
         curves = key[:MAX_CURVES]
-        fig = self.figure(F.class_curves_figure(d, c, curves, [kc["step"] for kc in kcs], self.colors), f"class-{c}-curves",
+        fig = "" if not figs else self.figure(F.class_curves_figure(d, c, curves, [kc["step"] for kc in kcs], self.colors), f"class-{c}-curves",
                           f"Paper Fig. 3 for class {self.name(c)}. Top: mean confidence of {self.name(c)} over its {e['n_samples']} samples in E "
                           "at each checkpoint. Bottom: mean intensity (saliency summed over the prototype's cells) of its key prototypes "
                           f"{self.chips(curves)}. Yellow bands K1, K2 … are the key steps of the table below; hatched grey steps "
@@ -148,7 +150,7 @@ class Page:
                          for i, g in enumerate(e.get("specialized", [])))
         ex_rows = list(dict.fromkeys(list(shared) + spec))[:MAX_EXAMPLE_ROWS]
         exfig = ""
-        if ex_rows:
+        if ex_rows and figs:
             img, _ = F.examples_image(d, ex_rows, [np.flatnonzero(m)], self.colors, 5, False, 1.0)
             labels = [(f"P-{k}", "shared" if k in shared else "specialized") for k in ex_rows]
             exfig = self.figure(F.image_figure(img, labels, [self.colors[k] for k in ex_rows], label_w=1.1), f"class-{c}-prototypes",
