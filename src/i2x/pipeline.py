@@ -66,6 +66,8 @@ def _prepare_dir(out: Path, resume: bool, overwrite: bool) -> dict | None:
         if overwrite:
             shutil.rmtree(out)
         elif resume:
+            for tmp in out.rglob(".*.tmp"):  # half-written files of the crashed run: never data
+                tmp.unlink()
             if (out / store.MANIFEST).exists():
                 return store.read_manifest(out)
             return None
@@ -351,7 +353,8 @@ def analyze(run_dir: str | Path, model, *, images=None, labels=None, classes: li
     probs_e = predict(model, x_exp, device=device)
     C = probs_e.shape[1]
     classes = list(classes or manifest.get("data", {}).get("classes") or [str(c) for c in range(C)])
-    layer_name, _ = resolve_layer(model, layer or cfg.layer, x_exp[:1].to(device))
+    layer = layer or cfg.layer or manifest.get("model", {}).get("layer")  # a run's own target layer
+    layer_name, _ = resolve_layer(model, layer, x_exp[:1].to(device))
     manifest.setdefault("config", cfg.to_dict())
     manifest.setdefault("versions", store.library_versions())
     manifest.setdefault("metrics", {})
