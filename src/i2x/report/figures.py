@@ -412,5 +412,5 @@ def finetune_figure(summary: dict, classes: list[str]) -> Figure:
         if base.get("both") is not None:
             axes[1].axhline(base["both"], color="black", ls="--", lw=1)
     for ax in axes:
-        ax.set_xticks(x, names, rotation=20, ha="right", fontsize=8)
+        ax.set_xticks(x, [n.replace("+", "→") for n in names], rotation=20, ha="right", fontsize=8)
     return fig

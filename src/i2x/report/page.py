@@ -238,7 +238,8 @@ class Page:
             n = sorted({r["n"] for r in summ["schedules"].values()})
             parts.append(self.figure(F.finetune_figure(summ, d.classes), "finetune",
                                      f"Guided fine-tuning (paper §3.5, Table 1): test accuracy and {pair} errors per schedule, mean ± std over "
-                                     f"{'/'.join(map(str, n))} repeats. Bars overlapping within their error bars do not differ.",
+                                     f"{'/'.join(map(str, n))} repeats (sample std); the dashed line is the final model before fine-tuning. "
+                                     "Differences smaller than the error bars are not evidence of an effect.",
                                      "fine-tuning results"))
         return f'<section id="finetune"><h2>Guided fine-tuning</h2>{"".join(parts)}</section>'
 
