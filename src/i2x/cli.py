@@ -288,8 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv  # accepted anywhere on the line, not only before the subcommand
+    argv = [x for x in argv if x != "--debug"]
     p = build_parser()
     a = p.parse_args(argv)
+    a.debug = debug
     try:
         return COMMANDS[a.command][1](a)
     except I2XError as exc:

@@ -63,7 +63,7 @@ def prototypes(
         raise I2XError(f"prototypes k={k} must be between 1 and the number of feature vectors ({x.shape[0]} = N·H'·W'); lower --prototypes")
     q = max(1, min(max_components, d, x.shape[0]))
     pca = PCA(n_components=q, random_state=random_state).fit(x)
-    cum = np.cumsum(pca.explained_variance_ratio_)
+    cum = np.nan_to_num(np.cumsum(pca.explained_variance_ratio_), nan=1.0)  # NaN when all features are equal
     p = int(min(q, np.searchsorted(cum, variance - 1e-12) + 1))
     comps = pca.components_[:p]                                  # (P, D)
     z = (x - pca.mean_) @ comps.T                                # (N*H*W, P)
