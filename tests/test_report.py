@@ -109,9 +109,8 @@ def test_report_package_never_imports_torch_or_model_code():
                 assert n.split(".")[0] != "torch" and n not in banned, f"{py.name} imports {n}"
 
 
-def test_finetune_section_from_results_and_table(report_run, tmp_path):
-    run = tmp_path / "run"
-    shutil.copytree(report_run, run, ignore=shutil.ignore_patterns("report"))
+def write_finetune(run: Path) -> None:
+    """A small ``DIR/finetune`` as ``i2x finetune`` writes it (two schedules, pair 2↔7)."""
     cm = np.zeros((10, 10), int)
     reps = []
     for i, (acc, ab, ba) in enumerate([(0.9, 3, 1), (0.92, 1, 1)]):
@@ -122,6 +121,12 @@ def test_finetune_section_from_results_and_table(report_run, tmp_path):
     (run / "finetune" / "results.json").write_text(json.dumps({"pair": [2, 7], "schedules": {"full": {"repeats": reps},
                                                                                            "curated": reps[:1]}}))
     (run / "finetune" / "table.md").write_text("# Fine-tuning 2↔7\n\n| schedule | acc % |\n|---|---|\n| full | 91.00 ± 1.41 |\n")
+
+
+def test_finetune_section_from_results_and_table(report_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(report_run, run, ignore=shutil.ignore_patterns("report"))
+    write_finetune(run)
     html = report(run, svg=False).read_text()
     assert 'id="finetune"' in html and "<td>91.00 ± 1.41</td>" in html
     assert (run / "report" / "fig" / "finetune.png").exists()

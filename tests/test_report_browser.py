@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_report import SECTIONS, report_run  # noqa: F401  (the shared tiny-run fixture)
+from test_report import SECTIONS, report_run, write_finetune  # noqa: F401  (the shared tiny-run fixture)
 
 from i2x.report import report
 
@@ -177,14 +177,17 @@ def open_report(index: Path, profile: Path, shot: Path | None = None, width: int
 
 
 def test_report_opens_from_disk_in_chromium(report_run, tmp_path):  # noqa: F811
-    index = report(report_run, tmp_path / "report")
+    run = tmp_path / "run"
+    shutil.copytree(report_run, run, ignore=shutil.ignore_patterns("report"))
+    write_finetune(run)                                   # so every section, fine-tuning included, is drawn
+    index = report(run)
     facts, errors = open_report(index, tmp_path / "profile", ARTIFACTS / "report.png", full_height=6000)
     assert facts["protocol"] == "file:"
     assert facts["title"].startswith("I2X report")
     assert facts["images"] >= 5
     assert facts["broken"] == [], f"images that did not load: {facts['broken']}"
     assert errors == [], f"console errors: {errors}"
-    for sec in SECTIONS:
+    for sec in (*SECTIONS, "finetune"):
         assert sec in facts["ids"], f"section {sec} missing"
     assert any(i.startswith("class-") for i in facts["ids"])
     assert any(i.startswith("pair-") for i in facts["ids"])
