@@ -176,7 +176,11 @@ def confusion_figure(d: RunData) -> Figure:
     off = rate.copy()
     np.fill_diagonal(off, np.nan)
     s = 0.45 + 0.38 * C
-    fig = new_figure(min(s + 1.6, 9), min(s + 0.2, 8), left=0.75, bottom=0.75, right=1.2, top=0.1)
+    names = [n[:12] for n in d.classes]
+    long = max(map(len, names)) > 2
+    lab = 0.3 + 0.075 * max(map(len, names))                   # room for the tick labels (inches)
+    fig = new_figure(min(s + 1.6, 9) + lab, min(s + 0.2, 8) + (lab if long else 0), left=0.45 + lab,
+                     bottom=0.45 + (lab if long else 0.3), right=1.2, top=0.1)
     with np.errstate(invalid="ignore"):
         vmax = max(np.nanmax(off) if np.isfinite(off).any() else 0, 1e-9)
     ax = fig.add_subplot()
@@ -188,8 +192,7 @@ def confusion_figure(d: RunData) -> Figure:
                 if cm[i, j]:
                     ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7 if C > 10 else 8,
                             color="white" if i != j and off[i, j] > 0.6 * vmax else "black")
-    names = [n[:12] for n in d.classes]
-    ax.set_xticks(range(C), names, rotation=90 if max(map(len, names)) > 2 else 0)
+    ax.set_xticks(range(C), names, rotation=90 if long else 0)
     ax.set_yticks(range(C), names)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
@@ -246,7 +249,8 @@ def gallery_figures(d: RunData, colors: np.ndarray, per_fig: int = 16) -> list[F
     for a in range(0, K, per_fig):
         b = min(K, a + per_fig)
         part = img[int(round(a * th)):int(round(b * th)) + 3]
-        figs.append(image_figure(part, labels[a:b], [colors[k] for k in range(a, b)], label_w=1.5))
+        label_w = max(1.1, 0.25 + 0.05 * max(len(sub) for _, sub in labels))  # 7.5 pt text, ~0.05 in per character
+        figs.append(image_figure(part, labels[a:b], [colors[k] for k in range(a, b)], label_w=label_w))
     return figs
 
 
@@ -309,8 +313,9 @@ def pair_contribution_figure(d: RunData, a: int, b: int, unc: list[int], rel: li
     ax1, ax2 = fig.subplots(1, 2, width_ratios=(1, 1.5))
     lim = max(np.abs(D).max(), 1e-12)
     im = ax1.imshow(D.T, aspect="auto", cmap="RdBu_r", norm=TwoSlopeNorm(0, -lim, lim), interpolation="nearest")
-    ax1.set_yticks(range(K), [("◆ " if k in unc else "") + f"P-{k}" for k in range(K)], fontsize=6.5 if K > 24 else 8)
-    for k, lab in enumerate(ax1.get_yticklabels()):
+    ticks = list(range(K)) if K <= 48 else sorted(set(range(0, K, 8)) | set(unc))  # K = 128: no wall of labels
+    ax1.set_yticks(ticks, [("◆ " if k in unc else "") + f"P-{k}" for k in ticks], fontsize=6.5 if K > 24 else 8)
+    for k, lab in zip(ticks, ax1.get_yticklabels(), strict=True):
         lab.set_color(colors[k])
         if k in unc:
             lab.set_fontweight("bold")
