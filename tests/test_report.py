@@ -163,7 +163,13 @@ def test_cli_report_skips_malformed_finetune_and_reports_bad_dir(report_run, tmp
     (run / "finetune").mkdir()
     (run / "finetune" / "results.json").write_text("{not json")      # another stage's broken output
     out = tmp_path / "rep"
+    (out / "fig").mkdir(parents=True)
+    (out / "fig" / "pair-8-9-contribution.png").write_bytes(b"stale figure of an earlier report")
+    (out / "fig" / "notes.txt").write_text("not ours")
     assert main(["report", str(run), "--out", str(out), "--no-svg"]) == 0
+    assert not (out / "fig" / "pair-8-9-contribution.png").exists() or \
+        (out / "fig" / "pair-8-9-contribution.png").read_bytes().startswith(b"\x89PNG")
+    assert (out / "fig" / "notes.txt").read_text() == "not ours"
     assert str(out / "index.html") in capsys.readouterr().out
     assert 'id="finetune"' not in (out / "index.html").read_text()
     assert not list((out / "fig").glob("*.svg"))

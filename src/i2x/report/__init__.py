@@ -8,7 +8,6 @@ torch or re-runs a model) and writes ``index.html`` next to ``fig/NAME.png`` and
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -32,8 +31,9 @@ def report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, 
     if out.exists() and not out.is_dir():
         raise I2XError(f"--out {out} is a file: give a folder for the report")
     fig_dir = out / "fig"
-    if fig_dir.exists():
-        shutil.rmtree(fig_dir)  # figures of an earlier report (other classes/pairs) must not linger
+    if fig_dir.is_dir():  # figures of an earlier report (other classes/pairs) must not linger; nothing else goes
+        for f in [*fig_dir.glob("*.png"), *fig_dir.glob("*.svg")]:
+            f.unlink()
     with matplotlib.rc_context(RC):
         text = build(d, FigureWriter(fig_dir, svg=svg))
     index = out / "index.html"
