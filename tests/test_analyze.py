@@ -108,3 +108,23 @@ def test_run_with_torch_datasets(tmp_path):
     m = r.manifest
     assert m["data"]["train_size"] == 240 and "hold-out" in m["data"]["test_source"]  # 20 % of 300 held out
     assert m["checkpoints"] == [0, 3, 5] and m["model"]["layer"] == "3"
+
+
+def test_cli_analyze_checkpoints(tmp_path, capsys):
+    from i2x.models import build_model
+
+    sp, x, y, *_ = _data()
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    torch.manual_seed(0)
+    m = build_model("smallcnn", in_channels=1, num_classes=10)
+    _loop(m, x, y, 6, lambda mm, it: torch.save(mm.state_dict(), ck / f"it{it:03d}.pth") if it % 3 == 0 else None)
+    out = tmp_path / "out"
+    rc = main(["analyze", str(out), "--checkpoints", str(ck), "--model", "smallcnn", "--dataset", "digits",
+               "--prototypes", "3", "--min-cluster-size", "3", "--device", "cpu"])
+    assert rc == 0 and "test accuracy" in capsys.readouterr().out
+    man = i2x.Run(out).manifest
+    assert man["checkpoints"] == [0, 3, 6] and man["model"]["layer"] == "features"
+    rc = main(["analyze", str(tmp_path / "ck")])  # no records, no weights: one line naming the fix
+    err = capsys.readouterr().err
+    assert rc == 2 and "--checkpoints" in err and len(err.strip().splitlines()) == 1

@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from i2x.data import (CIFAR10_MEAN, Dataset, from_torch, load_cifar10_split, load_splits,
-                      stratified_subset)
+from i2x.data import (
+    CIFAR10_MEAN,
+    Dataset,
+    from_torch,
+    load_cifar10_split,
+    load_splits,
+    stratified_subset,
+)
 from i2x.errors import I2XError
 
 

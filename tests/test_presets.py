@@ -12,13 +12,12 @@ import json
 
 import numpy as np
 import pytest
+from test_data import write_fake_cifar  # tests/ is on sys.path (pytest rootdir conftest)
 
 from i2x.cli import main
 from i2x.config import RunConfig
 from i2x.errors import I2XError
 from i2x.presets import PRESETS, config_from
-
-from test_data import write_fake_cifar  # tests/ is on sys.path (pytest rootdir conftest)
 
 
 def write_fake_mnist(root, n_train=20, n_test=10, seed=0):

@@ -249,7 +249,7 @@ def load_imagefolder_split(root: str | os.PathLike, split: str, classes: list[st
     return Dataset(np.ascontiguousarray(x), y, found, mean, std, f"imagefolder:{root}")
 
 
-def from_torch(dataset, classes: list[str] | None = None, batch_size: int = 256, name: str = "torch") -> Dataset:
+def from_torch(dataset, classes: list[str] | None = None, name: str = "torch") -> Dataset:
     """Materialise a torch ``Dataset`` of (image, label) pairs into a :class:`Dataset`.
 
     Images may be tensors (C, H, W) or PIL images. uint8 images (and PIL images) keep uint8 and
@@ -274,11 +274,10 @@ def from_torch(dataset, classes: list[str] | None = None, batch_size: int = 256,
         a = np.asarray(img)
         return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)  # PIL: (H, W[, C]) -> (C, H, W)
 
-    for i in range(0, n, batch_size):
-        for j in range(i, min(n, i + batch_size)):
-            img, lab = dataset[j]
-            xs.append(as_array(img))
-            ys.append(int(lab))
+    for j in range(n):  # item by item: any Dataset works, no collate function needed
+        img, lab = dataset[j]
+        xs.append(as_array(img))
+        ys.append(int(lab))
     try:
         x = np.stack(xs)
     except ValueError:
@@ -306,7 +305,8 @@ def stratified_subset(labels: np.ndarray, n: int | None, seed: int) -> np.ndarra
     try:
         keep, _ = train_test_split(np.arange(len(labels)), train_size=n, stratify=labels, random_state=seed)
     except ValueError as exc:
-        raise I2XError(f"a subset of {n} images cannot hold every class ({exc}); ask for more images") from None
+        raise I2XError(f"--train-subset/--test-subset {n}: too few images to hold every one of "
+                       f"{len(np.unique(labels))} classes ({exc}); ask for more") from None
     return np.sort(keep)
 
 

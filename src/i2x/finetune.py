@@ -254,7 +254,8 @@ def finetune(run_dir: str | Path, pair=None, prototype=None, schedules=DEFAULT_S
 
     t0 = time.perf_counter()
     if test is None:
-        test = load_splits(cfg.dataset, cfg.data_dir, seed=cfg.seed).test
+        test = load_splits(cfg.dataset, cfg.data_dir, seed=cfg.seed, test_subset=cfg.test_subset,
+                           subset_seed=cfg.explain_seed).test  # the run's own test subset, as i2x.run draws it
         if len(test) != m["test_size"]:
             raise I2XError(f"the run was evaluated on {m['test_size']} test images but reloading {cfg.dataset!r} gives "
                            f"{len(test)}: pass the run's own test set (finetune(..., test=Dataset))")
