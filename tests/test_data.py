@@ -121,7 +121,7 @@ def test_stratified_subset():
     np.testing.assert_array_equal(idx, stratified_subset(y, 25, seed=42))
     assert not np.array_equal(idx, stratified_subset(y, 25, seed=1))
     np.testing.assert_array_equal(stratified_subset(y, None, 0), np.arange(100))
-    with pytest.raises(I2XError, match="every class"):
+    with pytest.raises(I2XError, match="--train-subset"):
         stratified_subset(y, 3, seed=0)
 
 
