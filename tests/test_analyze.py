@@ -106,7 +106,7 @@ def test_run_with_torch_datasets(tmp_path):
     r = i2x.run(out=tmp_path / "r", model=_model(), train=train, layer="3", epochs=1, batch_size=50, every=3,
                 prototypes=4, min_cluster_size=3, device="cpu", progress=False)
     m = r.manifest
-    assert m["data"]["train_size"] == 240 and "hold-out" in m["data"]["test_source"]  # 20 % of 300 held out
+    assert m["data"]["train_size"] == 240 and "hold-out" in m["data"]["test_source"] and m["data"]["dataset"] == "user (train=)"  # 20 % of 300 held out
     assert m["checkpoints"] == [0, 3, 5] and m["model"]["layer"] == "3"
 
 

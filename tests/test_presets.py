@@ -104,3 +104,18 @@ def test_preset_mnist_inceptionv3(tmp_path):
     assert m["checkpoints"] == [0, 2]  # untrained and final: 2 iterations < every=40
     rec = np.load(out / "record" / "ckpt_it0000002.npz")
     assert rec["saliency"].shape == (4, 4, 4) and rec["confidences"].shape == (4, 10)
+
+
+def test_resume_without_flags_keeps_the_runs_settings(tmp_path, capsys):
+    out = tmp_path / "r"
+    args = ["--dataset", "digits", "--epochs", "1", "--every", "5", "--prototypes", "4", "--min-cluster-size", "3",
+            "--train-subset", "300", "--device", "cpu", "--quiet", "--no-report"]
+    assert main(["run", "--out", str(out), *args]) == 0
+    before = _manifest(out)["config"]
+    assert before["train_subset"] == 300 and before["every"] == 5
+    # no flags: the run's own config (not the defaults, which would differ and be refused)
+    assert main(["run", "--resume", str(out), "--quiet", "--no-report"]) == 0
+    assert _manifest(out)["config"] == before
+    # a changed setting is still refused, in one line naming --resume
+    assert main(["run", "--resume", str(out), "--epochs", "3", "--quiet", "--no-report"]) == 2
+    assert "--resume" in capsys.readouterr().err

@@ -144,7 +144,7 @@ def run(config: RunConfig | None = None, out: str | Path = "runs/i2x", *, resume
                                    subset_seed=cfg.explain_seed)
     train_ds, test_ds = splits.train, splits.test
     eidx = explanation_indices(len(train_ds), cfg.explain_fraction, cfg.explain_seed)
-    manifest["data"] = {"dataset": cfg.dataset, "train_size": len(train_ds), "test_size": len(test_ds),
+    manifest["data"] = {"dataset": splits.train.name or cfg.dataset, "train_size": len(train_ds), "test_size": len(test_ds),
                         "test_source": splits.test_source, "explain_size": int(len(eidx)),
                         "classes": list(train_ds.classes), "image_shape": list(train_ds.shape),
                         "mean": list(train_ds.mean), "std": list(train_ds.std)}
@@ -297,7 +297,7 @@ def _splits_from(train, test, seed: int) -> Splits:
     """Splits from user data: torch Datasets or :class:`Dataset`; no test = 20 % stratified hold-out."""
     from .data import from_torch, stratified_split
 
-    tr = from_torch(train, name="train")
+    tr = from_torch(train, name="user (train=)")
     if test is None:
         rest, held = stratified_split(tr.labels, 0.2, seed)
         return Splits(tr.subset(rest), tr.subset(held), "stratified 20% hold-out of train= (no test= given)")
