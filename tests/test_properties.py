@@ -47,7 +47,7 @@ def test_aggregate_and_ridge_properties(n, k, c, data):
     assert P.shape == (len(ids), c) and I.shape == (len(ids), k) and -1 not in ids
     W = ridge(I, P, lam)
     assert W.shape == (k, c) and np.isfinite(W).all() and np.isfinite(P).all() and np.isfinite(I).all()
-    for x, x0 in zip((dp, di, labels), copies):
+    for x, x0 in zip((dp, di, labels), copies, strict=True):
         np.testing.assert_array_equal(x, x0)
 
 
@@ -65,7 +65,7 @@ def test_dynamics_and_explain_properties(t1, n, c, k, data):
     ex = explain(d.W, contain, labels, d.class_delta, confusion=cm, flagged=d.flagged)
     present = {str(x) for x in np.unique(labels)}
     assert set(ex["classes"]) == present
-    for x, x0 in zip((conf, inten, labels, contain), copies):
+    for x, x0 in zip((conf, inten, labels, contain), copies, strict=True):
         np.testing.assert_array_equal(x, x0)
 
 

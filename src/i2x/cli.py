@@ -153,7 +153,7 @@ def _signs(d: np.ndarray) -> str:
 
 def explain_text(r, cls: str | None = None, pair: list[str] | None = None) -> str:
     """The structured explanation in words (paper Fig. 4 / Fig. 5)."""
-    from .explain import ExplainConfig, pair_explanation, pair_contribution
+    from .explain import ExplainConfig, pair_contribution, pair_explanation
 
     ex = r.explanations()
     names = r.classes

@@ -74,7 +74,7 @@ def key_checkpoints(W: np.ndarray, class_delta: np.ndarray, cls: int, candidates
             continue
         wmax = np.abs(col).max()
         protos = []
-        for k, wk in sorted(zip(candidates, col), key=lambda kv: -abs(kv[1])):
+        for k, wk in sorted(zip(candidates, col, strict=True), key=lambda kv: -abs(kv[1])):
             if abs(wk) < cfg.key_weight_fraction * wmax or np.sign(wk) != np.sign(d[t]):
                 continue
             opp = [c2 for c2 in range(w.shape[1]) if c2 != cls and np.sign(w[k, c2]) == -np.sign(wk) and w[k, c2] != 0]
