@@ -28,6 +28,7 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: browser tests will be skipped"; }
 
 test: install browser
+	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(if $(DATA_DIR),I2X_DATA_DIR=$(abspath $(DATA_DIR))) $(PY) -m pytest -q
 
 lint: install
