@@ -1,23 +1,28 @@
-"""Shared fixtures: tiny seeded models and one tiny real run (scikit-learn digits, 8x8)."""
+"""Shared fixtures: a seeded generator and one tiny real run made through the CLI."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-TINY = dict(dataset="digits", model="smallcnn", epochs=2, batch_size=64, every=5, prototypes=6,
-            min_cluster_size=5, seed=0, device="cpu")
+# scikit-learn's 8x8 digits, 2 epochs: a complete real run in a few seconds on 2 CPU cores
+TINY_RUN_ARGS = ["--dataset", "digits", "--epochs", "2", "--every", "5", "--prototypes", "6",
+                 "--min-cluster-size", "5", "--device", "cpu", "--quiet", "--no-report"]
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    """A complete run directory of the real pipeline on digits (≈ 10 s on 2 CPU cores)."""
-    import i2x
+def cli_run(tmp_path_factory):
+    """A complete run directory written by `i2x run` (never modify it: copy it first)."""
+    from i2x.cli import main
 
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    return i2x.run(out=out, progress=False, **TINY)
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["run", "--out", str(out), *TINY_RUN_ARGS]) == 0
+    return out
+
+
+@pytest.fixture
+def tiny_args() -> list[str]:
+    return list(TINY_RUN_ARGS)
 
 
 @pytest.fixture

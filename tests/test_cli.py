@@ -5,20 +5,9 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from i2x.cli import main
 from i2x.store import SCHEMA_VERSION, load_npz
-
-ARGS = ["--dataset", "digits", "--epochs", "2", "--every", "5", "--prototypes", "6",
-        "--min-cluster-size", "5", "--device", "cpu", "--quiet", "--no-report"]
-
-
-@pytest.fixture(scope="module")
-def cli_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cli") / "run"
-    assert main(["run", "--out", str(out), *ARGS]) == 0
-    return out
 
 
 def test_run_directory_is_complete(cli_run, capsys):
@@ -60,8 +49,8 @@ def test_explain_class_and_pair(cli_run, capsys):
     assert f"Pair {a} vs {b}" in out and "uncertain prototypes" in out and "reliable prototypes" in out
 
 
-def test_existing_run_is_not_overwritten_silently(cli_run, capsys):
-    assert main(["run", "--out", str(cli_run), *ARGS]) == 2
+def test_existing_run_is_not_overwritten_silently(cli_run, tiny_args, capsys):
+    assert main(["run", "--out", str(cli_run), *tiny_args]) == 2
     err = capsys.readouterr().err
     assert "--resume" in err and "--overwrite" in err and "Traceback" not in err
 

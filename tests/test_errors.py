@@ -98,21 +98,14 @@ def test_debug_shows_the_traceback(tmp_path):
         main(["run", "--out", str(tmp_path / "r"), "--dataset", "imagenet", "--debug"])
 
 
-@pytest.fixture(scope="module")
-def done_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("err") / "run"
-    assert main(["run", "--out", str(out), *TINY]) == 0
-    return out
-
-
-def _copy(done_run, tmp_path):
+def _copy(run, tmp_path):
     dst = tmp_path / "copy"
-    shutil.copytree(done_run, dst)
+    shutil.copytree(run, dst)
     return dst
 
 
-def test_corrupt_array_and_checkpoint(capsys, done_run, tmp_path):
-    run = _copy(done_run, tmp_path)
+def test_corrupt_array_and_checkpoint(capsys, cli_run, tmp_path):
+    run = _copy(cli_run, tmp_path)
     (run / "arrays" / "intensity.npz").write_bytes(b"not a zip")
     err = _err(capsys, ["explain", str(run), "--pair", "1", "8"])
     assert "corrupt" in err and "--resume" in err
@@ -122,8 +115,8 @@ def test_corrupt_array_and_checkpoint(capsys, done_run, tmp_path):
         i2x.load_model(run)
 
 
-def test_incompatible_schema_version(capsys, done_run, tmp_path):
-    run = _copy(done_run, tmp_path)
+def test_incompatible_schema_version(capsys, cli_run, tmp_path):
+    run = _copy(cli_run, tmp_path)
     m = json.loads((run / "manifest.json").read_text())
     m["schema_version"] = 999
     (run / "manifest.json").write_text(json.dumps(m))
@@ -131,8 +124,8 @@ def test_incompatible_schema_version(capsys, done_run, tmp_path):
     assert "schema version 999" in err and "--overwrite" in err
 
 
-def test_class_absent_from_explanation_set(capsys, done_run, tmp_path):
-    run = _copy(done_run, tmp_path)
+def test_class_absent_from_explanation_set(capsys, cli_run, tmp_path):
+    run = _copy(cli_run, tmp_path)
     ex = json.loads((run / "explanations.json").read_text())
     del ex["classes"]["5"]
     (run / "explanations.json").write_text(json.dumps(ex))
