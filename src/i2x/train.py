@@ -105,7 +105,9 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: Tra
 
     if it == 0 and (recorder is None or recorder.due(0)):
         checkpoint()
-    bar = tqdm(total=total, initial=it, desc="train", unit="it", disable=not progress, leave=False)
+    # mininterval: a log file (CI, nohup) gets a line per second, not one per iteration
+    bar = tqdm(total=total, initial=it, desc="train+record", unit="it", disable=not progress, leave=False,
+               mininterval=1.0)
     while it < total:
         epoch, pos = divmod(it, ipe)
         perm = torch.randperm(n, generator=_gen(cfg.seed, epoch))
