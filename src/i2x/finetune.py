@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import confusion_matrix
 
 from . import store
 from .errors import I2XError
@@ -270,8 +271,7 @@ def finetune(run_dir: str | Path, pair=None, prototype=None, schedules=DEFAULT_S
 
     def evaluate() -> dict:
         pred = predict(model, x_t, device=dev).argmax(1)
-        cm = np.zeros((C, C), dtype=np.int64)
-        np.add.at(cm, (y_t, pred), 1)
+        cm = confusion_matrix(y_t, pred, labels=np.arange(C))   # (C, C), rows = true class
         return {"accuracy": float((pred == y_t).mean()), "confusion": cm.tolist(), **pair_counts(cm, a, b)}
 
     baseline = evaluate()

@@ -196,16 +196,8 @@ def run(config: RunConfig | None = None, out: str | Path = "runs/i2x", *, resume
     if not done("evaluate"):
         with _timed(timings, "evaluate"):
             x_test, y_test = test_ds.tensors()
-            probs = predict(model, x_test, device=device)
-            pred = probs.argmax(1)
-            C = len(train_ds.classes)
-            cm = np.zeros((C, C), dtype=np.int64)
-            np.add.at(cm, (y_test.numpy(), pred), 1)
-            store.save_npz(out / "arrays" / "evaluate.npz", y_true=y_test.numpy(), y_pred=pred, confusion=cm)
-        manifest["metrics"]["test_accuracy"] = float((pred == y_test.numpy()).mean())
-        manifest["metrics"]["confused_pairs"] = [
-            {"a": a, "b": b, "count": n} for a, b, n in confused_pairs(cm, top=5)]
-        complete("evaluate", ["arrays/evaluate.npz"])
+            pred = predict(model, x_test, device=device).argmax(1)
+            _save_evaluation(out, manifest, y_test.numpy(), pred, len(train_ds.classes))
     cm = store.load_npz(out / "arrays" / "evaluate.npz")["confusion"]
 
     analyze_stages(out, manifest, model, x_exp, y_exp.numpy(), layer_name, cfg, cm, list(train_ds.classes),
@@ -214,6 +206,17 @@ def run(config: RunConfig | None = None, out: str | Path = "runs/i2x", *, resume
         (weights / "train_state.pt").unlink()  # the run is complete: final.pt is all a resume needs
     store.write_manifest(out, manifest)
     return Run(out)
+
+
+def _save_evaluation(out: Path, manifest: dict, y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> None:
+    """The "evaluate" stage: confusion matrix (rows = true class), accuracy, most confused pairs."""
+    from sklearn.metrics import confusion_matrix
+
+    cm = confusion_matrix(y_true, y_pred, labels=np.arange(n_classes)).astype(np.int64)   # (C, C)
+    store.save_npz(out / "arrays" / "evaluate.npz", y_true=y_true, y_pred=y_pred, confusion=cm)
+    manifest.setdefault("metrics", {})["test_accuracy"] = float((y_pred == y_true).mean())
+    manifest["metrics"]["confused_pairs"] = [{"a": a, "b": b, "count": n} for a, b, n in confused_pairs(cm, top=5)]
+    _complete(out, manifest, "evaluate", ["arrays/evaluate.npz"])
 
 
 def _done(out: Path, manifest: dict, name: str) -> bool:
@@ -376,13 +379,8 @@ def analyze(run_dir: str | Path, model, *, images=None, labels=None, classes: li
                 xt, yt = from_torch(test, classes=classes, name="test").tensors()
             y_true, y_pred = yt.numpy().astype(np.int64), predict(model, xt, device=device).argmax(1)
             manifest["data"]["test_source"] = "test= given to analyze"
-        cm = np.zeros((C, C), dtype=np.int64)
-        np.add.at(cm, (y_true, y_pred), 1)
         manifest["data"]["test_size"] = int(len(y_true))
-        store.save_npz(out / "arrays" / "evaluate.npz", y_true=y_true, y_pred=y_pred, confusion=cm)
-        manifest["metrics"]["test_accuracy"] = float((y_pred == y_true).mean())
-        manifest["metrics"]["confused_pairs"] = [{"a": a, "b": b, "count": n} for a, b, n in confused_pairs(cm, top=5)]
-        _complete(out, manifest, "evaluate", ["arrays/evaluate.npz"])
+        _save_evaluation(out, manifest, y_true, y_pred, C)
     manifest.setdefault("stages", {}).setdefault("record", {"complete": True, "files": []})
     cm = store.load_npz(out / "arrays" / "evaluate.npz")["confusion"]
     analyze_stages(out, manifest, model, x_exp, y_exp.numpy(), layer_name, cfg, cm, classes,
