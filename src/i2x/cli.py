@@ -70,12 +70,9 @@ def cmd_run(a) -> int:
     t0 = time.perf_counter()
     r = run(cfg, out, resume=resume, overwrite=a.overwrite, progress=not a.quiet)
     if not a.no_report:
-        try:
-            from .report import report
-        except ImportError:
-            report = None
-        if report is not None:
-            report(r.path)
+        from .report import report
+
+        report(r.path)
     print(summary(r, time.perf_counter() - t0))
     return 0
 
