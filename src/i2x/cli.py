@@ -257,23 +257,21 @@ COMMANDS = {"run": (_add_run, cmd_run), "explain": (_add_explain, cmd_explain),
             "analyze": (_add_analyze, cmd_analyze)}
 
 
-def _register_optional() -> None:
-    # subcommands whose modules may add themselves: report, finetune (each exposes add_parser/cmd)
-    import importlib
+def _register_stage_commands() -> None:
+    # report and finetune own their subcommands (add_parser/cmd live next to the code they drive)
+    from .finetune import add_parser as finetune_parser
+    from .finetune import cmd as finetune_cmd
+    from .report import add_parser as report_parser
+    from .report import cmd as report_cmd
 
-    for name in ("report", "finetune"):
-        try:
-            mod = importlib.import_module(f"i2x.{name}")
-        except ImportError:
-            continue
-        if hasattr(mod, "add_parser") and hasattr(mod, "cmd"):
-            COMMANDS[name] = (mod.add_parser, mod.cmd)
+    COMMANDS.setdefault("report", (report_parser, report_cmd))
+    COMMANDS.setdefault("finetune", (finetune_parser, finetune_cmd))
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    _register_optional()
+    _register_stage_commands()
     p = argparse.ArgumentParser(prog="i2x", description="I2X: why does the classifier look there?")
     p.add_argument("--version", action="version", version=f"i2x {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
