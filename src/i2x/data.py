@@ -237,9 +237,7 @@ def load_imagefolder_split(root: str | os.PathLike, split: str, classes: list[st
     arr = [np.asarray(im if gray else im.convert("RGB")) for im in imgs]
     x = np.stack(arr)[:, None] if gray else np.stack(arr).transpose(0, 3, 1, 2)   # (N, C, H, W) uint8
     y = np.array([c for _, c in files], dtype=np.int64)
-    xf = x.astype(np.float64) / 255.0
-    mean = tuple(float(v) for v in xf.mean(axis=(0, 2, 3)))
-    std = tuple(float(max(v, 1e-3)) for v in xf.std(axis=(0, 2, 3)))
+    mean, std = channel_stats(x)
     try:
         tmp = cache.with_name(f".{cache.name}.tmp.npz")
         np.savez(tmp, images=x, labels=y, mean=np.array(mean), std=np.array(std), stamp=stamp)
@@ -247,6 +245,13 @@ def load_imagefolder_split(root: str | os.PathLike, split: str, classes: list[st
     except OSError:
         pass  # read-only data folder: no cache, still correct
     return Dataset(np.ascontiguousarray(x), y, found, mean, std, f"imagefolder:{root}")
+
+
+def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std (floored at 1e-3) of uint8 images (N, C, H, W), on the 0..1 scale."""
+    xf = x.astype(np.float64) / 255.0
+    return (tuple(float(v) for v in xf.mean(axis=(0, 2, 3))),
+            tuple(float(max(v, 1e-3)) for v in xf.std(axis=(0, 2, 3))))
 
 
 def from_torch(dataset, classes: list[str] | None = None, name: str = "torch") -> Dataset:
@@ -288,10 +293,7 @@ def from_torch(dataset, classes: list[str] | None = None, name: str = "torch") -
     if classes is None:
         classes = list(getattr(dataset, "classes", None) or [str(c) for c in range(int(y.max()) + 1)])
     if x.dtype == np.uint8:
-        xf = x.astype(np.float64) / 255.0
-        mean = tuple(float(v) for v in xf.mean(axis=(0, 2, 3)))
-        std = tuple(float(max(v, 1e-3)) for v in xf.std(axis=(0, 2, 3)))
-        return Dataset(x, y, list(classes), mean, std, name)
+        return Dataset(x, y, list(classes), *channel_stats(x), name)
     c = x.shape[1]
     return Dataset(x.astype(np.float32), y, list(classes), (0.0,) * c, (1.0,) * c, name)
 
