@@ -22,7 +22,7 @@ from .explain import ExplainConfig, confused_pairs, explain
 from .intensity import containment, intensity
 from .prototypes import Prototypes, prototypes
 
-STAGES = ("record", "evaluate", "prototypes", "intensity", "dynamics", "explain")
+STAGES = store.STAGES
 
 
 class Run:
@@ -43,10 +43,8 @@ class Run:
     def arrays(self, stage: str) -> dict[str, np.ndarray]:
         return store.load_npz(self.path / "arrays" / f"{stage}.npz")
 
-    def records(self) -> dict[str, np.ndarray]:
-        from .record import load_records  # imports torch
-
-        return load_records(self.path)
+    def records(self, saliency: str = "all") -> dict[str, np.ndarray]:
+        return store.load_records(self.path, saliency)
 
     def explain_set(self) -> dict[str, np.ndarray]:
         return store.load_npz(self.path / "record" / "explain_set.npz")
@@ -241,7 +239,6 @@ def analyze_stages(out: Path, manifest: dict, model, x_exp, y_exp: np.ndarray, l
     """
     from tqdm.auto import tqdm
 
-    from .record import load_records
     from .saliency import features
 
     timings: dict = manifest.setdefault("timings", {})
@@ -257,7 +254,7 @@ def analyze_stages(out: Path, manifest: dict, model, x_exp, y_exp: np.ndarray, l
         _complete(out, manifest, "prototypes", ["arrays/prototypes.npz"])
     stage_bar.update(1)
     protos = Prototypes.from_arrays(store.load_npz(out / "arrays" / "prototypes.npz"))
-    records = load_records(out)
+    records = store.load_records(out)
     manifest["checkpoints"] = records["iterations"].tolist()
 
     # Stage 3: intensity ----------------------------------------------------------------------
@@ -327,11 +324,10 @@ def analyze(run_dir: str | Path, model, *, images=None, labels=None, classes: li
     import torch
 
     from .layers import resolve_layer
-    from .record import checkpoint_iterations
     from .train import predict
 
     out = Path(run_dir)
-    if not checkpoint_iterations(out):
+    if not store.checkpoint_iterations(out):
         raise I2XError(f"run_dir {out}: no record/ckpt_it*.npz; record with i2x.Recorder(..., out_dir={str(out)!r}) "
                        "in your loop first, or use analyze_checkpoints() on saved state_dicts")
     manifest = store.read_manifest(out) if (out / store.MANIFEST).exists() else {}

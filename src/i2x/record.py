@@ -10,18 +10,18 @@ slice of the explanation set) are merged by :func:`load_records`.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from .errors import DivergedError, I2XError, RunDirError
+from .errors import DivergedError, I2XError
 from .saliency import saliency_and_confidence
-from .store import load_npz, save_npz
+from .store import checkpoint_iterations, load_records, save_npz
 
-_CKPT = re.compile(r"ckpt_it(\d{7})(?:-shard(\d+))?\.npz$")
+__all__ = ["Recorder", "checkpoint_iterations", "load_records"]  # the loaders live in store (torch-free)
+
 
 
 class Recorder:
@@ -95,12 +95,6 @@ class Recorder:
         return _stack([self.memory[i] for i in its], its)
 
 
-def checkpoint_iterations(run_dir: str | Path) -> list[int]:
-    d = Path(run_dir) / "record"
-    its = {int(m.group(1)) for p in d.glob("ckpt_it*.npz") if (m := _CKPT.search(p.name))}
-    return sorted(its)
-
-
 def _stack(recs, its):
     return {
         "iterations": np.asarray(its, dtype=np.int64),                         # (T+1,)
@@ -108,29 +102,3 @@ def _stack(recs, its):
         "confidences": np.stack([r["confidences"] for r in recs]),              # (T+1, N, C)
         "saliency": np.stack([r["saliency"] for r in recs]),                    # (T+1, N, H', W')
     }
-
-
-def load_records(run_dir: str | Path) -> dict[str, np.ndarray]:
-    """Stack every checkpoint of ``run_dir/record`` (shards merged, rows sorted by sample index)."""
-    d = Path(run_dir) / "record"
-    by_it: dict[int, list[Path]] = {}
-    for p in sorted(d.glob("ckpt_it*.npz")):
-        m = _CKPT.search(p.name)
-        if m:
-            by_it.setdefault(int(m.group(1)), []).append(p)
-    if not by_it:
-        raise RunDirError(f"no checkpoint records in {d}: run `i2x run` (or a Recorder) first")
-    recs, ref = [], None
-    for it in sorted(by_it):
-        parts = [load_npz(p) for p in by_it[it]]
-        idx = np.concatenate([q["sample_index"] for q in parts])
-        order = np.argsort(idx, kind="stable")
-        rec = {"sample_index": idx[order],
-               "confidences": np.concatenate([q["confidences"] for q in parts])[order],
-               "saliency": np.concatenate([q["saliency"] for q in parts])[order]}
-        if ref is not None and not np.array_equal(ref, rec["sample_index"]):
-            raise RunDirError(f"checkpoint iteration {it} in {d} covers other samples than the first one: "
-                              "a shard is missing; re-run the recording with --resume")
-        ref = rec["sample_index"]
-        recs.append(rec)
-    return _stack(recs, sorted(by_it))

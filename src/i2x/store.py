@@ -4,7 +4,7 @@ Layout (documented in ``docs/SCHEMA.md``)::
 
     DIR/manifest.json            schema version, config, versions, seeds, timings, metrics, stages
     DIR/record/explain_set.npz   indices (N,) into the training set, labels (N,)
-    DIR/record/ckpt_TTTT.npz     one per checkpoint: sample_index (N,), confidences (N,C), saliency (N,H,W)
+    DIR/record/ckpt_itIIIIIII.npz one per checkpoint (or shard): sample_index (N,), confidences (N,C), saliency (N,H,W)
     DIR/weights/final.pt         self-describing checkpoint dict of the final model
     DIR/arrays/<stage>.npz       one file per analysis stage
     DIR/explanations.json        structured explanations
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -29,6 +30,8 @@ from .errors import RunDirError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+# the stages a complete run lists in its manifest, in the order they run
+STAGES = ("record", "evaluate", "prototypes", "intensity", "dynamics", "explain")
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -55,18 +58,71 @@ def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
     return path
 
 
-def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Load every array of an .npz into memory; a truncated or corrupt file raises RunDirError."""
+def load_npz(path: str | os.PathLike, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """Load the arrays of an .npz (only ``keys`` when given) into memory; a missing, truncated
+    or corrupt file raises RunDirError."""
     path = Path(path)
     if not path.exists():
         raise RunDirError(f"missing array file {path}: re-run the stage that writes it (i2x run --resume)")
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+            return {k: z[k] for k in (z.files if keys is None else keys)}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
         raise RunDirError(
             f"array file {path} is corrupt or truncated ({exc}); delete it and run `i2x run --resume`"
         ) from None
+
+
+# record/ckpt_it{iteration:07d}[-shard{r}].npz, one file (or one per shard) per checkpoint
+_CKPT = re.compile(r"ckpt_it(\d{7})(?:-shard(\d+))?\.npz$")
+
+
+def _record_files(run_dir: str | os.PathLike) -> dict[int, list[Path]]:
+    by_it: dict[int, list[Path]] = {}
+    for p in sorted((Path(run_dir) / "record").glob("ckpt_it*.npz")):
+        m = _CKPT.search(p.name)
+        if m:
+            by_it.setdefault(int(m.group(1)), []).append(p)
+    return by_it
+
+
+def checkpoint_iterations(run_dir: str | os.PathLike) -> list[int]:
+    """Training iterations of the checkpoints recorded in ``run_dir/record``, ascending."""
+    return sorted(_record_files(run_dir))
+
+
+def load_records(run_dir: str | os.PathLike, saliency: str = "all") -> dict[str, np.ndarray]:
+    """Stack every checkpoint of ``run_dir/record`` (shards merged, rows sorted by sample index).
+
+    Returns ``iterations`` (T+1,), ``sample_index`` (N,), ``confidences`` (T+1, N, C) and
+    ``saliency``: (T+1, N, H', W') with ``saliency="all"``, the final checkpoint's only as
+    (1, N, H', W') with ``"last"`` (the report), absent with ``"none"``.
+    """
+    if saliency not in ("all", "last", "none"):
+        raise ValueError(f"saliency={saliency!r} must be 'all', 'last' or 'none'")
+    by_it = _record_files(run_dir)
+    d = Path(run_dir) / "record"
+    if not by_it:
+        raise RunDirError(f"no checkpoint records in {d}: run `i2x run` (or a Recorder) first")
+    its = sorted(by_it)
+    ref, conf, sal = None, [], []
+    for it in its:
+        want_sal = saliency == "all" or (saliency == "last" and it == its[-1])
+        keys = ("sample_index", "confidences") + (("saliency",) if want_sal else ())
+        parts = [load_npz(p, keys) for p in by_it[it]]
+        idx = np.concatenate([q["sample_index"] for q in parts])
+        order = np.argsort(idx, kind="stable")
+        if ref is not None and not np.array_equal(ref, idx[order]):
+            raise RunDirError(f"checkpoint iteration {it} in {d} covers other samples than the first one: "
+                              "a shard is missing; re-run the recording with --resume")
+        ref = idx[order]
+        conf.append(np.concatenate([q["confidences"] for q in parts])[order])            # (N, C)
+        if want_sal:
+            sal.append(np.concatenate([q["saliency"] for q in parts])[order])            # (N, H', W')
+    out = {"iterations": np.asarray(its, dtype=np.int64), "sample_index": ref, "confidences": np.stack(conf)}
+    if sal:
+        out["saliency"] = np.stack(sal)
+    return out
 
 
 def readable(path: str | os.PathLike) -> bool:

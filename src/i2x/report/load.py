@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,41 +10,6 @@ import numpy as np
 
 from .. import store
 from ..errors import RunDirError
-
-STAGES = ("record", "evaluate", "prototypes", "intensity", "dynamics", "explain")
-_CKPT = re.compile(r"ckpt_it(\d{7})(?:-shard(\d+))?\.npz$")
-
-
-def _load_keys(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Only ``keys`` of an .npz (a record file's saliency of every checkpoint is not needed)."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in keys}
-    except (KeyError, ValueError, OSError, EOFError) as exc:
-        raise RunDirError(f"record file {path} is corrupt or incomplete ({exc}); "
-                          "re-run the recording with `i2x run --resume`") from None
-
-
-def load_records(run_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(iterations (T+1,), confidences (T+1, N, C), final saliency (N, H', W')), rows sorted by
-    sample index (as ``i2x.record.load_records`` sorts them; shards merged)."""
-    by_it: dict[int, list[Path]] = {}
-    for p in sorted((run_dir / "record").glob("ckpt_it*.npz")):
-        m = _CKPT.search(p.name)
-        if m:
-            by_it.setdefault(int(m.group(1)), []).append(p)
-    if not by_it:
-        raise RunDirError(f"no checkpoint records in {run_dir / 'record'}: finish the run with `i2x run --resume {run_dir}`")
-    its = sorted(by_it)
-    conf, sal = [], None
-    for it in its:
-        keys = ("sample_index", "confidences") + (("saliency",) if it == its[-1] else ())
-        parts = [_load_keys(p, keys) for p in by_it[it]]
-        order = np.argsort(np.concatenate([q["sample_index"] for q in parts]), kind="stable")
-        conf.append(np.concatenate([q["confidences"] for q in parts])[order])
-        if it == its[-1]:
-            sal = np.concatenate([q["saliency"] for q in parts])[order]
-    return np.asarray(its, dtype=np.int64), np.stack(conf), sal
 
 
 @dataclass
@@ -84,7 +48,7 @@ class RunData:
 def load_run(run_dir: str | Path) -> RunData:
     run_dir = Path(run_dir)
     m = store.read_manifest(run_dir)
-    missing = [s for s in STAGES if not m.get("stages", {}).get(s, {}).get("complete")]
+    missing = [s for s in store.STAGES if not m.get("stages", {}).get(s, {}).get("complete")]
     if missing:
         raise RunDirError(f"{run_dir} is incomplete (missing stages: {', '.join(missing)}): "
                           f"finish it with `i2x run --resume {run_dir}` before `i2x report`")
@@ -92,7 +56,8 @@ def load_run(run_dir: str | Path) -> RunData:
     if "images" not in es:
         raise RunDirError(f"{run_dir}/record/explain_set.npz has no raw images (written by an older i2x): "
                           f"re-run it with `i2x run --out {run_dir} --overwrite`")
-    its, conf, sal = load_records(run_dir)
+    rec = store.load_records(run_dir, saliency="last")  # saliency of the final checkpoint only
+    its, conf, sal = rec["iterations"], rec["confidences"], rec["saliency"][0]
     arr = {s: store.load_npz(run_dir / "arrays" / f"{s}.npz") for s in ("evaluate", "prototypes", "intensity", "dynamics")}
     ft, table = _finetune(run_dir)
     return RunData(
