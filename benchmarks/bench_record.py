@@ -24,10 +24,11 @@ import time
 import numpy as np
 import torch
 
-from i2x.models import build_model
-from i2x.record import Recorder
-from i2x.saliency import saliency_and_confidence
-from i2x.train import TrainConfig, train
+from i2x.nn.models import build_model
+from i2x.nn.record import Recorder
+from i2x.nn.saliency import saliency_and_confidence
+from i2x.config import RunConfig
+from i2x.nn.train import train
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     images = torch.randn(a.n, 1, 28, 28, generator=g)                # (N, 1, 28, 28)
     labels = torch.randint(0, 10, (a.n,), generator=g)               # (N,)
     e_idx = np.sort(np.random.default_rng(42).choice(a.n, int(round(a.fraction * a.n)), replace=False))
-    cfg = TrainConfig(epochs=a.epochs, batch_size=a.batch, augment=False, seed=0)
+    cfg = RunConfig(epochs=a.epochs, batch_size=a.batch, augment=False, seed=0)
 
     def run(record: bool) -> tuple[float, int]:
         torch.manual_seed(0)
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return time.perf_counter() - t0, (len(rec.memory) if rec else 0)
 
     # warm-up (allocator, oneDNN primitives): a few untimed iterations of both kinds
-    warm = TrainConfig(epochs=1, batch_size=a.batch, augment=False, seed=0)
+    warm = RunConfig(epochs=1, batch_size=a.batch, augment=False, seed=0)
     train(build_model(a.model), images[: 2 * a.batch], labels[: 2 * a.batch], warm,
           recorder=Recorder(images[:a.batch], labels[:a.batch].numpy(), every=1, batch_size=a.batch), progress=False)
 

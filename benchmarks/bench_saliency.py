@@ -30,8 +30,8 @@ import warnings
 import numpy as np
 import torch
 
-from i2x.models import SmallCNN, resnet50_small
-from i2x.saliency import saliency
+from i2x.nn.models import SmallCNN, resnet50_small
+from i2x.nn.saliency import saliency
 
 TARGETS = {"pgc": 3.0, "captum": 1.0, "forward": 0.85}  # required speed of i2x relative to each
 

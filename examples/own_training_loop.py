@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import i2x
-from i2x.cli import explain_text
+from i2x.cli.explain import explain_text
 from i2x.data import explanation_indices, load_splits
 
 

@@ -111,7 +111,7 @@ def test_run_with_torch_datasets(tmp_path):
 
 
 def test_cli_analyze_checkpoints(tmp_path, capsys):
-    from i2x.models import build_model
+    from i2x.nn.models import build_model
 
     sp, x, y, *_ = _data()
     ck = tmp_path / "ck"

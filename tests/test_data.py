@@ -14,7 +14,7 @@ from i2x.data import (
     from_torch,
     load_cifar10_split,
     load_splits,
-    stratified_subset,
+    stratified_split,
 )
 from i2x.errors import I2XError
 
@@ -114,15 +114,21 @@ def test_imagefolder_errors(tmp_path):
         load_splits(f"imagefolder:{tmp_path / 'mixed'}")
 
 
-def test_stratified_subset():
+def test_stratified_split():
+    from i2x.data import _subset
+
     y = np.repeat(np.arange(5), 20)
-    idx = stratified_subset(y, 25, seed=42)
+    idx = _subset(y, 25, 42, "--train-subset")
     assert len(idx) == 25 and np.all(np.bincount(y[idx]) == 5)
-    np.testing.assert_array_equal(idx, stratified_subset(y, 25, seed=42))
-    assert not np.array_equal(idx, stratified_subset(y, 25, seed=1))
-    np.testing.assert_array_equal(stratified_subset(y, None, 0), np.arange(100))
+    np.testing.assert_array_equal(idx, _subset(y, 25, 42, "--train-subset"))
+    assert not np.array_equal(idx, _subset(y, 25, 1, "--train-subset"))
+    np.testing.assert_array_equal(_subset(y, None, 0, "--train-subset"), np.arange(100))
     with pytest.raises(I2XError, match="--train-subset"):
-        stratified_subset(y, 3, seed=0)
+        _subset(y, 3, 0, "--train-subset")
+    # one splitter: a subset is the kept part of a split; a share holds out that share of every class
+    np.testing.assert_array_equal(idx, stratified_split(y, 75, 42)[0])
+    keep, held = stratified_split(y, 0.2, 0)
+    assert np.all(np.bincount(y[held]) == 4) and len(np.intersect1d(keep, held)) == 0 and len(keep) + len(held) == 100
 
 
 def test_load_splits_subsets():

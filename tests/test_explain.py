@@ -1,6 +1,6 @@
 import numpy as np
 
-from i2x.explain import (
+from i2x.analysis.explain import (
     ExplainConfig,
     confused_pairs,
     explain,

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from i2x.errors import I2XError
-from i2x.finetune import (
-    _resolve_prototype,
+from i2x.analysis.finetune import (
     curated_indices,
-    finetune,
     pair_counts,
     paired_comparison,
     parse_schedules,
+    resolve_prototype,
 )
+from i2x.nn.finetune import finetune
 
 
 def test_curated_indices_constructed_example():
@@ -63,16 +63,18 @@ def test_pair_counts_and_paired_comparison():
 
 
 class _FakeRun:
+    classes = ["0", "1", "2"]
+
     def explanations(self):
         return {"pairs": [{"a": 1, "b": 2, "uncertain": [], "reliable": []}], "config": {}}
 
 
 def test_pair_without_uncertain_prototype_names_prototype():
     with pytest.raises(I2XError, match="--prototype"):
-        _resolve_prototype(_FakeRun(), "auto", 2, 1, ["0", "1", "2"], 8)
-    assert _resolve_prototype(_FakeRun(), "3", 1, 2, ["0", "1", "2"], 8) == 3
+        resolve_prototype(_FakeRun(), "auto", 2, 1, 8)
+    assert resolve_prototype(_FakeRun(), "3", 1, 2, 8) == 3
     with pytest.raises(I2XError, match="--prototype 8"):
-        _resolve_prototype(_FakeRun(), 8, 1, 2, ["0", "1", "2"], 8)
+        resolve_prototype(_FakeRun(), 8, 1, 2, 8)
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +88,7 @@ def tiny_run(tmp_path_factory):
 
 
 def _pair_and_prototype(run_dir):
-    from i2x.pipeline import Run
+    from i2x.rundir import Run
 
     r = Run(run_dir)
     contain = r.arrays("intensity")["contain"]

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from i2x import layers as L
+from i2x.nn import layers as L
 from i2x.errors import I2XError
-from i2x.models import SmallCNN, resnet50_small
+from i2x.nn.models import SmallCNN, resnet50_small
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from i2x.errors import I2XError
-from i2x.layers import resolve_layer
-from i2x.models import MODELS, TARGET_LAYERS, build_model
+from i2x.nn.layers import resolve_layer
+from i2x.nn.models import MODELS, TARGET_LAYERS, build_model
 
 
 def _target_shape(model, x):

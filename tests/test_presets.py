@@ -15,9 +15,9 @@ import pytest
 from test_data import write_fake_cifar  # tests/ is on sys.path (pytest rootdir conftest)
 
 from i2x.cli import main
-from i2x.config import RunConfig
+from i2x.config import RunConfig, resolve
 from i2x.errors import I2XError
-from i2x.presets import PRESETS, config_from
+from i2x.presets import PRESETS
 
 
 def write_fake_mnist(root, n_train=20, n_test=10, seed=0):
@@ -44,17 +44,17 @@ def _manifest(out):
 
 
 def test_preset_precedence():
-    c = config_from("paper-cifar10-resnet50")
+    c = resolve(preset="paper-cifar10-resnet50")
     assert (c.dataset, c.model, c.prototypes, c.epochs, c.every_epoch) == ("cifar10", "resnet50", 128, 50, True)
     assert (c.explain_fraction, c.explain_seed, c.batch_size) == (0.1, 42, 128)
     # a given value overrides the preset; None means "not given"; the rest are RunConfig defaults
-    c = config_from("paper-mnist-resnet50", epochs=1, train_subset=5000, lr=None)
+    c = resolve({"epochs": 1, "train_subset": 5000, "lr": None}, "paper-mnist-resnet50")
     assert (c.epochs, c.train_subset, c.lr, c.every, c.prototypes) == (1, 5000, RunConfig().lr, 40, 32)
-    assert config_from(None, epochs=3) == RunConfig(epochs=3)
+    assert resolve({"epochs": 3}) == RunConfig(epochs=3)
     with pytest.raises(I2XError, match="--preset 'paper-x'"):
-        config_from("paper-x")
-    with pytest.raises(I2XError, match="--train-subset"):
-        config_from("paper-mnist-resnet50", train_subset=0)
+        resolve(preset="paper-x")
+    with pytest.raises(I2XError, match="train_subset=0"):  # Python names the field, the CLI the flag
+        resolve({"train_subset": 0}, "paper-mnist-resnet50")
     assert set(PRESETS) == {"paper-mnist-resnet50", "paper-cifar10-resnet50", "paper-mnist-inceptionv3"}
 
 

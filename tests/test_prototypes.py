@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from i2x import I2XError, prototypes
-from i2x.prototypes import assign
+from i2x.analysis.prototypes import assign
 
 
 def test_prototypes_recover_planted_patterns(rng):

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 from i2x.errors import I2XError
-from i2x.models import SmallCNN, resnet50_small
+from i2x.nn.models import SmallCNN, resnet50_small
 
-S = importlib.import_module("i2x.saliency")  # the package re-exports the function `saliency`
+S = importlib.import_module("i2x.nn.saliency")
 
 captum_attr = pytest.importorskip("captum.attr")
 pgc = pytest.importorskip("pytorch_grad_cam")

@@ -9,37 +9,53 @@ Stage functions (see ``I2X-SPEC``):
 5. :func:`aggregate_clusters` — per-cluster ΔP and ΔI (Eq. 6-7)
 6. :func:`ridge` — W_t (Eq. 8); :func:`dynamics` runs 4-6 over every step
 7. :func:`explain` — structured explanations per class and per pair
+8. :func:`finetune` — explanation-guided fine-tuning
 
-:func:`run` runs all of them into a run directory; :class:`Run` reads one back.
-The analysis stages (prototypes .. explain) are numpy / scikit-learn only; torch is used by
-the modules that touch models (saliency, record, train, pipeline).
+:func:`run` runs stages 1-7 into a run directory; :class:`Run` reads one back.
+
+The torch boundary is the folder layout: ``i2x.nn`` holds everything that touches a model;
+``i2x.analysis`` (the numpy stages), ``i2x.rundir``, ``i2x.store``, ``i2x.config`` and
+``i2x.report`` never import torch. The names below are loaded on first use (PEP 562), so
+``import i2x`` is fast and loads no torch until a torch-side name is asked for.
 """
 
+from __future__ import annotations
+
+import importlib
 from importlib.metadata import PackageNotFoundError, version
 
-# Functions named like their modules are imported here, so ``i2x.saliency`` is the function
-# (the module stays reachable as ``sys.modules["i2x.saliency"]`` / ``from i2x.saliency import ...``).
-from .config import RunConfig
-from .dynamics import Dynamics, aggregate_clusters, confidence_clusters, dynamics, ridge
 from .errors import DivergedError, I2XError, RunDirError
-from .explain import ExplainConfig, explain, pair_explanation
-from .finetune import curated_indices, finetune
-from .intensity import containment, intensity
-from .pipeline import Run, analyze, analyze_checkpoints, load_model, run
-from .presets import PRESETS
-from .prototypes import Prototypes, prototypes
-from .record import Recorder
-from .saliency import features, saliency
 
 try:
     __version__ = version("i2x")  # single source: pyproject.toml
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0+unknown"
 
-__all__ = [
-    "RunConfig", "saliency", "features", "Recorder", "prototypes", "Prototypes", "intensity",
-    "containment", "confidence_clusters", "aggregate_clusters", "ridge", "dynamics", "Dynamics",
-    "explain", "ExplainConfig", "pair_explanation", "finetune", "curated_indices", "run", "Run", "load_model",
-    "analyze", "analyze_checkpoints", "PRESETS",
-    "I2XError", "RunDirError", "DivergedError", "__version__",
-]
+# public name -> module that defines it (torch-side modules live under i2x.nn)
+_LAZY = {
+    "RunConfig": "config", "ExplainConfig": "config", "FinetuneConfig": "config", "PRESETS": "presets",
+    "prototypes": "analysis.prototypes", "Prototypes": "analysis.prototypes",
+    "intensity": "analysis.intensity", "containment": "analysis.intensity",
+    "confidence_clusters": "analysis.dynamics", "aggregate_clusters": "analysis.dynamics",
+    "ridge": "analysis.dynamics", "dynamics": "analysis.dynamics", "Dynamics": "analysis.dynamics",
+    "explain": "analysis.explain", "pair_explanation": "analysis.explain",
+    "curated_indices": "analysis.finetune", "Run": "rundir",
+    "saliency": "nn.saliency", "features": "nn.saliency", "Recorder": "nn.record",
+    "run": "nn.pipeline", "analyze": "nn.pipeline", "analyze_checkpoints": "nn.pipeline",
+    "load_model": "nn.pipeline", "finetune": "nn.finetune", "models": "nn.models",
+}
+
+__all__ = [*_LAZY, "I2XError", "RunDirError", "DivergedError", "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        mod = importlib.import_module(f".{_LAZY[name]}", __name__)
+        value = mod if name == "models" else getattr(mod, name)
+        globals()[name] = value  # cache: later lookups do not come back here
+        return value
+    raise AttributeError(f"module 'i2x' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

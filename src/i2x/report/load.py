@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import store
 from ..errors import RunDirError
+from ..rundir import Run
 
 
 @dataclass
@@ -47,11 +48,7 @@ class RunData:
 
 def load_run(run_dir: str | Path) -> RunData:
     run_dir = Path(run_dir)
-    m = store.read_manifest(run_dir)
-    missing = [s for s in store.STAGES if not m.get("stages", {}).get(s, {}).get("complete")]
-    if missing:
-        raise RunDirError(f"{run_dir} is incomplete (missing stages: {', '.join(missing)}): "
-                          f"finish it with `i2x run --resume {run_dir}` before `i2x report`")
+    m = Run(run_dir).check_complete("report").manifest
     es = store.load_npz(run_dir / "record" / "explain_set.npz")
     if "images" not in es:
         raise RunDirError(f"{run_dir}/record/explain_set.npz has no raw images (written by an older i2x): "
@@ -94,47 +91,22 @@ def _mean_std(v: list[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
 
-def finetune_summary(res: dict, classes: list[str]) -> dict | None:
-    """Per schedule: mean ± std of accuracy (%) and of a→b, b→a, a↔b errors, from every repeat's
-    accuracy and confusion matrix. Accepts ``schedules`` as a dict name -> {repeats: [...]} or
-    name -> [...], or a list of {name|schedule, repeats}; returns None when the shape is unknown."""
-    pair = res.get("pair") or [res.get("a"), res.get("b")]
+def finetune_summary(res: dict) -> dict | None:
+    """Per schedule of ``i2x finetune``'s ``results.json``: mean ± std (ddof=1) of accuracy (%) and of
+    a→b, b→a, a↔b errors, from every repeat's accuracy and confusion matrix. None when ``res`` is
+    not in that format (``pair`` [a, b], ``schedules`` name -> {"repeats": [...]}, ``baseline``)."""
     try:
-        a, b = (x if isinstance(x, int) else classes.index(str(x)) for x in pair)
-    except (TypeError, ValueError):
-        a = b = None
-    sch = res.get("schedules", res.get("results"))
-    items = []
-    if isinstance(sch, dict):
-        items = list(sch.items())
-    elif isinstance(sch, list):
-        items = [(s.get("name", s.get("schedule", str(i))), s) for i, s in enumerate(sch) if isinstance(s, dict)]
-    out = {}
-    for name, s in items:
-        reps = s.get("repeats", s.get("runs")) if isinstance(s, dict) else s
-        if not isinstance(reps, list) or not reps:
-            continue
-        acc, ab, ba = [], [], []
-        for r in reps:
-            if not isinstance(r, dict):
-                continue
-            v = r.get("accuracy", r.get("test_accuracy", r.get("acc")))
-            if isinstance(v, (int, float)):
-                acc.append(100 * v if v <= 1 else v)
-            cm = r.get("confusion")
-            if a is not None and isinstance(cm, list) and len(cm) > max(a, b):
-                ab.append(cm[a][b])
-                ba.append(cm[b][a])
-        if not acc:
-            continue
-        row = {"n": len(acc), "accuracy": _mean_std(acc)}
-        if ab:
-            row.update(a_to_b=_mean_std(ab), b_to_a=_mean_std(ba), both=_mean_std([x + y for x, y in zip(ab, ba, strict=True)]))
-        out[str(name)] = row
-    if not out:
+        a, b = (int(x) for x in res["pair"])
+        sch, base = res["schedules"], res["baseline"]
+        out = {}
+        for name, s in sch.items():
+            reps = s["repeats"]
+            acc = [100 * r["accuracy"] for r in reps]
+            ab, ba = [r["confusion"][a][b] for r in reps], [r["confusion"][b][a] for r in reps]
+            if acc:
+                out[str(name)] = {"n": len(acc), "accuracy": _mean_std(acc), "a_to_b": _mean_std(ab),
+                                  "b_to_a": _mean_std(ba), "both": _mean_std([x + y for x, y in zip(ab, ba)])}
+        baseline = {"accuracy": 100 * base["accuracy"], "both": base["confusion"][a][b] + base["confusion"][b][a]}
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError):
         return None
-    base = res.get("baseline") if isinstance(res.get("baseline"), dict) else {}
-    bacc, bcm = base.get("accuracy"), base.get("confusion")
-    baseline = {"accuracy": (100 * bacc if bacc <= 1 else bacc) if isinstance(bacc, (int, float)) else None,
-                "both": (bcm[a][b] + bcm[b][a]) if a is not None and isinstance(bcm, list) and len(bcm) > max(a, b) else None}
-    return {"a": a, "b": b, "schedules": out, "baseline": baseline}
+    return {"a": a, "b": b, "schedules": out, "baseline": baseline} if out else None

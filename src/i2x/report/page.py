@@ -232,7 +232,7 @@ class Page:
         parts = []
         if d.finetune_table:
             parts.append(md_tables(d.finetune_table))
-        summ = finetune_summary(d.finetune, d.classes) if d.finetune else None
+        summ = finetune_summary(d.finetune) if d.finetune else None
         if summ:
             pair = (f"{self.name(summ['a'])}↔{self.name(summ['b'])}" if summ["a"] is not None else "the pair")
             n = sorted({r["n"] for r in summ["schedules"].values()})

@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import I2XError
+from ..errors import I2XError
 from .layers import resolve_layer
+from .utils import eval_mode
 
 # Methods computed natively (exact, one forward + partial backward per batch).
 METHODS = ("gradcam", "gradcam++", "layercam", "xgradcam")
@@ -125,21 +126,18 @@ def _capture(model: nn.Module, module: nn.Module) -> Iterator[dict]:
         return a.clone()
 
     flags = [(p, p.requires_grad) for p in model.parameters()]
-    was_training = [(m, m.training) for m in model.modules()]
     handle = module.register_forward_hook(hook)
     try:
         for p, _ in flags:
             p.requires_grad_(False)
         # eval: BatchNorm uses running statistics, so sample i's score depends on sample i
         # only, which makes the gradient of the summed scores per-sample exact.
-        model.eval()
-        yield store
+        with eval_mode(model):
+            yield store
     finally:
         handle.remove()
         for p, f in flags:
             p.requires_grad_(f)
-        for m, t in was_training:  # per module: a partly frozen model keeps its mixed modes
-            m.training = t
 
 
 # --------------------------------------------------------------------------- input checks
@@ -287,7 +285,9 @@ def saliency_and_confidence(
     images, targets, module, device, dtype = _prepare(model, images, targets, layer, method, batch_size, device)
     n = images.shape[0]
     if method.startswith(PGC_PREFIX):
-        return _pgc_saliency(model, module, images, targets, method, batch_size, device, dtype, normalize, output_size)
+        with eval_mode(model):  # the package puts the model in eval mode and leaves it there
+            return _pgc_saliency(model, module, images, targets, method, batch_size, device, dtype, normalize,
+                                 output_size)
     probs = maps = None
     with _capture(model, module) as store, torch.enable_grad():
         for i in _batches(n, batch_size):
@@ -396,7 +396,7 @@ def _pgc_class(method: str):
 def _pgc_saliency(model, module, images, targets, method, batch_size, device, dtype, normalize, output_size):
     """Any grad-cam class through its own hooks and backward, raw maps taken from its
     ``get_cam_image`` (before its normalisation and upsampling). Slow path: the package runs
-    a full backward through the model. Mode, requires_grad and .grad are restored."""
+    a full backward through the model. requires_grad and .grad are restored (the mode by the caller)."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     cls = _pgc_class(method)
@@ -404,7 +404,6 @@ def _pgc_saliency(model, module, images, targets, method, batch_size, device, dt
     # keep the .grad objects themselves (identity) and their values (in case they get zeroed)
     saved_grads = [(p.grad, None if p.grad is None else p.grad.detach().clone()) for p in params]
     flags = [p.requires_grad for p in params]
-    was_training = [(m, m.training) for m in model.modules()]
     n = images.shape[0]
     probs = maps = None
     engine = None
@@ -443,8 +442,6 @@ def _pgc_saliency(model, module, images, targets, method, batch_size, device, dt
                 with torch.no_grad():
                     g.copy_(v)
             p.grad = g
-        for m, t in was_training:
-            m.training = t
     if maps is None:
         return np.zeros((0, 0), np.float32), np.zeros((0, 0, 0), np.float32)
     return probs.numpy(), maps.numpy()

@@ -12,7 +12,7 @@ import numpy as np
 from sklearn.cluster import HDBSCAN
 from sklearn.linear_model import Ridge
 
-from .errors import DivergedError, I2XError
+from ..errors import DivergedError, I2XError
 
 
 def confidence_clusters(delta_p: np.ndarray, min_cluster_size: int = 10, min_samples: int | None = None) -> np.ndarray:

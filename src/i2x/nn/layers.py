@@ -7,7 +7,8 @@ import weakref
 import torch
 from torch import nn
 
-from .errors import I2XError
+from ..errors import I2XError
+from .utils import eval_mode
 
 
 def _outputs(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[int, ...] | None]]:
@@ -23,16 +24,12 @@ def _outputs(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[i
             order.append((name, tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None))
 
         handles.append(mod.register_forward_hook(hook))
-    was_training = [(m, m.training) for m in model.modules()]
     try:
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(example)
     finally:
         for h in handles:
             h.remove()
-        for m, t in was_training:  # per module: a partly frozen model keeps its mixed modes
-            m.training = t
     return order
 
 

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import DivergedError, I2XError
+from ..errors import DivergedError, I2XError
 from .saliency import saliency_and_confidence
-from .store import checkpoint_iterations, load_records, save_npz
+from ..store import checkpoint_iterations, load_records, save_npz
 
 __all__ = ["Recorder", "checkpoint_iterations", "load_records"]  # the loaders live in store (torch-free)
 

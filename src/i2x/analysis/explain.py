@@ -6,23 +6,13 @@ per-class confidence change to JSON-ready dicts.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 from sklearn.cluster import AgglomerativeClustering
 
-from .errors import I2XError
-
-
-@dataclass(frozen=True)
-class ExplainConfig:
-    rho: float = 1.0              # shared: contained in ≥ rho of the class's samples (paper: every sample)
-    rho_group: float = 0.9        # specialized: contained in ≥ rho_group of a sub-group's samples
-    groups: int = 3               # sub-groups per class for specialized prototypes
-    key_step_fraction: float = 0.2  # key checkpoint: |Δconfidence| ≥ this × the class's largest step change
-    key_weight_fraction: float = 0.5  # key prototype at a step: |W_t[k,c]| ≥ this × max_k |W_t[k,c]|
-    min_pair_contain: float = 0.05  # uncertain/reliable: contained in ≥ this fraction of each class
-    top: int = 5                  # prototypes listed per pair and per key step
+from ..config import ExplainConfig
+from ..errors import I2XError
 
 
 def shared_prototypes(contain: np.ndarray, labels: np.ndarray, cls: int, rho: float = 1.0) -> list[int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import I2XError
+from ..errors import I2XError
 
 
 def intensity(saliency: np.ndarray, assignments: np.ndarray, k: int) -> np.ndarray:

@@ -8,8 +8,6 @@ torch RNG (dropout) is saved in the training state at every checkpoint.
 from __future__ import annotations
 
 import math
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,24 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import DivergedError, RunDirError
+from .. import store
+from ..config import RunConfig
+from ..errors import DivergedError, RunDirError
 from .record import Recorder
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 8
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    augment: bool = True
-    seed: int = 0
-
-
-def _gen(*keys: int) -> torch.Generator:
-    g = torch.Generator()
-    g.manual_seed(hash(tuple(keys)) & 0x7FFF_FFFF_FFFF_FFFF)  # hash of an int tuple is stable across runs
-    return g
+from .utils import eval_mode, seeded_generator
 
 
 def random_shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> torch.Tensor:
@@ -53,10 +38,9 @@ def iterations_per_epoch(n: int, batch_size: int) -> int:
     return math.ceil(n / batch_size)
 
 
-def _save_state(path: Path, state: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+def save_state(path: Path, state: dict) -> None:
+    """``torch.save`` through the atomic writer: a crash never leaves half a checkpoint."""
+    store.atomic_write(path, lambda fh: torch.save(state, fh))
 
 
 def load_state(path: Path, map_location="cpu") -> dict:
@@ -67,10 +51,11 @@ def load_state(path: Path, map_location="cpu") -> dict:
                           "delete it and run `i2x run --resume` to redo that part") from None
 
 
-def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
+def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: RunConfig,
           recorder: Recorder | None = None, state_path: str | Path | None = None,
           device: torch.device | str = "cpu", progress: bool = True) -> dict:
-    """Train ``model`` in place; record at checkpoints; save a resumable state at each.
+    """Train ``model`` in place with the training settings of ``cfg`` (epochs, batch_size, lr,
+    weight_decay, augment, seed); record at checkpoints; save a resumable state at each.
 
     If ``state_path`` exists, training resumes from it. Returns {"iterations", "losses"}.
     """
@@ -78,30 +63,20 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: Tra
 
     device = torch.device(device)
     model.to(device)
-    n = len(labels)
-    ipe = iterations_per_epoch(n, cfg.batch_size)
+    ipe = iterations_per_epoch(len(labels), cfg.batch_size)
     total = cfg.epochs * ipe
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total, 1))
-    it, losses = 0, []
     state_path = Path(state_path) if state_path is not None else None
-    if state_path is not None and state_path.exists():
-        st = load_state(state_path, device)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
-        sched.load_state_dict(st["scheduler"])
-        torch.set_rng_state(st["torch_rng"])
-        it, losses = st["iteration"], list(st["losses"])
-    else:
-        torch.manual_seed(cfg.seed)
+    it, losses = _restore(state_path, model, opt, sched, cfg.seed, device)
 
     def checkpoint():
         if recorder is not None:
             recorder.step(model, it)
         if state_path is not None:
-            _save_state(state_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                     "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
-                                     "iteration": it, "losses": losses, "config": cfg.__dict__})
+            save_state(state_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                    "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
+                                    "iteration": it, "losses": losses, "config": cfg.to_dict()})
 
     if it == 0 and (recorder is None or recorder.due(0)):
         checkpoint()
@@ -110,23 +85,13 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: Tra
                mininterval=1.0)
     while it < total:
         epoch, pos = divmod(it, ipe)
-        perm = torch.randperm(n, generator=_gen(cfg.seed, epoch))
+        perm = torch.randperm(len(labels), generator=seeded_generator(cfg.seed, epoch))
         model.train()
         for b in range(pos, ipe):
             idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            x = images[idx]
-            if cfg.augment:
-                x = random_shift(x, _gen(cfg.seed, 1_000_003, it))
-            x, y = x.to(device), labels[idx].to(device)
-            loss = F.cross_entropy(model(x), y)
-            if not torch.isfinite(loss):
-                raise DivergedError(f"training loss became {loss.item()} at iteration {it}: the model diverged; lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            loss = _step(model, opt, sched, images[idx], labels[idx], cfg, it, device)
             it += 1
-            losses.append(float(loss.detach()))
+            losses.append(loss)
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses[-20:]):.3f}")
             if (recorder is not None and recorder.due(it)) or it == total:
@@ -137,14 +102,39 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: Tra
     return {"iterations": it, "losses": losses}
 
 
+def _restore(state_path: Path | None, model, opt, sched, seed: int, device) -> tuple[int, list[float]]:
+    """(iteration, losses) of the saved training state, restored into model/optimizer/scheduler/RNG;
+    (0, []) with the global RNG seeded when there is none."""
+    if state_path is None or not state_path.exists():
+        torch.manual_seed(seed)
+        return 0, []
+    st = load_state(state_path, device)
+    model.load_state_dict(st["model"])
+    opt.load_state_dict(st["optimizer"])
+    sched.load_state_dict(st["scheduler"])
+    torch.set_rng_state(st["torch_rng"])
+    return st["iteration"], list(st["losses"])
+
+
+def _step(model, opt, sched, x, y, cfg: RunConfig, it: int, device) -> float:
+    """One optimizer step on batch (x, y); augmentation is a function of (seed, iteration)."""
+    if cfg.augment:
+        x = random_shift(x, seeded_generator(cfg.seed, 1_000_003, it))
+    x, y = x.to(device), y.to(device)
+    loss = F.cross_entropy(model(x), y)
+    if not torch.isfinite(loss):
+        raise DivergedError(f"training loss became {loss.item()} at iteration {it}: the model diverged; lower --lr")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return float(loss.detach())
+
+
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512, device="cpu") -> np.ndarray:
     """Class probabilities (N, C) in eval mode; the model's mode is restored."""
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         out = [torch.softmax(model(images[i : i + batch_size].to(device)).float(), 1).cpu()
                for i in range(0, len(images), batch_size)]
-    finally:
-        model.train(was)
     return torch.cat(out).numpy()

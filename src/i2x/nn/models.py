@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .errors import I2XError
+from ..errors import I2XError
 
 # Name of the target layer of each built-in model (the last block whose output is spatial).
 TARGET_LAYERS = {"smallcnn": "features", "resnet50": "layer4", "inceptionv3": "Mixed_7c"}

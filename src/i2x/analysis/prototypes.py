@@ -9,7 +9,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
-from .errors import I2XError
+from ..errors import I2XError
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Stage 8: explanation-guided fine-tuning (paper §3.5, Table 1).
+"""Stage 8, explanation-guided fine-tuning (paper §3.5, Table 1): the torch-free part (the
+curated set, the schedules, the statistics, the result); the training loop is :mod:`i2x.nn.finetune`.
 
 For a confused class pair (a, b) and its top uncertain prototype k*, the *curated set* is the
 explanation set E minus the samples of class a or b that contain k* (:func:`curated_indices`,
@@ -18,19 +19,17 @@ Choices the paper leaves open (its learning rate did not survive extraction):
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import confusion_matrix
 
-from . import store
-from .errors import I2XError
+from .. import store
+from ..config import ExplainConfig
+from ..errors import I2XError
+from .explain import pair_explanation
 
 SETS = ("full", "curated")
-DEFAULT_SCHEDULES = ("full", "curated", "full+full", "curated+curated", "curated+full")
-DEFAULT_LR = 1e-4  # Adam; 1/30 of the training peak lr (3e-3): nudge, do not retrain
 
 
 def curated_indices(contain: np.ndarray, labels: np.ndarray, a: int, b: int, k: int) -> np.ndarray:
@@ -162,14 +161,12 @@ class FinetuneResult:
         """results.json (arrays and numbers) first, then table.md; both written atomically."""
         out = Path(out)
         store.save_json(out / "results.json", self.to_dict())
-        data = self.table().encode()
-        store._atomic_write(out / "table.md", lambda fh: fh.write(data))
+        store.atomic_write(out / "table.md", self.table())
         return out
 
 
-def _resolve_pair(run, pair, names: list[str]) -> tuple[int, int]:
-    from .cli import _class_index
-
+def resolve_pair(run, pair) -> tuple[int, int]:
+    """(a, b) from two class names/indices, or the run's most confused pair for "auto"/None."""
     if pair is None or pair == "auto" or (isinstance(pair, (list, tuple)) and list(pair) == ["auto"]):
         pairs = run.explanations().get("pairs", [])
         if not pairs:
@@ -177,15 +174,15 @@ def _resolve_pair(run, pair, names: list[str]) -> tuple[int, int]:
         return int(pairs[0]["a"]), int(pairs[0]["b"])
     if isinstance(pair, str) or len(pair) != 2:
         raise I2XError(f"--pair {pair!r}: give two classes (--pair A B) or auto")
-    a, b = (_class_index(names, str(c), "--pair") for c in pair)
+    a, b = (run.class_index(c, "--pair") for c in pair)
     if a == b:
         raise I2XError("--pair needs two different classes")
     return a, b
 
 
-def _resolve_prototype(run, prototype, a: int, b: int, names: list[str], K: int) -> int:
-    from .explain import ExplainConfig, pair_explanation
-
+def resolve_prototype(run, prototype, a: int, b: int, K: int) -> int:
+    """Prototype index from an int, or the pair's top uncertain prototype for "auto"/None."""
+    names = run.classes
     if prototype is None or prototype == "auto":
         ex = run.explanations()
         pe = next((p for p in ex.get("pairs", []) if {p["a"], p["b"]} == {a, b}), None)
@@ -206,145 +203,5 @@ def _resolve_prototype(run, prototype, a: int, b: int, names: list[str], K: int)
     return k
 
 
-def finetune(run_dir: str | Path, pair=None, prototype=None, schedules=DEFAULT_SCHEDULES, repeats: int = 5,
-             lr: float = DEFAULT_LR, seed: int = 0, batch_size: int | None = None, test=None,
-             out: str | Path | None = None, device: str = "cpu", progress: bool = True) -> FinetuneResult:
-    """Guided fine-tuning of a finished run; writes ``out`` (default ``DIR/finetune``).
-
-    ``pair``: (a, b) as names or indices, or None/"auto" (most confused test pair).
-    ``prototype``: int, or None/"auto" (top uncertain prototype of the pair).
-    ``test``: an :class:`i2x.data.Dataset` to evaluate on; default: the run's test set reloaded
-    with ``load_splits`` from its config (needed when the run was made with custom ``splits``).
-    """
-    import torch
-    from tqdm.auto import tqdm
-
-    from .config import resolve_device
-    from .data import Dataset, load_splits
-    from .pipeline import Run, check_complete, load_model
-    from .train import _gen, predict
-
-    t_start = time.perf_counter()
-    run = Run(run_dir)
-    check_complete(run)
-    names = run.classes
-    scheds = parse_schedules(schedules)
-    if int(repeats) < 1:
-        raise I2XError(f"--repeats must be ≥ 1, got {repeats}")
-    if not (lr > 0 and np.isfinite(lr)):
-        raise I2XError(f"--lr must be a positive number, got {lr}")
-    cfg = run.config
-    bs = int(batch_size or cfg.batch_size)
-    if bs < 1:
-        raise I2XError(f"batch_size must be ≥ 1, got {bs}")
-    a, b = _resolve_pair(run, pair, names)
-    contain = run.arrays("intensity")["contain"]                                   # (N, K) bool
-    k = _resolve_prototype(run, prototype, a, b, names, contain.shape[1])
-
-    es = run.explain_set()
-    labels = es["labels"]
-    keep = curated_indices(contain, labels, a, b, k)
-    if len(keep) == len(labels):
-        raise I2XError(f"--prototype {k} is in no sample of class {names[a]} or {names[b]}: the curated set would equal "
-                       "the explanation set; pick a prototype contained in the pair (see `i2x explain DIR --pair A B`)")
-    if len(keep) == 0:
-        raise I2XError(f"--prototype {k}: removing its {names[a]}/{names[b]} samples empties the explanation set")
-    m = run.manifest["data"]
-    eset = Dataset(es["images"], labels, names, tuple(m["mean"]), tuple(m["std"]))
-    x_e, y_e = eset.tensors()                                                      # (N, C, H, W), (N,)
-
-    t0 = time.perf_counter()
-    if test is None:
-        test = load_splits(cfg.dataset, cfg.data_dir, seed=cfg.seed, test_subset=cfg.test_subset,
-                           subset_seed=cfg.explain_seed).test  # the run's own test subset, as i2x.run draws it
-        if len(test) != m["test_size"]:
-            raise I2XError(f"the run was evaluated on {m['test_size']} test images but reloading {cfg.dataset!r} gives "
-                           f"{len(test)}: pass the run's own test set (finetune(..., test=Dataset))")
-    x_t, y_t = test.tensors()
-    y_t = y_t.numpy()
-    t_load = time.perf_counter() - t0
-
-    dev = resolve_device(device)
-    model = load_model(run.path, device=dev)
-    base = {n: v.detach().clone() for n, v in model.state_dict().items()}  # final weights, in memory only
-    C = len(names)
-
-    def evaluate() -> dict:
-        pred = predict(model, x_t, device=dev).argmax(1)
-        cm = confusion_matrix(y_t, pred, labels=np.arange(C))   # (C, C), rows = true class
-        return {"accuracy": float((pred == y_t).mean()), "confusion": cm.tolist(), **pair_counts(cm, a, b)}
-
-    baseline = evaluate()
-    sets = {"full": np.arange(len(labels)), "curated": keep}
-    seeds = tuple(int(seed) + r for r in range(int(repeats)))
-    results = {s: {"repeats": []} for s in scheds}
-    bar = tqdm(total=len(scheds) * len(seeds), desc="finetune", disable=not progress, leave=False)
-    for sched in scheds:
-        for s in seeds:
-            t1 = time.perf_counter()
-            model.load_state_dict(base)
-            opt = torch.optim.Adam(model.parameters(), lr=lr)
-            with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: seed it, leave it as it was
-                torch.manual_seed(s)
-                model.train()
-                for stage, set_name in enumerate(sched.split("+")):
-                    rows = sets[set_name]
-                    perm = rows[torch.randperm(len(rows), generator=_gen(s, stage)).numpy()]  # seeded batch order
-                    for i in range(0, len(perm), bs):
-                        idx = torch.from_numpy(perm[i : i + bs])
-                        loss = torch.nn.functional.cross_entropy(model(x_e[idx].to(dev)), y_e[idx].to(dev))
-                        opt.zero_grad(set_to_none=True)
-                        loss.backward()
-                        opt.step()
-            t_ft = time.perf_counter() - t1
-            r = evaluate()
-            results[sched]["repeats"].append({"seed": s, **r, "seconds": round(time.perf_counter() - t1, 3),
-                                              "finetune_seconds": round(t_ft, 3)})
-            bar.update(1)
-        results[sched].update(summarize(results[sched]["repeats"]))
-    bar.close()
-    model.load_state_dict(base)
-
-    res = FinetuneResult(pair=(a, b), names=(names[a], names[b]), prototype=k, explain_size=len(labels),
-                         curated_indices=keep, lr=float(lr), batch_size=bs, seeds=seeds, schedules=results,
-                         baseline=baseline, test_size=len(y_t),
-                         timings={"load_test": round(t_load, 3), "total": round(time.perf_counter() - t_start, 3)})
-    out = Path(out) if out is not None else run.path / "finetune"
-    res.save(out)
-    return replace(res, path=out)
-
-
-# CLI ------------------------------------------------------------------------------------------
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("finetune", help="explanation-guided fine-tuning (paper Table 1) of a finished run")
-    p.add_argument("run_dir")
-    p.add_argument("--pair", nargs="+", default=["auto"], metavar="A B",
-                   help="two classes (names or indices), or auto = most confused test pair (default)")
-    p.add_argument("--prototype", default="auto", help="prototype index K, or auto = top uncertain prototype of the pair")
-    p.add_argument("--schedules", default=",".join(DEFAULT_SCHEDULES),
-                   help="comma-separated schedules; stages full|curated joined by '+' (one epoch each)")
-    p.add_argument("--repeats", type=int, default=5, help="seeds per schedule: seed, seed+1, ...")
-    p.add_argument("--lr", type=float, default=DEFAULT_LR, help="Adam learning rate (default 1e-4)")
-    p.add_argument("--seed", type=int, default=0, help="first seed")
-    p.add_argument("--batch-size", type=int, default=None, help="default: the run's batch size")
-    p.add_argument("--out", default=None, help="output folder (default DIR/finetune)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def cmd(a) -> int:
-    pair = a.pair
-    if pair == ["auto"]:
-        pair = "auto"
-    elif len(pair) != 2:
-        raise I2XError(f"--pair {' '.join(pair)}: give two classes (--pair A B) or --pair auto")
-    res = finetune(a.run_dir, pair=pair, prototype=a.prototype, schedules=a.schedules, repeats=a.repeats,
-                   lr=a.lr, seed=a.seed, batch_size=a.batch_size, out=a.out, device=a.device, progress=not a.quiet)
-    print(res.table(), end="")
-    print(f"wrote {res.path / 'results.json'} and {res.path / 'table.md'} ({res.timings['total']:.1f} s)")
-    return 0
-
-
-__all__ = ["finetune", "curated_indices", "parse_schedules", "pair_counts", "paired_comparison", "FinetuneResult",
-           "DEFAULT_SCHEDULES", "DEFAULT_LR"]
+__all__ = ["curated_indices", "parse_schedules", "pair_counts", "summarize", "paired_comparison", "FinetuneResult",
+           "resolve_pair", "resolve_prototype", "SETS"]

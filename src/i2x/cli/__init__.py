@@ -1,0 +1,54 @@
+"""Command line: ``i2x run | explain | analyze | report | finetune``, a thin layer over the Python API.
+
+One module per subcommand, each with ``add_parser(sub)`` and ``cmd(args) -> int``; the flags of
+settings are generated from :mod:`i2x.config` (:mod:`i2x.cli.options`). Bad input exits with
+status 2 and one line naming the flag and the fix; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..config import ConfigError
+from ..errors import I2XError
+from . import analyze, explain, finetune, report, run
+
+COMMANDS = {m.NAME: m for m in (run, explain, analyze, report, finetune)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    p = argparse.ArgumentParser(prog="i2x", description="I2X: why does the classifier look there?")
+    p.add_argument("--version", action="version", version=f"i2x {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+    for m in COMMANDS.values():
+        m.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv  # accepted anywhere on the line, not only before the subcommand
+    a = build_parser().parse_args([x for x in argv if x != "--debug"])
+    try:
+        return COMMANDS[a.command].cmd(a)
+    except I2XError as exc:
+        if debug:
+            raise
+        msg = exc.cli_message() if isinstance(exc, ConfigError) else str(exc)
+        print(f"i2x {a.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; continue with `i2x run --resume DIR`", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

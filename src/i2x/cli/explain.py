@@ -1,0 +1,95 @@
+"""``i2x explain DIR --class C | --pair A B``: the structured explanation in words (paper Fig. 4 / 5)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..analysis.explain import pair_contribution, pair_explanation
+from ..errors import I2XError
+from ..rundir import Run
+
+NAME = "explain"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(NAME, help="print the structured explanation of a class or a class pair")
+    p.add_argument("run_dir")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--class", dest="cls", help="class name or index")
+    g.add_argument("--pair", nargs=2, metavar=("A", "B"), help="two class names or indices")
+
+
+def cmd(a) -> int:
+    print(explain_text(Run(a.run_dir).check_complete(), a.cls, a.pair))
+    return 0
+
+
+def _signs(d: np.ndarray) -> str:
+    return "".join("+" if v > 0 else "-" if v < 0 else "·" for v in d)
+
+
+def explain_text(r: Run, cls: str | None = None, pair: list[str] | None = None) -> str:
+    """The structured explanation of class ``cls`` and/or the pair ``pair`` in words."""
+    out = []
+    if cls is not None:
+        out += class_text(r, cls)
+    if pair is not None:
+        out += pair_text(r, pair)
+    return "\n".join(out)
+
+
+def class_text(r: Run, cls: str) -> list[str]:
+    ex, names = r.explanations(), r.classes
+    its = ex.get("checkpoints") or r.manifest.get("checkpoints", [])
+    c = r.class_index(cls, "--class")
+    e = ex["classes"].get(names[c])
+    if e is None:
+        raise I2XError(f"--class {cls}: class {names[c]} has no sample in the explanation set")
+    out = [f"Class {names[c]} ({e['n_samples']} samples in the explanation set)",
+           "  shared prototypes (in every sample): " + (", ".join(f"P-{k}" for k in e["shared"]) or "none")]
+    for i, g in enumerate(e["specialized"]):
+        out.append(f"  specialized, sub-group {i + 1} ({g['size']} samples): "
+                   + (", ".join(f"P-{k}" for k in g["prototypes"]) or "none beyond the shared ones"))
+    if not e["key_checkpoints"]:
+        out.append("  no key checkpoint: no step changed its confidence with a key prototype carrying it")
+    for kc in e["key_checkpoints"]:
+        t = kc["step"]
+        span = f"T{t}→T{t + 1}" + (f" (iteration {its[t]}→{its[t + 1]})" if len(its) > t + 1 else "")
+        out.append(f"  {span}: confidence of {names[c]} {kc['delta_confidence']:+.3f}")
+        for p in kc["prototypes"]:
+            verb = "raises" if p["weight"] > 0 else "lowers"
+            opp = ", ".join(f"{names[o['class']]} ({o['weight']:+.3g})" for o in p["against"]) or "no class"
+            out.append(f"      P-{p['prototype']} {verb} {names[c]} (W={p['weight']:+.3g}) against {opp}")
+    return out
+
+
+def pair_text(r: Run, pair: list[str]) -> list[str]:
+    names = r.classes
+    a, b = (r.class_index(x, "--pair") for x in pair)
+    if a == b:
+        raise I2XError("--pair needs two different classes")
+    W = r.dynamics().W
+    pe = pair_explanation(W, r.arrays("intensity")["contain"], r.explain_set()["labels"], a, b, r.config.explain)
+    d = pair_contribution(W, a, b)
+    cm = r.arrays("evaluate")["confusion"]
+    na, nb = names[a], names[b]
+    out = [f"Pair {na} vs {nb}: test errors {na}→{nb} {cm[a, b]}, {nb}→{na} {cm[b, a]}",
+           f"  contribution d_t[k] = W_t[k,{na}] − W_t[k,{nb}] per step (+ favours {na}, − favours {nb}, · no effect)",
+           "  reliable prototypes (one sign throughout):"]
+    for p in pe["reliable"]:
+        out.append(f"    P-{p['prototype']}: favours {names[p['favours']]} (Σd={p['total_contribution']:+.3g}; "
+                   f"{_contain(p, na, nb)})  {_signs(d[:, p['prototype']])}")
+    if not pe["reliable"]:
+        out.append("    none")
+    out.append("  uncertain prototypes (in both classes, contribution changes sign):")
+    for p in pe["uncertain"]:
+        steps = ", ".join(f"T{s}" for s in p["sign_changes_at"])
+        out.append(f"    P-{p['prototype']}: score {p['score']:.3g}, {p['sign_flips']} sign flips (at {steps}); "
+                   f"{_contain(p, na, nb)}  {_signs(d[:, p['prototype']])}")
+    if not pe["uncertain"]:
+        out.append("    none")
+    return out
+
+
+def _contain(p: dict, na: str, nb: str) -> str:
+    return f"in {100 * p['contain_a']:.0f} % of {na}, {100 * p['contain_b']:.0f} % of {nb}"

@@ -1,0 +1,47 @@
+"""Command-line flags generated from the settings' declarations (:mod:`i2x.config`).
+
+Each setting whose ``commands`` include a subcommand becomes a flag of it: ``--name-with-dashes``,
+typed from the declaration, ``--x/--no-x`` for booleans, its help text with the default in
+brackets. Every flag defaults to None ("not given") so that :func:`i2x.config.resolve` can apply
+the one precedence rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import MISSING, fields
+
+from ..config import ExplainConfig, RunConfig, flag_of
+
+
+def _default_text(f) -> str:
+    d = f.default if f.default is not MISSING else None
+    return "" if d is None else f" [{d}]"
+
+
+def add_settings(parser: argparse.ArgumentParser, cls, command: str) -> list[str]:
+    """Add the flags of ``cls``'s settings that belong to ``command``; returns their names."""
+    names = []
+    for f in fields(cls):
+        m = f.metadata
+        if command not in m.get("commands", ()):
+            continue
+        kw: dict = {"dest": f.name, "default": None, "help": m.get("help", "") + _default_text(f)}
+        if m.get("type") is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            kw["type"] = m.get("type") or str
+            if m.get("choices"):
+                kw["choices"] = m["choices"]
+            if m.get("nargs"):
+                kw["nargs"] = m["nargs"]
+        parser.add_argument(flag_of(f.name), **kw)
+        names.append(f.name)
+    if cls is RunConfig:
+        names += add_settings(parser, ExplainConfig, command)
+    return names
+
+
+def given(args: argparse.Namespace, names: list[str]) -> dict:
+    """The settings given on the command line (flags left out are absent)."""
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}

@@ -1,0 +1,71 @@
+"""``i2x run``: train with recording and run every I2X stage into --out DIR."""
+
+from __future__ import annotations
+
+import time
+
+from ..config import RunConfig
+from ..errors import I2XError
+from ..presets import PRESETS
+from .options import add_settings, given
+
+NAME = "run"
+_SETTINGS: list[str] = []
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(NAME, help="train with recording and run every I2X stage into --out DIR")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="the paper's settings (docs/PRESETS.md); other flags override its values")
+    p.add_argument("--out", required=False, help="run directory to write (required unless --resume DIR)")
+    p.add_argument("--resume", metavar="DIR", nargs="?", const=True, default=None,
+                   help="continue the run in DIR (or in --out) from its last complete checkpoint/stage")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _SETTINGS[:] = add_settings(p.add_argument_group("settings (i2x.RunConfig)"), RunConfig, NAME)
+
+
+def cmd(a) -> int:
+    from ..nn.pipeline import run
+
+    out = a.resume if isinstance(a.resume, str) else a.out
+    if out is None:
+        raise I2XError("i2x run needs --out DIR (or --resume DIR)")
+    t0 = time.perf_counter()
+    r = run(None, out, resume=a.resume is not None, overwrite=a.overwrite, progress=not a.quiet, preset=a.preset,
+            **given(a, _SETTINGS))
+    if not a.no_report:
+        from ..report import report
+
+        report(r.path)
+    print(summary(r, time.perf_counter() - t0))
+    return 0
+
+
+def summary(r, seconds: float | None = None) -> str:
+    """What a run found, in a few lines: data, model, accuracy, the confused pairs."""
+    m, ex, names = r.manifest, r.explanations(), r.classes
+    d, mo = m["data"], m["model"]
+    lines = [f"i2x run -> {r.path}",
+             f"  data: {d['dataset']} ({d['train_size']} train, explanation set {d['explain_size']}); "
+             f"test: {d['test_source']} ({d['test_size']})",
+             f"  model: {mo['name']} (target layer {mo['layer']}, features {mo.get('feature_shape')}); "
+             f"{len(m.get('checkpoints', []))} checkpoints",
+             f"  test accuracy: {100 * m['metrics']['test_accuracy']:.2f} %"]
+    if ex.get("flagged_steps"):
+        lines.append(f"  steps without HDBSCAN clusters (W_t = 0, flagged): {ex['flagged_steps']}")
+    lines.append("  most confused pairs (test set) and their top uncertain prototype:")
+    for p in ex["pairs"]:
+        c = p.get("confusions", {})
+        top = p["uncertain"][0] if p["uncertain"] else None
+        u = (f"P-{top['prototype']} (score {top['score']:.3g}, {top['sign_flips']} sign flips)" if top
+             else "none (no prototype of both classes changes sign)")
+        lines.append(f"    {names[p['a']]}↔{names[p['b']]}: {c.get('a_to_b', 0)}+{c.get('b_to_a', 0)} errors; "
+                     f"uncertain: {u}")
+    if seconds is not None:
+        lines.append(f"  wall time: {seconds:.1f} s")
+    first = names[ex["pairs"][0]["a"]] if ex["pairs"] else names[0]
+    index = r.path / "report" / "index.html"
+    lines.append(f"  next: i2x explain {r.path} --class {first}" + (f"   |   open {index}" if index.exists() else ""))
+    return "\n".join(lines)

@@ -1,0 +1,247 @@
+"""The run directory: the stage table, the runner that skips complete stages, the manifest
+builder, and :class:`Run`, the reader of a finished run. numpy / scikit-learn only, no torch.
+
+Stages run in the order of :data:`STAGES`. Each is a function of a :class:`Context`; the ones
+that need the model (training, predictions, features) call the hooks the torch side
+(:mod:`i2x.nn.pipeline`) puts into the context, so ``i2x.run``, ``i2x.analyze`` and
+``i2x.analyze_checkpoints`` all go through :func:`run_stages`. A stage is skipped when the
+manifest lists it complete and its files read back (:func:`stage_done`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import store
+from .analysis.dynamics import Dynamics, dynamics
+from .analysis.explain import confused_pairs, explain
+from .analysis.intensity import containment, intensity
+from .analysis.prototypes import Prototypes, prototypes
+from .config import RunConfig
+from .errors import I2XError, RunDirError
+
+
+@dataclass
+class Hooks:
+    """What only the torch side can do; each returns numpy arrays (or the files it wrote)."""
+
+    train: Callable[[], list[str]]                              # stage 1: train + record
+    predict_test: Callable[[], tuple[np.ndarray, np.ndarray]]   # (y_true, y_pred) for the confusion matrix
+    features: Callable[[], np.ndarray]                          # final model's (N, H', W', D) on E
+
+
+@dataclass
+class Context:
+    """Everything a stage reads: the run directory, its manifest, the settings, E's labels."""
+
+    out: Path
+    manifest: dict
+    cfg: RunConfig
+    labels: np.ndarray          # (N,) true classes of the explanation set E
+    classes: list[str]
+    hooks: Hooks
+    _records: dict | None = field(default=None, repr=False)
+
+    def records(self) -> dict[str, np.ndarray]:
+        """All checkpoint records (loaded once)."""
+        if self._records is None:
+            self._records = store.load_records(self.out)
+        return self._records
+
+    def arrays(self, stage: str) -> dict[str, np.ndarray]:
+        return store.load_npz(self.out / "arrays" / f"{stage}.npz")
+
+
+def _record(ctx: Context) -> list[str]:
+    return ctx.hooks.train()
+
+
+def _evaluate(ctx: Context) -> list[str]:
+    """Confusion matrix (rows = true class), accuracy and the most confused pairs."""
+    from sklearn.metrics import confusion_matrix
+
+    y_true, y_pred = ctx.hooks.predict_test()
+    cm = confusion_matrix(y_true, y_pred, labels=np.arange(len(ctx.classes))).astype(np.int64)   # (C, C)
+    store.save_npz(ctx.out / "arrays" / "evaluate.npz", y_true=y_true, y_pred=y_pred, confusion=cm)
+    metrics = ctx.manifest.setdefault("metrics", {})
+    metrics["test_accuracy"] = float((y_pred == y_true).mean())
+    metrics["confused_pairs"] = [{"a": a, "b": b, "count": n} for a, b, n in confused_pairs(cm, top=5)]
+    ctx.manifest["data"]["test_size"] = int(len(y_true))
+    return ["arrays/evaluate.npz"]
+
+
+def _prototypes(ctx: Context) -> list[str]:
+    """Stage 2 (Eq. 3): K-Means prototypes of the final model's features on E."""
+    feats = ctx.hooks.features()
+    c = ctx.cfg
+    protos = prototypes(feats, c.prototypes, c.pca_variance, c.pca_max_components, random_state=c.seed)
+    store.save_npz(ctx.out / "arrays" / "prototypes.npz", **protos.to_arrays())
+    ctx.manifest["model"]["feature_shape"] = list(feats.shape[1:])
+    return ["arrays/prototypes.npz"]
+
+
+def _intensity(ctx: Context) -> list[str]:
+    """Stage 3 (Eq. 4): prototype intensity at every checkpoint, and containment."""
+    protos = Prototypes.from_arrays(ctx.arrays("prototypes"))
+    inten = intensity(ctx.records()["saliency"], protos.assignments, protos.k)          # (T+1, N, K)
+    cont = containment(protos.assignments, protos.k)                                   # (N, K)
+    store.save_npz(ctx.out / "arrays" / "intensity.npz", intensity=inten.astype(np.float32), contain=cont)
+    return ["arrays/intensity.npz"]
+
+
+def _dynamics(ctx: Context) -> list[str]:
+    """Stages 4-6 (Eq. 5-8): HDBSCAN on confidence changes, aggregation, ridge per step."""
+    c = ctx.cfg
+    dyn = dynamics(ctx.records()["confidences"], ctx.arrays("intensity")["intensity"], ctx.labels,
+                   c.min_cluster_size, c.tau, c.ridge_lambda)
+    store.save_npz(ctx.out / "arrays" / "dynamics.npz", **dyn.to_arrays())
+    return ["arrays/dynamics.npz"]
+
+
+def _explain(ctx: Context) -> list[str]:
+    """Stage 7 (§2.6): structured explanations per class and per confused pair."""
+    dyn = Dynamics.from_arrays(ctx.arrays("dynamics"))
+    cm = ctx.arrays("evaluate")["confusion"]
+    ex = explain(dyn.W, ctx.arrays("intensity")["contain"], ctx.labels, dyn.class_delta, confusion=cm,
+                 flagged=dyn.flagged, classes=ctx.classes, cfg=ctx.cfg.explain)
+    ex["checkpoints"] = ctx.manifest["checkpoints"]
+    store.save_json(ctx.out / "explanations.json", ex)
+    return ["explanations.json"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[Context], list[str]]   # does the work, returns the files it wrote (relative to the run)
+    files: tuple[str, ...]                # what it writes (the record stage of analyze() writes none)
+
+
+# The stages of a run, in order: the one list that `run`, `analyze` and `Run.check_complete` use.
+STAGES: tuple[Stage, ...] = (
+    Stage("record", _record, ("weights/final.pt",)),
+    Stage("evaluate", _evaluate, ("arrays/evaluate.npz",)),
+    Stage("prototypes", _prototypes, ("arrays/prototypes.npz",)),
+    Stage("intensity", _intensity, ("arrays/intensity.npz",)),
+    Stage("dynamics", _dynamics, ("arrays/dynamics.npz",)),
+    Stage("explain", _explain, ("explanations.json",)),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+def stage_done(run_dir: str | Path, manifest: dict, name: str) -> bool:
+    """A stage is done when the manifest lists it complete and every file it wrote reads back;
+    a missing, truncated or corrupt file means the stage is redone."""
+    s = manifest.get("stages", {}).get(name)
+    return bool(s and s.get("complete") and all(store.readable(Path(run_dir) / f) for f in s.get("files", [])))
+
+
+def run_stages(ctx: Context, progress: bool = False) -> None:
+    """Run every stage of :data:`STAGES` that is not done, timing each; the manifest is
+    rewritten after each stage, listing it complete with the files it wrote."""
+    from tqdm.auto import tqdm
+
+    timings = ctx.manifest.setdefault("timings", {})
+    bar = tqdm(STAGES, desc="i2x", disable=not progress, leave=False)
+    for stage in bar:
+        if not stage_done(ctx.out, ctx.manifest, stage.name):
+            bar.set_postfix(stage=stage.name)
+            t0 = time.perf_counter()
+            files = stage.run(ctx)
+            timings[stage.name] = round(time.perf_counter() - t0, 3)
+            ctx.manifest.setdefault("stages", {})[stage.name] = {"complete": True, "files": list(files)}
+            store.write_manifest(ctx.out, ctx.manifest)
+        if stage.name == "record":
+            ctx.manifest["checkpoints"] = store.checkpoint_iterations(ctx.out)
+    bar.close()
+    store.write_manifest(ctx.out, ctx.manifest)
+
+
+def new_manifest(cfg: RunConfig, data: dict, model: dict, old: dict | None = None) -> dict:
+    """The manifest of a run: a resumed run's own one (stages, timings, metrics kept) or a new one,
+    with the settings, data and model descriptions of this call."""
+    m = old or {"versions": store.library_versions(), "stages": {}, "timings": {}, "metrics": {}}
+    m["config"] = cfg.to_dict()
+    m["seeds"] = {"seed": cfg.seed, "explain_seed": cfg.explain_seed}
+    m["data"] = {**m.get("data", {}), **data}
+    m["model"] = {**m.get("model", {}), **model}
+    return m
+
+
+def prepare_dir(out: Path, resume: bool, overwrite: bool) -> dict | None:
+    """Make ``out`` ready for a run; returns the manifest of the run to resume (None = new)."""
+    import shutil
+
+    if out.exists() and any(out.iterdir()):
+        if overwrite:
+            shutil.rmtree(out)
+        elif resume:
+            for tmp in out.rglob(".*.tmp"):  # half-written files of the crashed run: never data
+                tmp.unlink()
+            return store.read_manifest(out) if (out / store.MANIFEST).exists() else None
+        else:
+            raise I2XError(f"{out} already holds a run: resume it (i2x run --resume, run(resume=True)) "
+                           "or replace it (--overwrite, run(overwrite=True))")
+    elif resume and not out.exists():
+        raise I2XError(f"--resume {out}: no such run directory; start it with `i2x run --out {out}`")
+    out.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+class Run:
+    """A run directory: its manifest and loaders of every stage's arrays."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.manifest = store.read_manifest(self.path)
+
+    @property
+    def config(self) -> RunConfig:
+        return RunConfig.from_dict(self.manifest["config"])
+
+    @property
+    def classes(self) -> list[str]:
+        return [str(c) for c in self.manifest["data"]["classes"]]
+
+    def missing_stages(self) -> list[str]:
+        return [s for s in STAGE_NAMES if not self.manifest.get("stages", {}).get(s, {}).get("complete")]
+
+    def check_complete(self, command: str = "") -> Run:
+        """Raise RunDirError naming the missing stages and the command that finishes them."""
+        missing = self.missing_stages()
+        if missing:
+            before = f" before `i2x {command}`" if command else ""
+            raise RunDirError(f"{self.path} is incomplete (missing stages: {', '.join(missing)}): "
+                              f"finish it with `i2x run --resume {self.path}`{before}")
+        return self
+
+    def class_index(self, c, arg: str = "class") -> int:
+        """Index of class ``c`` (a name or an index); ``arg`` names the argument in the error."""
+        names, c = self.classes, str(c)
+        if c in names:
+            return names.index(c)
+        if c.isdigit() and int(c) < len(names):
+            return int(c)
+        raise I2XError(f"{arg} {c!r} is not a class of this run; classes: {', '.join(names)}")
+
+    def arrays(self, stage: str) -> dict[str, np.ndarray]:
+        return store.load_npz(self.path / "arrays" / f"{stage}.npz")
+
+    def records(self, saliency: str = "all") -> dict[str, np.ndarray]:
+        return store.load_records(self.path, saliency)
+
+    def explain_set(self) -> dict[str, np.ndarray]:
+        return store.load_npz(self.path / "record" / "explain_set.npz")
+
+    def prototypes(self) -> Prototypes:
+        return Prototypes.from_arrays(self.arrays("prototypes"))
+
+    def dynamics(self) -> Dynamics:
+        return Dynamics.from_arrays(self.arrays("dynamics"))
+
+    def explanations(self) -> dict:
+        return store.load_json(self.path / "explanations.json")
