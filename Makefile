@@ -27,12 +27,14 @@ demo: install
 browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: browser tests will be skipped"; }
 
-test: install browser
-	$(VENV)/bin/ruff check src tests benchmarks examples
+test: install browser lint
 	$(if $(DATA_DIR),I2X_DATA_DIR=$(abspath $(DATA_DIR))) $(PY) -m pytest -q
 
+# The one lint command (make test runs it first): ruff's rules, line length 120, and its formatter.
+LINTED := src tests benchmarks examples
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 
 bench: install
 	$(PY) benchmarks/bench_saliency.py

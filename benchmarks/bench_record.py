@@ -24,10 +24,10 @@ import time
 import numpy as np
 import torch
 
+from i2x.config import RunConfig
 from i2x.nn.models import build_model
 from i2x.nn.record import Recorder
 from i2x.nn.saliency import saliency_and_confidence
-from i2x.config import RunConfig
 from i2x.nn.train import train
 
 
@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; command: {' '.join(sys.argv)}", flush=True)
 
     g = torch.Generator().manual_seed(0)
-    images = torch.randn(a.n, 1, 28, 28, generator=g)                # (N, 1, 28, 28)
-    labels = torch.randint(0, 10, (a.n,), generator=g)               # (N,)
+    images = torch.randn(a.n, 1, 28, 28, generator=g)  # (N, 1, 28, 28)
+    labels = torch.randint(0, 10, (a.n,), generator=g)  # (N,)
     e_idx = np.sort(np.random.default_rng(42).choice(a.n, int(round(a.fraction * a.n)), replace=False))
     cfg = RunConfig(epochs=a.epochs, batch_size=a.batch, augment=False, seed=0)
 
@@ -65,12 +65,18 @@ def main(argv: list[str] | None = None) -> int:
 
     # warm-up (allocator, oneDNN primitives): a few untimed iterations of both kinds
     warm = RunConfig(epochs=1, batch_size=a.batch, augment=False, seed=0)
-    train(build_model(a.model), images[: 2 * a.batch], labels[: 2 * a.batch], warm,
-          recorder=Recorder(images[:a.batch], labels[:a.batch].numpy(), every=1, batch_size=a.batch), progress=False)
+    train(
+        build_model(a.model),
+        images[: 2 * a.batch],
+        labels[: 2 * a.batch],
+        warm,
+        recorder=Recorder(images[: a.batch], labels[: a.batch].numpy(), every=1, batch_size=a.batch),
+        progress=False,
+    )
 
     plain, recorded, ckpts = [], [], 0
     for r in range(a.repeats):
-        for record in ((False, True) if r % 2 == 0 else (True, False)):  # alternate the order
+        for record in (False, True) if r % 2 == 0 else (True, False):  # alternate the order
             s, c = run(record)
             (recorded if record else plain).append(s)
             ckpts = max(ckpts, c)
@@ -91,13 +97,20 @@ def main(argv: list[str] | None = None) -> int:
     overhead = t_rec - t_plain
     iters = a.epochs * -(-a.n // a.batch)
     print()
-    print(f"{a.model}: {a.n} training images, {a.epochs} epochs = {iters} iterations of batch {a.batch}; "
-          f"|E| = {len(e_idx)}; {ckpts} checkpoints (every {a.every} + 0 + final)")
-    print("| training without recording | with recording | overhead | floor: checkpoints x |E| x saliency | overhead / floor |")
+    print(
+        f"{a.model}: {a.n} training images, {a.epochs} epochs = {iters} iterations of batch {a.batch}; "
+        f"|E| = {len(e_idx)}; {ckpts} checkpoints (every {a.every} + 0 + final)"
+    )
+    print(
+        "| training without recording | with recording | overhead | floor: checkpoints x |E| x saliency "
+        "| overhead / floor |"
+    )
     print("|---|---|---|---|---|")
-    print(f"| {t_plain:.1f} s | {t_rec:.1f} s | {overhead:.1f} s ({100 * overhead / t_plain:.1f} %) | "
-          f"{ckpts} x {len(e_idx)} x {1e3 * statistics.median(per_pass) / len(e_idx):.2f} ms = {floor:.1f} s | "
-          f"{overhead / floor:.2f} |")
+    print(
+        f"| {t_plain:.1f} s | {t_rec:.1f} s | {overhead:.1f} s ({100 * overhead / t_plain:.1f} %) | "
+        f"{ckpts} x {len(e_idx)} x {1e3 * statistics.median(per_pass) / len(e_idx):.2f} ms = {floor:.1f} s | "
+        f"{overhead / floor:.2f} |"
+    )
     return 0
 
 

@@ -76,31 +76,41 @@ def contenders(model: torch.nn.Module, layer: str, x: torch.Tensor, t: torch.Ten
 def bench_model(name: str, batch: int, repeats: int, skip: set[str]) -> dict[str, list[float]]:
     model, layer = build(name)
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(batch, 1, 28, 28, generator=g)                 # (B, 1, 28, 28)
-    t = torch.randint(0, 10, (batch,), generator=g)                # (B,)
+    x = torch.randn(batch, 1, 28, 28, generator=g)  # (B, 1, 28, 28)
+    t = torch.randint(0, 10, (batch,), generator=g)  # (B,)
     fns = {k: f for k, f in contenders(model, layer, x, t).items() if k not in skip}
 
     # sanity: the fast path computes what captum computes (raw maps at layer resolution)
     if "captum" in fns:
         ours = saliency(model, x[:8], t[:8], layer=layer)
         from captum.attr import LayerGradCam
-        ref = LayerGradCam(model, dict(model.named_modules())[layer]).attribute(
-            x[:8], target=t[:8], relu_attributions=True)[:, 0].detach().numpy()
-        print(f"[{name}] max |i2x - captum| on 8 images: {np.abs(ours - ref).max():.2e} "
-              f"(map max {np.abs(ref).max():.2e})", flush=True)
+
+        ref = (
+            LayerGradCam(model, dict(model.named_modules())[layer])
+            .attribute(x[:8], target=t[:8], relu_attributions=True)[:, 0]
+            .detach()
+            .numpy()
+        )
+        print(
+            f"[{name}] max |i2x - captum| on 8 images: {np.abs(ours - ref).max():.2e} "
+            f"(map max {np.abs(ref).max():.2e})",
+            flush=True,
+        )
 
     for f in fns.values():  # warm-up: allocator, oneDNN primitive caches
         f()
     times: dict[str, list[float]] = {k: [] for k in fns}
     keys = list(fns)
     for r in range(repeats):
-        order = keys[r % len(keys):] + keys[: r % len(keys)]       # rotate to spread drift
+        order = keys[r % len(keys) :] + keys[: r % len(keys)]  # rotate to spread drift
         for k in order:
             t0 = time.perf_counter()
             fns[k]()
             times[k].append(time.perf_counter() - t0)
-        print(f"[{name}] repeat {r + 1}/{repeats}: "
-              + "  ".join(f"{k} {batch / times[k][-1]:.1f}/s" for k in keys), flush=True)
+        print(
+            f"[{name}] repeat {r + 1}/{repeats}: " + "  ".join(f"{k} {batch / times[k][-1]:.1f}/s" for k in keys),
+            flush=True,
+        )
     return times
 
 
@@ -144,8 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="batch 32, 2 repeats (smoke run)")
     ap.add_argument("--models", nargs="+", default=["resnet50", "smallcnn"], choices=["resnet50", "smallcnn"])
-    ap.add_argument("--skip", nargs="*", default=[], choices=["captum", "pgc"],
-                    help="leave out slow contenders")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["captum", "pgc"], help="leave out slow contenders")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     a = ap.parse_args(argv)
     if a.quick:
@@ -153,8 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     warnings.filterwarnings("ignore")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
-          f"python {sys.version.split()[0]}; command: {' '.join(sys.argv)}", flush=True)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+        f"python {sys.version.split()[0]}; command: {' '.join(sys.argv)}",
+        flush=True,
+    )
     results = {m: bench_model(m, a.batch, a.repeats, set(a.skip)) for m in a.models}
     ok = report(results, a.batch)
     print("\nall targets met" if ok else "\nsome targets missed (see above)")

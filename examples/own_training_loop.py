@@ -22,10 +22,20 @@ from i2x.data import explanation_indices, load_splits
 
 def make_model(num_classes: int = 10) -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),   # 28 -> 14
-        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),  # 14 -> 7
-        nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),                   # "10": target layer, 7x7
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes),
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # 28 -> 14
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # 14 -> 7
+        nn.Conv2d(32, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),  # "10": target layer, 7x7
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, num_classes),
     )
 
 
@@ -50,7 +60,7 @@ def main(argv=None) -> None:
     rec = i2x.Recorder(x_exp, y_exp.numpy(), every=20, out_dir=a.out, layer="10", sample_index=eidx)
 
     it = 0
-    rec.step(model, it)                                      # the untrained model is checkpoint t_0
+    rec.step(model, it)  # the untrained model is checkpoint t_0
     for epoch in range(a.epochs):
         perm = torch.randperm(len(y_train))
         model.train()
@@ -61,13 +71,22 @@ def main(argv=None) -> None:
             loss.backward()
             opt.step()
             it += 1
-            rec.step(model, it)                              # records only when a checkpoint is due
+            rec.step(model, it)  # records only when a checkpoint is due
         print(f"epoch {epoch + 1}: loss {loss.item():.3f}")
-    rec.finalize(model, it)                                  # the final model is always a checkpoint
+    rec.finalize(model, it)  # the final model is always a checkpoint
 
     # Stages 2-7 on the records; the test set gives the confusion matrix that picks the pairs.
-    run = i2x.analyze(a.out, model, images=x_exp, labels=y_exp, classes=splits.train.classes,
-                      test=(x_test, y_test), layer="10", prototypes=16, min_cluster_size=5)
+    run = i2x.analyze(
+        a.out,
+        model,
+        images=x_exp,
+        labels=y_exp,
+        classes=splits.train.classes,
+        test=(x_test, y_test),
+        layer="10",
+        prototypes=16,
+        min_cluster_size=5,
+    )
     acc = run.manifest["metrics"]["test_accuracy"]
     pair = run.explanations()["pairs"][0]
     print(f"test accuracy {100 * acc:.2f} % ({splits.test_source}); {len(run.manifest['checkpoints'])} checkpoints")

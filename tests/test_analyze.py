@@ -16,8 +16,15 @@ from i2x.errors import I2XError
 
 def _model():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),
+    )
 
 
 def _data():
@@ -45,8 +52,9 @@ def test_recorder_in_plain_loop_then_analyze(tmp_path):
     rec = i2x.Recorder(xe, ye.numpy(), every=4, out_dir=tmp_path, layer="3")
     _loop(model, x, y, 12, rec.step)
     rec.finalize(model, 12)
-    r = i2x.analyze(tmp_path, model, images=xe, labels=ye, classes=sp.train.classes, test=(xt, yt),
-                    prototypes=5, min_cluster_size=4)
+    r = i2x.analyze(
+        tmp_path, model, images=xe, labels=ye, classes=sp.train.classes, test=(xt, yt), prototypes=5, min_cluster_size=4
+    )
     m = r.manifest
     assert m["checkpoints"] == [0, 4, 8, 12] and m["model"]["layer"] == "3" and m["model"]["feature_shape"] == [8, 8, 8]
     assert m["data"]["test_size"] == 100 and 0.0 <= m["metrics"]["test_accuracy"] <= 1.0
@@ -85,8 +93,16 @@ def test_analyze_checkpoints_of_saved_state_dicts(tmp_path):
 
     _loop(model, x, y, 10, save)
     final = {k: v.clone() for k, v in model.state_dict().items()}
-    r = i2x.analyze_checkpoints(ck, _model(), tmp_path / "out", images=x[:50], labels=y[:50].numpy(),
-                                test=(xt, yt), prototypes=4, min_cluster_size=4)
+    r = i2x.analyze_checkpoints(
+        ck,
+        _model(),
+        tmp_path / "out",
+        images=x[:50],
+        labels=y[:50].numpy(),
+        test=(xt, yt),
+        prototypes=4,
+        min_cluster_size=4,
+    )
     assert r.manifest["checkpoints"] == [0, 5, 10]
     # the last checkpoint's confidences are those of the final weights
     m = _model()
@@ -103,10 +119,25 @@ def test_analyze_checkpoints_of_saved_state_dicts(tmp_path):
 def test_run_with_torch_datasets(tmp_path):
     sp, x, y, xt, yt = _data()
     train = torch.utils.data.TensorDataset(x, y)
-    r = i2x.run(out=tmp_path / "r", model=_model(), train=train, layer="3", epochs=1, batch_size=50, every=3,
-                prototypes=4, min_cluster_size=3, device="cpu", progress=False)
+    r = i2x.run(
+        out=tmp_path / "r",
+        model=_model(),
+        train=train,
+        layer="3",
+        epochs=1,
+        batch_size=50,
+        every=3,
+        prototypes=4,
+        min_cluster_size=3,
+        device="cpu",
+        progress=False,
+    )
     m = r.manifest
-    assert m["data"]["train_size"] == 240 and "hold-out" in m["data"]["test_source"] and m["data"]["dataset"] == "user (train=)"  # 20 % of 300 held out
+    assert (
+        m["data"]["train_size"] == 240
+        and "hold-out" in m["data"]["test_source"]
+        and m["data"]["dataset"] == "user (train=)"
+    )  # 20 % of 300 held out
     assert m["checkpoints"] == [0, 3, 5] and m["model"]["layer"] == "3"
 
 
@@ -120,8 +151,24 @@ def test_cli_analyze_checkpoints(tmp_path, capsys):
     m = build_model("smallcnn", in_channels=1, num_classes=10)
     _loop(m, x, y, 6, lambda mm, it: torch.save(mm.state_dict(), ck / f"it{it:03d}.pth") if it % 3 == 0 else None)
     out = tmp_path / "out"
-    rc = main(["analyze", str(out), "--checkpoints", str(ck), "--model", "smallcnn", "--dataset", "digits",
-               "--prototypes", "3", "--min-cluster-size", "3", "--device", "cpu"])
+    rc = main(
+        [
+            "analyze",
+            str(out),
+            "--checkpoints",
+            str(ck),
+            "--model",
+            "smallcnn",
+            "--dataset",
+            "digits",
+            "--prototypes",
+            "3",
+            "--min-cluster-size",
+            "3",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0 and "test accuracy" in capsys.readouterr().out
     man = i2x.Run(out).manifest
     assert man["checkpoints"] == [0, 3, 6] and man["model"]["layer"] == "features"

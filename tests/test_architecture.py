@@ -14,11 +14,16 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = SRC / "i2x"
-MODULES = {".".join(p.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__"): p
-           for p in PKG.rglob("*.py")}
+MODULES = {".".join(p.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__"): p for p in PKG.rglob("*.py")}
 # modules that never import torch, at any level (the report and the numpy stages)
 TORCH_FREE = [m for m in MODULES if m.startswith(("i2x.analysis", "i2x.report"))] + [
-    "i2x", "i2x.config", "i2x.errors", "i2x.presets", "i2x.rundir", "i2x.store"]
+    "i2x",
+    "i2x.config",
+    "i2x.errors",
+    "i2x.presets",
+    "i2x.rundir",
+    "i2x.store",
+]
 
 
 def _imports(module: str, module_level_only: bool = False) -> set[str]:
@@ -58,15 +63,27 @@ def test_no_module_outside_nn_imports_torch_at_import_time():
 
 
 def test_fresh_interpreter_imports_load_no_torch():
-    mods = ["i2x", "i2x.report", "i2x.cli", "i2x.rundir", "i2x.store", "i2x.config", "i2x.presets", "i2x.data",
-            *sorted(m for m in MODULES if m.startswith(("i2x.analysis", "i2x.report", "i2x.cli")))]
-    code = ("import sys, importlib\n"
-            f"for m in {mods!r}:\n"
-            "    importlib.import_module(m)\n"
-            "import i2x\n"
-            "i2x.prototypes, i2x.explain, i2x.Run, i2x.RunConfig, dir(i2x)\n"
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision') or m.startswith('i2x.nn'))\n"
-            "print(','.join(bad))\n")
+    mods = [
+        "i2x",
+        "i2x.report",
+        "i2x.cli",
+        "i2x.rundir",
+        "i2x.store",
+        "i2x.config",
+        "i2x.presets",
+        "i2x.data",
+        *sorted(m for m in MODULES if m.startswith(("i2x.analysis", "i2x.report", "i2x.cli"))),
+    ]
+    code = (
+        "import sys, importlib\n"
+        f"for m in {mods!r}:\n"
+        "    importlib.import_module(m)\n"
+        "import i2x\n"
+        "i2x.prototypes, i2x.explain, i2x.Run, i2x.RunConfig, dir(i2x)\n"
+        "bad = sorted(m for m in sys.modules\n"
+        "             if m.split('.')[0] in ('torch', 'torchvision') or m.startswith('i2x.nn'))\n"
+        "print(','.join(bad))\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "", f"torch-side modules loaded: {r.stdout.strip()[:300]}"
     # and the torch-side names still resolve, lazily
@@ -83,7 +100,7 @@ def test_no_import_cycle_among_i2x_modules():
         state[m] = 1
         for n in sorted(graph[m]):
             if state.get(n) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(path[path.index(n):] + [n]))
+                raise AssertionError("import cycle: " + " -> ".join(path[path.index(n) :] + [n]))
             if n not in state:
                 visit(n, path + [n])
         state[m] = 2

@@ -16,7 +16,9 @@ def test_run_directory_is_complete(cli_run, capsys):
     assert m["config"]["dataset"] == "digits" and m["config"]["prototypes"] == 6
     assert 0.0 <= m["metrics"]["test_accuracy"] <= 1.0
     assert {"torch", "numpy", "scikit-learn"} <= set(m["versions"])
-    assert all(m["stages"][s]["complete"] for s in ("record", "evaluate", "prototypes", "intensity", "dynamics", "explain"))
+    assert all(
+        m["stages"][s]["complete"] for s in ("record", "evaluate", "prototypes", "intensity", "dynamics", "explain")
+    )
     its = m["checkpoints"]
     ipe = int(np.ceil(m["data"]["train_size"] / 64))
     assert its[0] == 0 and its[-1] == 2 * ipe and all(i % 5 == 0 for i in its[:-1])

@@ -32,8 +32,15 @@ def write_fake_cifar(root, n_train=20, n_test=10, seed=0):
         with open(d / name, "wb") as fh:
             pickle.dump({b"data": x, b"labels": y}, fh)
     with open(d / "batches.meta", "wb") as fh:
-        pickle.dump({b"label_names": [c.encode() for c in
-                                      ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]]}, fh)
+        pickle.dump(
+            {
+                b"label_names": [
+                    c.encode()
+                    for c in ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+                ]
+            },
+            fh,
+        )
     return batches
 
 

@@ -31,7 +31,7 @@ def test_noise_is_excluded_from_eq6_eq7():
 def test_tau_zeroes_small_intensity_changes():
     dp = np.zeros((2, 2))
     di = np.array([[10.0, 0.4, -0.6], [10.0, 0.4, -0.6]])
-    _, I, _ = aggregate_clusters(dp, di, np.array([0, 0]), tau=0.05)   # threshold 0.05 * 10 = 0.5
+    _, I, _ = aggregate_clusters(dp, di, np.array([0, 0]), tau=0.05)  # threshold 0.05 * 10 = 0.5
     np.testing.assert_allclose(I, [[10.0, 0.0, -0.6]])
     _, I, _ = aggregate_clusters(dp, di, np.array([0, 0]), tau=0.5, relative=False)
     np.testing.assert_allclose(I, [[10.0, 0.0, -0.6]])

@@ -13,8 +13,22 @@ import i2x
 from i2x.cli import main
 from i2x.errors import DivergedError, I2XError
 
-TINY = ["--dataset", "digits", "--epochs", "1", "--every", "10", "--prototypes", "4",
-        "--min-cluster-size", "5", "--device", "cpu", "--quiet", "--no-report"]
+TINY = [
+    "--dataset",
+    "digits",
+    "--epochs",
+    "1",
+    "--every",
+    "10",
+    "--prototypes",
+    "4",
+    "--min-cluster-size",
+    "5",
+    "--device",
+    "cpu",
+    "--quiet",
+    "--no-report",
+]
 
 
 def _err(capsys, argv) -> str:
@@ -24,14 +38,17 @@ def _err(capsys, argv) -> str:
     return err
 
 
-@pytest.mark.parametrize("flag,value,expect", [
-    ("--dataset", "imagenet", "mnist5k"),
-    ("--model", "vgg", "smallcnn"),
-    ("--explain-fraction", "0", "(0, 1]"),
-    ("--explain-fraction", "1.5", "(0, 1]"),
-    ("--layer", "features.99", "features.7"),   # lists the candidate layers
-    ("--prototypes", "100000", "--prototypes"),
-])
+@pytest.mark.parametrize(
+    "flag,value,expect",
+    [
+        ("--dataset", "imagenet", "mnist5k"),
+        ("--model", "vgg", "smallcnn"),
+        ("--explain-fraction", "0", "(0, 1]"),
+        ("--explain-fraction", "1.5", "(0, 1]"),
+        ("--layer", "features.99", "features.7"),  # lists the candidate layers
+        ("--prototypes", "100000", "--prototypes"),
+    ],
+)
 def test_bad_run_arguments(capsys, tmp_path, flag, value, expect):
     argv = ["run", "--out", str(tmp_path / "r"), *TINY]
     i = argv.index(flag) if flag in argv else None
@@ -45,10 +62,14 @@ def test_bad_run_arguments(capsys, tmp_path, flag, value, expect):
 
 
 def test_missing_data_dir_and_missing_files(capsys, tmp_path):
-    err = _err(capsys, ["run", "--out", str(tmp_path / "r"), "--dataset", "mnist", "--data-dir", str(tmp_path / "nope")])
+    err = _err(
+        capsys, ["run", "--out", str(tmp_path / "r"), "--dataset", "mnist", "--data-dir", str(tmp_path / "nope")]
+    )
     assert "--data-dir" in err and "does not exist" in err
     (tmp_path / "empty").mkdir()
-    err = _err(capsys, ["run", "--out", str(tmp_path / "r"), "--dataset", "mnist", "--data-dir", str(tmp_path / "empty")])
+    err = _err(
+        capsys, ["run", "--out", str(tmp_path / "r"), "--dataset", "mnist", "--data-dir", str(tmp_path / "empty")]
+    )
     assert "MNIST/raw" in err and "--download" in err
 
 
@@ -56,9 +77,11 @@ def test_truncated_mnist_file(capsys, tmp_path):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     header = (2051).to_bytes(4, "big") + (10).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
-    (raw / "t10k-images-idx3-ubyte").write_bytes(header + bytes(100))      # 10 images promised, 100 bytes
+    (raw / "t10k-images-idx3-ubyte").write_bytes(header + bytes(100))  # 10 images promised, 100 bytes
     (raw / "t10k-labels-idx1-ubyte").write_bytes((2049).to_bytes(4, "big") + (10).to_bytes(4, "big") + bytes(10))
-    err = _err(capsys, ["run", "--out", str(tmp_path / "r"), "--dataset", "mnist5k", "--data-dir", str(tmp_path), "--quiet"])
+    err = _err(
+        capsys, ["run", "--out", str(tmp_path / "r"), "--dataset", "mnist5k", "--data-dir", str(tmp_path), "--quiet"]
+    )
     assert "truncated" in err
 
 
@@ -79,7 +102,7 @@ def test_existing_run_needs_resume_or_overwrite(capsys, tmp_path):
 def test_diverged_model_says_so(tmp_path):
     model = i2x.models.SmallCNN()
     with torch.no_grad():
-        model.head[-1].weight[0, 0] = float("nan")            # what a blown-up training leaves behind
+        model.head[-1].weight[0, 0] = float("nan")  # what a blown-up training leaves behind
     with pytest.raises(DivergedError, match="diverged.*--lr"):
         i2x.run(out=tmp_path / "r", dataset="digits", model=model, epochs=1, every=10, prototypes=4, progress=False)
 

@@ -40,15 +40,15 @@ def test_shared_and_specialized_on_constructed_example():
 
 def test_sign_flips_skip_zero_steps():
     d = np.array([[1, 1], [-1, 0], [0, 0], [2, -1], [-3, -1]], dtype=float)
-    assert sign_flips(d).tolist() == [3, 1]   # column 1: +, ·, ·, −, − -> one flip
+    assert sign_flips(d).tolist() == [3, 1]  # column 1: +, ·, ·, −, − -> one flip
 
 
 def test_planted_uncertain_prototype_is_ranked_first(rng):
     T, K, C = 12, 6, 3
     W = rng.normal(0, 0.01, size=(T, K, C))
-    W[:, 2, 0] = np.where(np.arange(T) % 2 == 0, 1.0, -1.0)   # prototype 2: flips between classes 0 and 1
+    W[:, 2, 0] = np.where(np.arange(T) % 2 == 0, 1.0, -1.0)  # prototype 2: flips between classes 0 and 1
     W[:, 2, 1] = 0.0
-    W[:, 4, 0] = 0.8                                           # prototype 4: always favours class 0 (reliable)
+    W[:, 4, 0] = 0.8  # prototype 4: always favours class 0 (reliable)
     W[:, 4, 1] = -0.8
     contain = np.ones((20, K), dtype=bool)
     labels = np.array([0] * 10 + [1] * 10)
@@ -63,7 +63,7 @@ def test_uncertain_needs_both_classes(rng):
     W = np.zeros((T, K, 2))
     W[:, 1, 0] = np.where(np.arange(T) % 2 == 0, 1.0, -1.0)
     contain = np.zeros((4, K), dtype=bool)
-    contain[:2, 1] = True                                      # only in class 0
+    contain[:2, 1] = True  # only in class 0
     labels = np.array([0, 0, 1, 1])
     assert pair_explanation(W, contain, labels, 0, 1)["uncertain"] == []
 
@@ -71,10 +71,10 @@ def test_uncertain_needs_both_classes(rng):
 def test_key_checkpoints_and_opposing_classes():
     T, K, C = 4, 3, 3
     W = np.zeros((T, K, C))
-    W[2, 1] = [0.9, -0.5, 0.2]          # at step 2 prototype 1 raises class 0 against class 1
+    W[2, 1] = [0.9, -0.5, 0.2]  # at step 2 prototype 1 raises class 0 against class 1
     delta = np.zeros((T, C))
     delta[2, 0] = 0.4
-    delta[0, 0] = 0.01                  # too small to be key
+    delta[0, 0] = 0.01  # too small to be key
     kc = key_checkpoints(W, delta, 0, [1, 2], ExplainConfig())
     assert len(kc) == 1 and kc[0]["step"] == 2
     p = kc[0]["prototypes"][0]
@@ -94,7 +94,7 @@ def test_explain_is_json_ready_and_skips_absent_classes(rng):
     delta = rng.normal(size=(5, 3))
     ex = explain(W, contain, labels, delta, confusion=np.eye(3, dtype=int) * 5 + 1, classes=["a", "b", "c"])
     json.dumps(ex)
-    assert set(ex["classes"]) == {"a", "b"}        # class "c" has no sample in E
+    assert set(ex["classes"]) == {"a", "b"}  # class "c" has no sample in E
     # the most confused pairs involving class "c" cannot be explained from E: listed as skipped
     assert [p["names"] for p in ex["pairs"]] == [["a", "b"]]
     assert {tuple(p) for p in ex["skipped_pairs"]} == {(0, 2), (1, 2)}

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 
-from i2x.errors import I2XError
 from i2x.analysis.finetune import (
     curated_indices,
     pair_counts,
@@ -16,22 +15,29 @@ from i2x.analysis.finetune import (
     parse_schedules,
     resolve_prototype,
 )
+from i2x.errors import I2XError
 from i2x.nn.finetune import finetune
 
 
 def test_curated_indices_constructed_example():
     # 6 samples, K = 3; pair (1, 2), prototype 0
     labels = np.array([0, 1, 1, 2, 2, 3])
-    contain = np.array([[1, 0, 0],    # class 0 with P-0: stays (not in the pair)
-                        [1, 1, 0],    # class 1 with P-0: removed
-                        [0, 1, 1],    # class 1 without P-0: stays
-                        [1, 0, 0],    # class 2 with P-0: removed
-                        [0, 0, 1],    # class 2 without P-0: stays
-                        [1, 1, 1]],   # class 3 with P-0: stays
-                       dtype=bool)
+    contain = np.array(
+        [
+            [1, 0, 0],  # class 0 with P-0: stays (not in the pair)
+            [1, 1, 0],  # class 1 with P-0: removed
+            [0, 1, 1],  # class 1 without P-0: stays
+            [1, 0, 0],  # class 2 with P-0: removed
+            [0, 0, 1],  # class 2 without P-0: stays
+            [1, 1, 1],
+        ],  # class 3 with P-0: stays
+        dtype=bool,
+    )
     before = contain.copy()
     np.testing.assert_array_equal(curated_indices(contain, labels, 1, 2, 0), [0, 2, 4, 5])
-    np.testing.assert_array_equal(curated_indices(contain, labels, 2, 1, 0), [0, 2, 4, 5])  # order of the pair is irrelevant
+    np.testing.assert_array_equal(
+        curated_indices(contain, labels, 2, 1, 0), [0, 2, 4, 5]
+    )  # order of the pair is irrelevant
     np.testing.assert_array_equal(curated_indices(contain, labels, 1, 2, 2), [0, 1, 3, 5])
     np.testing.assert_array_equal(contain, before)  # input not mutated
 
@@ -82,8 +88,9 @@ def tiny_run(tmp_path_factory):
     import i2x
 
     out = tmp_path_factory.mktemp("ft") / "run"
-    i2x.run(out=out, dataset="digits", epochs=1, every=5, prototypes=8, batch_size=64, seed=0, device="cpu",
-            progress=False)
+    i2x.run(
+        out=out, dataset="digits", epochs=1, every=5, prototypes=8, batch_size=64, seed=0, device="cpu", progress=False
+    )
     return out
 
 
@@ -108,8 +115,9 @@ def test_finetune_curated_set_reproducible_weights_untouched(tiny_run):
     a, b, k, contain, labels = _pair_and_prototype(tiny_run)
     final = tiny_run / "weights" / "final.pt"
     h0 = _sha(final)
-    res = finetune(tiny_run, pair=(a, b), prototype=k, schedules="curated+full,full", repeats=2, seed=10,
-                   progress=False)
+    res = finetune(
+        tiny_run, pair=(a, b), prototype=k, schedules="curated+full,full", repeats=2, seed=10, progress=False
+    )
     # the curated set is exactly E minus the {a,b}-samples containing k
     removed = np.setdiff1d(np.arange(len(labels)), res.curated_indices)
     assert len(removed) > 0
@@ -123,8 +131,16 @@ def test_finetune_curated_set_reproducible_weights_untouched(tiny_run):
     assert [r["seed"] for r in saved["schedules"]["full"]["repeats"]] == [10, 11]
     assert "curated→full" in (tiny_run / "finetune" / "table.md").read_text()
     # each repeat is reproducible from its seed alone (here: seed 11 run on its own, into another folder)
-    again = finetune(tiny_run, pair=(a, b), prototype=k, schedules="curated+full", repeats=1, seed=11,
-                     out=tiny_run / "ft2", progress=False)
+    again = finetune(
+        tiny_run,
+        pair=(a, b),
+        prototype=k,
+        schedules="curated+full",
+        repeats=1,
+        seed=11,
+        out=tiny_run / "ft2",
+        progress=False,
+    )
     r1 = res.schedules["curated+full"]["repeats"][1]
     r2 = again.schedules["curated+full"]["repeats"][0]
     assert r2["seed"] == r1["seed"] == 11
@@ -144,8 +160,24 @@ def test_cli_finetune(tiny_run, capsys):
     final = tiny_run / "weights" / "final.pt"
     h0 = _sha(final)
     out = tiny_run / "ft_cli"
-    rc = main(["finetune", str(tiny_run), "--pair", str(a), str(b), "--prototype", str(k), "--schedules", "full",
-               "--repeats", "1", "--out", str(out), "--quiet"])
+    rc = main(
+        [
+            "finetune",
+            str(tiny_run),
+            "--pair",
+            str(a),
+            str(b),
+            "--prototype",
+            str(k),
+            "--schedules",
+            "full",
+            "--repeats",
+            "1",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     assert "| full |" in capsys.readouterr().out
     assert json.loads((out / "results.json").read_text())["schedules"]["full"]["repeats"][0]["seed"] == 0

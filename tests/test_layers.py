@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from i2x.nn import layers as L
 from i2x.errors import I2XError
+from i2x.nn import layers as L
 from i2x.nn.models import SmallCNN, resnet50_small
 
 
@@ -25,9 +25,13 @@ def _ex(c=1, size=28):
 
 def _seq():
     return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(4, 8, 3, stride=2, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2),
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 2),
     )
 
 
@@ -63,10 +67,10 @@ def test_detection_is_cached_per_input_signature(monkeypatch):
     assert L.find_target_layer(m, _ex()) == "features"
     calls = []
     monkeypatch.setattr(L, "_outputs", lambda *a: calls.append(a) or [])
-    assert L.find_target_layer(m, _ex()) == "features"              # cached: no forward pass
+    assert L.find_target_layer(m, _ex()) == "features"  # cached: no forward pass
     assert calls == []
     with pytest.raises(I2XError):
-        L.find_target_layer(m, _ex(size=32))                         # new signature: detects again
+        L.find_target_layer(m, _ex(size=32))  # new signature: detects again
     assert len(calls) == 1
 
 
@@ -96,7 +100,7 @@ def test_resolve_layer_errors_name_meaningful_candidates():
     assert "layer5" in msg and "layer4 2048x4x4" in msg
     # candidates are spatial outputs, last first: not the classifier head
     assert "fc" not in msg.split("one of")[1] and msg.index("layer4 ") < msg.index("layer4.2.relu")
-    with pytest.raises(I2XError, match="layer1"):                  # without example: children
+    with pytest.raises(I2XError, match="layer1"):  # without example: children
         L.resolve_layer(m, "nope")
     with pytest.raises(I2XError, match="not part of the model"):
         L.resolve_layer(m, nn.Conv2d(1, 1, 1))

@@ -23,10 +23,15 @@ def _target_shape(model, x):
     return name, out["shape"], y
 
 
-@pytest.mark.parametrize("name, shape, grid", [
-    ("smallcnn", (1, 28, 28), 7), ("smallcnn", (3, 32, 32), 8),
-    ("resnet50", (1, 28, 28), 4), ("resnet50", (3, 32, 32), 4),
-])
+@pytest.mark.parametrize(
+    "name, shape, grid",
+    [
+        ("smallcnn", (1, 28, 28), 7),
+        ("smallcnn", (3, 32, 32), 8),
+        ("resnet50", (1, 28, 28), 4),
+        ("resnet50", (3, 32, 32), 4),
+    ],
+)
 def test_builtin_models_target_layer(name, shape, grid):
     torch.manual_seed(0)
     m = build_model(name, in_channels=shape[0], num_classes=10)

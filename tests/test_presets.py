@@ -35,8 +35,18 @@ def write_fake_mnist(root, n_train=20, n_test=10, seed=0):
     return root
 
 
-TINY_FLAGS = ["--prototypes", "4", "--min-cluster-size", "2", "--explain-fraction", "0.2",
-              "--device", "cpu", "--quiet", "--no-report"]
+TINY_FLAGS = [
+    "--prototypes",
+    "4",
+    "--min-cluster-size",
+    "2",
+    "--explain-fraction",
+    "0.2",
+    "--device",
+    "cpu",
+    "--quiet",
+    "--no-report",
+]
 
 
 def _manifest(out):
@@ -69,11 +79,29 @@ def test_cli_flag_conflicts(tmp_path, capsys):
 def test_preset_mnist_resnet50(tmp_path):
     data = write_fake_mnist(tmp_path / "data")
     out = tmp_path / "run"
-    rc = main(["run", "--preset", "paper-mnist-resnet50", "--data-dir", str(data), "--out", str(out),
-               "--epochs", "1", "--batch-size", "10", "--every", "1", *TINY_FLAGS])
+    rc = main(
+        [
+            "run",
+            "--preset",
+            "paper-mnist-resnet50",
+            "--data-dir",
+            str(data),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "10",
+            "--every",
+            "1",
+            *TINY_FLAGS,
+        ]
+    )
     assert rc == 0
     m = _manifest(out)
-    assert m["config"]["model"] == "resnet50" and m["config"]["dataset"] == "mnist" and m["config"]["explain_seed"] == 42
+    assert (
+        m["config"]["model"] == "resnet50" and m["config"]["dataset"] == "mnist" and m["config"]["explain_seed"] == 42
+    )
     assert m["model"]["layer"] == "layer4" and m["model"]["feature_shape"] == [4, 4, 2048]
     assert m["checkpoints"] == [0, 1, 2] and m["data"]["train_size"] == 20 and m["data"]["test_size"] == 10
     assert all(m["stages"][s]["complete"] for s in ("record", "prototypes", "intensity", "dynamics", "explain"))
@@ -82,8 +110,22 @@ def test_preset_mnist_resnet50(tmp_path):
 def test_preset_cifar10_resnet50_once_per_epoch(tmp_path):
     write_fake_cifar(tmp_path / "data", n_train=20, n_test=10)
     out = tmp_path / "run"
-    rc = main(["run", "--preset", "paper-cifar10-resnet50", "--data-dir", str(tmp_path / "data"), "--out", str(out),
-               "--epochs", "2", "--batch-size", "10", *TINY_FLAGS])
+    rc = main(
+        [
+            "run",
+            "--preset",
+            "paper-cifar10-resnet50",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "10",
+            *TINY_FLAGS,
+        ]
+    )
     assert rc == 0
     m = _manifest(out)
     assert m["config"]["every_epoch"] and m["config"]["model"] == "resnet50"
@@ -95,8 +137,22 @@ def test_preset_cifar10_resnet50_once_per_epoch(tmp_path):
 def test_preset_mnist_inceptionv3(tmp_path):
     data = write_fake_mnist(tmp_path / "data")
     out = tmp_path / "run"
-    rc = main(["run", "--preset", "paper-mnist-inceptionv3", "--data-dir", str(data), "--out", str(out),
-               "--epochs", "1", "--batch-size", "10", *TINY_FLAGS])
+    rc = main(
+        [
+            "run",
+            "--preset",
+            "paper-mnist-inceptionv3",
+            "--data-dir",
+            str(data),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "10",
+            *TINY_FLAGS,
+        ]
+    )
     assert rc == 0
     m = _manifest(out)
     assert m["config"]["model"] == "inceptionv3" and m["config"]["every"] == 40
@@ -108,8 +164,24 @@ def test_preset_mnist_inceptionv3(tmp_path):
 
 def test_resume_without_flags_keeps_the_runs_settings(tmp_path, capsys):
     out = tmp_path / "r"
-    args = ["--dataset", "digits", "--epochs", "1", "--every", "5", "--prototypes", "4", "--min-cluster-size", "3",
-            "--train-subset", "300", "--device", "cpu", "--quiet", "--no-report"]
+    args = [
+        "--dataset",
+        "digits",
+        "--epochs",
+        "1",
+        "--every",
+        "5",
+        "--prototypes",
+        "4",
+        "--min-cluster-size",
+        "3",
+        "--train-subset",
+        "300",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--no-report",
+    ]
     assert main(["run", "--out", str(out), *args]) == 0
     before = _manifest(out)["config"]
     assert before["train_subset"] == 300 and before["every"] == 5

@@ -9,15 +9,21 @@ from hypothesis.extra.numpy import arrays
 from i2x import aggregate_clusters, containment, dynamics, explain, intensity, prototypes, ridge
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False, width=32)
-settings.register_profile("i2x", max_examples=25, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile(
+    "i2x", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 settings.load_profile("i2x")
 
 
 @st.composite
 def maps(draw):
-    t, n, h, w, k = (draw(st.integers(1, 4)), draw(st.integers(1, 6)), draw(st.integers(1, 4)),
-                     draw(st.integers(1, 4)), draw(st.integers(1, 5)))
+    t, n, h, w, k = (
+        draw(st.integers(1, 4)),
+        draw(st.integers(1, 6)),
+        draw(st.integers(1, 4)),
+        draw(st.integers(1, 4)),
+        draw(st.integers(1, 5)),
+    )
     s = draw(arrays(np.float32, (t, n, h, w), elements=st.floats(0, 100, width=32)))
     a = draw(arrays(np.int32, (n, h, w), elements=st.integers(0, k - 1)))
     return s, a, k

@@ -31,8 +31,18 @@ def _build_tiny_run(base: str) -> Path:
 
     torch.manual_seed(0)
     out = Path(base) / "report-tiny"
-    i2x.run(out=out, progress=False, dataset="digits", epochs=1, batch_size=64, every=4, prototypes=4,
-            min_cluster_size=5, seed=0, device="cpu")
+    i2x.run(
+        out=out,
+        progress=False,
+        dataset="digits",
+        epochs=1,
+        batch_size=64,
+        every=4,
+        prototypes=4,
+        min_cluster_size=5,
+        seed=0,
+        device="cpu",
+    )
     return out
 
 
@@ -99,10 +109,15 @@ def write_finetune(run: Path) -> None:
         c[2, 7], c[7, 2] = ab, ba
         reps.append({"seed": i, "accuracy": acc, "confusion": c.tolist()})
     (run / "finetune").mkdir()
-    res = {"pair": [2, 7], "schedules": {"full": {"repeats": reps}, "curated": {"repeats": reps[:1]}},
-           "baseline": {"accuracy": 0.91, "confusion": cm.tolist()}}
+    res = {
+        "pair": [2, 7],
+        "schedules": {"full": {"repeats": reps}, "curated": {"repeats": reps[:1]}},
+        "baseline": {"accuracy": 0.91, "confusion": cm.tolist()},
+    }
     (run / "finetune" / "results.json").write_text(json.dumps(res))
-    (run / "finetune" / "table.md").write_text("# Fine-tuning 2↔7\n\n| schedule | acc % |\n|---|---|\n| full | 91.00 ± 1.41 |\n")
+    (run / "finetune" / "table.md").write_text(
+        "# Fine-tuning 2↔7\n\n| schedule | acc % |\n|---|---|\n| full | 91.00 ± 1.41 |\n"
+    )
 
 
 def test_finetune_section_from_results_and_table(report_run, tmp_path):
@@ -126,7 +141,9 @@ def test_finetune_summary_mean_and_sample_std():
     assert s["baseline"] == {"accuracy": pytest.approx(95.0), "both": 8}
     assert finetune_summary({"schedules": "?"}) is None
     # only the format `i2x finetune` writes: a list of schedules or class names as the pair are not it
-    assert finetune_summary({"pair": [0, 1], "schedules": [{"name": "full", "repeats": reps}], "baseline": base}) is None
+    assert (
+        finetune_summary({"pair": [0, 1], "schedules": [{"name": "full", "repeats": reps}], "baseline": base}) is None
+    )
     assert finetune_summary({"pair": ["a", "b"], "schedules": {"full": {"repeats": reps}}, "baseline": base}) is None
 
 
@@ -148,14 +165,15 @@ def test_cli_report_skips_malformed_finetune_and_reports_bad_dir(report_run, tmp
     run = tmp_path / "run"
     shutil.copytree(report_run, run, ignore=shutil.ignore_patterns("report"))
     (run / "finetune").mkdir()
-    (run / "finetune" / "results.json").write_text("{not json")      # another stage's broken output
+    (run / "finetune" / "results.json").write_text("{not json")  # another stage's broken output
     out = tmp_path / "rep"
     (out / "fig").mkdir(parents=True)
     (out / "fig" / "pair-8-9-contribution.png").write_bytes(b"stale figure of an earlier report")
     (out / "fig" / "notes.txt").write_text("not ours")
     assert main(["report", str(run), "--out", str(out), "--no-svg"]) == 0
-    assert not (out / "fig" / "pair-8-9-contribution.png").exists() or \
-        (out / "fig" / "pair-8-9-contribution.png").read_bytes().startswith(b"\x89PNG")
+    assert not (out / "fig" / "pair-8-9-contribution.png").exists() or (
+        out / "fig" / "pair-8-9-contribution.png"
+    ).read_bytes().startswith(b"\x89PNG")
     assert (out / "fig" / "notes.txt").read_text() == "not ours"
     assert str(out / "index.html") in capsys.readouterr().out
     assert 'id="finetune"' not in (out / "index.html").read_text()
@@ -188,12 +206,12 @@ def test_tile_outlines_cell_in_prototype_colour_and_keeps_the_rest():
     img[0, :4] = 0
     cells = np.zeros((2, 2), bool)
     cells[1, 0] = True
-    t = tile(img, cells, (1, 0, 0), scale=2)                     # (16, 16, 3); cell (1,0) = rows 8-15, cols 0-7
+    t = tile(img, cells, (1, 0, 0), scale=2)  # (16, 16, 3); cell (1,0) = rows 8-15, cols 0-7
     assert t.shape == (16, 16, 3)
-    np.testing.assert_array_equal(t[8, 0:8], [[1, 0, 0]] * 8)   # top edge of the cell
-    np.testing.assert_array_equal(t[15, 3], [1, 0, 0])           # bottom edge
-    np.testing.assert_array_equal(t[11, 4], [1, 1, 1])           # inside the cell: the image
-    np.testing.assert_array_equal(t[2, 12], [0, 0, 0])           # other cells untouched
+    np.testing.assert_array_equal(t[8, 0:8], [[1, 0, 0]] * 8)  # top edge of the cell
+    np.testing.assert_array_equal(t[15, 3], [1, 0, 0])  # bottom edge
+    np.testing.assert_array_equal(t[11, 4], [1, 1, 1])  # inside the cell: the image
+    np.testing.assert_array_equal(t[2, 12], [0, 0, 0])  # other cells untouched
     g = grid([[t, None], [None, t]], pad=2)
     assert g.shape == (2 * 16 + 3 * 2, 2 * 16 + 3 * 2, 3)
     np.testing.assert_array_equal(g[2:18, 2:18], t)

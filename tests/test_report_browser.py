@@ -26,9 +26,19 @@ from i2x.report import report
 pytestmark = pytest.mark.browser
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-default-apps", "--hide-scrollbars", "--mute-audio"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--hide-scrollbars",
+    "--mute-audio",
+]
 CHECK_JS = """(async () => {
   const imgs = [...document.images];
   await Promise.all(imgs.map(i => i.complete ? null : new Promise(r => { i.onload = i.onerror = r; })));
@@ -70,10 +80,20 @@ class Browser:
             os.dup2(hi_r, 3)
             os.dup2(hi_w, 4)
 
-        self.proc = subprocess.Popen([exe, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}",
-                                      "--remote-debugging-pipe", "about:blank"],
-                                     preexec_fn=child_fds, close_fds=False,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [
+                exe,
+                *FLAGS,
+                f"--user-data-dir={profile}",
+                f"--window-size={width},{height}",
+                "--remote-debugging-pipe",
+                "about:blank",
+            ],
+            preexec_fn=child_fds,
+            close_fds=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         os.close(hi_r)
         os.close(hi_w)
         self._buf = b""
@@ -83,8 +103,14 @@ class Browser:
         self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         for domain in ("Page", "Runtime", "Log"):
             self.call(f"{domain}.enable", session=True)
-        self.call("Emulation.setDeviceMetricsOverride", session=True, width=width, height=height,
-                  deviceScaleFactor=1, mobile=False)
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            session=True,
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
 
     def _recv(self, deadline: float) -> dict:
         while b"\0" not in self._buf:
@@ -152,8 +178,14 @@ class Browser:
         os.close(self._w)
 
 
-def open_report(index: Path, profile: Path, shot: Path | None = None, width: int = 1280, height: int = 900,
-                full_height: int | None = None) -> tuple[dict, list[str]]:
+def open_report(
+    index: Path,
+    profile: Path,
+    shot: Path | None = None,
+    width: int = 1280,
+    height: int = 900,
+    full_height: int | None = None,
+) -> tuple[dict, list[str]]:
     """Load ``index`` in headless Chromium; returns (page facts from CHECK_JS, console errors)
     and saves a screenshot (the top ``full_height`` px of the page, or the viewport)."""
     exe = find_chromium()
@@ -163,12 +195,18 @@ def open_report(index: Path, profile: Path, shot: Path | None = None, width: int
     try:
         b.call("Page.navigate", session=True, url=index.resolve().as_uri())
         b.wait_event("Page.loadEventFired")
-        facts = b.call("Runtime.evaluate", session=True, expression=CHECK_JS, awaitPromise=True,
-                       returnByValue=True)["result"]["value"]
+        facts = b.call("Runtime.evaluate", session=True, expression=CHECK_JS, awaitPromise=True, returnByValue=True)[
+            "result"
+        ]["value"]
         if shot is not None:
             h = min(facts["height"], full_height) if full_height else height
-            png = b.call("Page.captureScreenshot", session=True, format="png", captureBeyondViewport=True,
-                         clip={"x": 0, "y": 0, "width": width, "height": h, "scale": 1})["data"]
+            png = b.call(
+                "Page.captureScreenshot",
+                session=True,
+                format="png",
+                captureBeyondViewport=True,
+                clip={"x": 0, "y": 0, "width": width, "height": h, "scale": 1},
+            )["data"]
             shot.parent.mkdir(parents=True, exist_ok=True)
             shot.write_bytes(base64.b64decode(png))
         return facts, b.errors()
@@ -179,7 +217,7 @@ def open_report(index: Path, profile: Path, shot: Path | None = None, width: int
 def test_report_opens_from_disk_in_chromium(report_run, tmp_path):  # noqa: F811
     run = tmp_path / "run"
     shutil.copytree(report_run, run, ignore=shutil.ignore_patterns("report"))
-    write_finetune(run)                                   # so every section, fine-tuning included, is drawn
+    write_finetune(run)  # so every section, fine-tuning included, is drawn
     index = report(run)
     facts, errors = open_report(index, tmp_path / "profile", ARTIFACTS / "report.png", full_height=6000)
     assert facts["protocol"] == "file:"

@@ -14,8 +14,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ARGS = ["--dataset", "digits", "--epochs", "2", "--every", "5", "--prototypes", "6",
-        "--min-cluster-size", "5", "--device", "cpu", "--quiet", "--no-report", "--seed", "3"]
+ARGS = [
+    "--dataset",
+    "digits",
+    "--epochs",
+    "2",
+    "--every",
+    "5",
+    "--prototypes",
+    "6",
+    "--min-cluster-size",
+    "5",
+    "--device",
+    "cpu",
+    "--quiet",
+    "--no-report",
+    "--seed",
+    "3",
+]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -87,7 +103,9 @@ def test_resume_after_kill_matches_uninterrupted_run(reference, tmp_path, moment
     assert sorted(ref) == sorted(got)
     for k in ref:
         np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
-    assert json.loads((out / "explanations.json").read_text()) == json.loads((reference / "explanations.json").read_text())
+    assert json.loads((out / "explanations.json").read_text()) == json.loads(
+        (reference / "explanations.json").read_text()
+    )
     assert not (out / "weights" / "train_state.pt").exists()
     assert not list(out.rglob("*.tmp"))
 
@@ -98,7 +116,7 @@ def test_half_written_stage_is_redone_not_read(reference, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(reference, out)
     dyn = out / "arrays" / "dynamics.npz"
-    dyn.write_bytes(dyn.read_bytes()[: dyn.stat().st_size // 2])          # truncated by a crash
+    dyn.write_bytes(dyn.read_bytes()[: dyn.stat().st_size // 2])  # truncated by a crash
     r = subprocess.run(_cli("explain", str(out), "--pair", "1", "8"), env=ENV, capture_output=True, text=True)
     assert r.returncode == 2 and "corrupt" in r.stderr and "Traceback" not in r.stderr
     subprocess.run(_cli("run", "--resume", str(out), *ARGS), env=ENV, check=True, timeout=600)
@@ -108,8 +126,12 @@ def test_half_written_stage_is_redone_not_read(reference, tmp_path):
 
 def test_same_seed_same_explanations_other_seed_other_trajectory(reference, tmp_path):
     other = tmp_path / "other"
-    subprocess.run(_cli("run", "--out", str(other), *[a if a != "3" else "4" for a in ARGS]),
-                   env=ENV, check=True, timeout=600)
-    with np.load(reference / "record" / "ckpt_it0000010.npz") as a, np.load(other / "record" / "ckpt_it0000010.npz") as b:
-        assert not np.array_equal(a["confidences"], b["confidences"])   # another data order, another path
+    subprocess.run(
+        _cli("run", "--out", str(other), *[a if a != "3" else "4" for a in ARGS]), env=ENV, check=True, timeout=600
+    )
+    with (
+        np.load(reference / "record" / "ckpt_it0000010.npz") as a,
+        np.load(other / "record" / "ckpt_it0000010.npz") as b,
+    ):
+        assert not np.array_equal(a["confidences"], b["confidences"])  # another data order, another path
         np.testing.assert_array_equal(a["sample_index"], b["sample_index"])  # the same explanation set

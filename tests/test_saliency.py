@@ -20,6 +20,7 @@ S = importlib.import_module("i2x.nn.saliency")
 captum_attr = pytest.importorskip("captum.attr")
 pgc = pytest.importorskip("pytorch_grad_cam")
 
+
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     """Tiny batches on a shared 2-core machine: a second intra-op thread only adds waiting
@@ -57,14 +58,14 @@ def resnet():
 
 def _x(n, c=1, size=28, seed=1):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, c, size, size, generator=g)                # (N, C, H, W)
+    return torch.randn(n, c, size, size, generator=g)  # (N, C, H, W)
 
 
 def _captum(model, layer, x, t):
     module = dict(model.named_modules())[layer]
     out = captum_attr.LayerGradCam(model, module).attribute(
         x, target=t, relu_attributions=True, attribute_to_layer_input=False
-    )                                                                  # (N, 1, H', W')
+    )  # (N, 1, H', W')
     return out[:, 0].detach().numpy()
 
 
@@ -104,7 +105,7 @@ def test_methods_equal_grad_cam_package_on_same_act_and_grad(method, which, cnn,
     cls = getattr(pgc, PGC_NAMES[method])
     engine = cls(model=model, target_layers=[dict(model.named_modules())[layer]])
     try:
-        raw = engine.get_cam_image(x, None, None, a, g, False)          # before its scaling
+        raw = engine.get_cam_image(x, None, None, a, g, False)  # before its scaling
     finally:
         engine.activations_and_grads.release()
     ref = np.maximum(raw, 0)
@@ -126,13 +127,23 @@ def test_pgc_path_equals_native(method, cnn):
 @given(st.integers(0, 2**31 - 1), st.integers(1, 3), st.integers(1, 5), st.integers(1, 4))
 def test_cam_weights_match_grad_cam_formulas(seed, n, d, hw):
     g = torch.Generator().manual_seed(seed)
-    act = torch.relu(torch.randn(n, d, hw, hw, generator=g))           # post-ReLU activations
+    act = torch.relu(torch.randn(n, d, hw, hw, generator=g))  # post-ReLU activations
     grad = torch.randn(n, d, hw, hw, generator=g)
-    grad[grad.abs() < 0.3] = 0                                         # exercise the g == 0 branch
+    grad[grad.abs() < 0.3] = 0  # exercise the g == 0 branch
     a, gr = act.double().numpy(), grad.double().numpy()
     _close(S.gradcam_weights(grad).numpy(), pgc.GradCAM.get_cam_weights(None, None, None, None, a, gr))
-    _close(S.gradcampp_weights(act, grad).numpy(), pgc.GradCAMPlusPlus.get_cam_weights(None, None, None, None, a, gr), atol=1e-4, rtol=1e-4)
-    _close(S.xgradcam_weights(act, grad).numpy(), pgc.XGradCAM.get_cam_weights(None, None, None, None, a, gr), atol=1e-4, rtol=1e-4)
+    _close(
+        S.gradcampp_weights(act, grad).numpy(),
+        pgc.GradCAMPlusPlus.get_cam_weights(None, None, None, None, a, gr),
+        atol=1e-4,
+        rtol=1e-4,
+    )
+    _close(
+        S.xgradcam_weights(act, grad).numpy(),
+        pgc.XGradCAM.get_cam_weights(None, None, None, None, a, gr),
+        atol=1e-4,
+        rtol=1e-4,
+    )
     _close(S.layercam_map(act, grad).numpy(), pgc.LayerCAM.get_cam_image(None, None, None, None, a, gr, False))
 
 
@@ -197,12 +208,16 @@ def test_inplace_relu_after_target_layer():
 def test_plain_sequential_cnn_autodetects_layer():
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 4),
     ).eval()
     x, t = _x(4, c=3, size=12), torch.tensor([0, 1, 2, 3])
-    ours = S.saliency(model, x, t)                                    # layer auto-detected: "3"
+    ours = S.saliency(model, x, t)  # layer auto-detected: "3"
     assert ours.shape == (4, 6, 6)
     np.testing.assert_allclose(ours, _captum(model, "3", x, t), atol=1e-6)
 
@@ -238,8 +253,13 @@ def test_no_gradient_below_the_target_layer():
 
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), ProbeMod(), nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3),
+        nn.Conv2d(1, 4, 3, padding=1),
+        ProbeMod(),
+        nn.Conv2d(4, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 3),
     )
     x = _x(2, size=8).requires_grad_(True)  # even an input requiring grad is not differentiated
     S.saliency(model, x, [0, 2], layer="3")
@@ -253,8 +273,12 @@ def _state(model):
         "grad": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
         "grad_ids": [id(p.grad) for p in model.parameters()],
         "hooks": [
-            (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks),
-             len(getattr(m, "_backward_pre_hooks", {})))
+            (
+                len(m._forward_hooks),
+                len(m._forward_pre_hooks),
+                len(m._backward_hooks),
+                len(getattr(m, "_backward_pre_hooks", {})),
+            )
             for m in model.modules()
         ],
         "params": [p.detach().clone() for p in model.parameters()],
@@ -266,11 +290,11 @@ def _state(model):
 def test_model_exactly_restored(method):
     model = _seeded(SmallCNN)
     model.train()
-    model.head.eval()                                   # mixed modes must survive
+    model.head.eval()  # mixed modes must survive
     for i, p in enumerate(model.parameters()):
-        p.requires_grad_(i % 2 == 0)                    # mixed flags must survive
+        p.requires_grad_(i % 2 == 0)  # mixed flags must survive
         if i % 3 == 0:
-            p.grad = torch.full_like(p, 0.5)            # existing grads must survive
+            p.grad = torch.full_like(p, 0.5)  # existing grads must survive
     model.features[0].register_forward_hook(lambda *a: None)  # a user's hook stays, alone
     before = _state(model)
     S.saliency(model, _x(3), [1, 2, 3], layer="features", method=method)
@@ -282,7 +306,7 @@ def test_model_exactly_restored(method):
     for a, b in zip(after["grad"], before["grad"], strict=True):
         assert (a is None and b is None) or torch.equal(a, b)
     for a, b in zip(after["params"] + after["buffers"], before["params"] + before["buffers"], strict=True):
-        assert torch.equal(a, b)                        # eval mode: BatchNorm stats untouched
+        assert torch.equal(a, b)  # eval mode: BatchNorm stats untouched
 
 
 def test_model_restored_after_an_error(cnn):
@@ -316,5 +340,11 @@ def test_bad_input_raises_i2x_error(cnn, kwargs, match):
     args = {"images": _x(2), "targets": [1, 2], "layer": "features", "method": "gradcam"}
     args.update(kwargs)
     with pytest.raises(I2XError, match=match):
-        S.saliency(cnn, args["images"], args["targets"], layer=args["layer"], method=args["method"],
-                   batch_size=kwargs.get("batch_size", 128))
+        S.saliency(
+            cnn,
+            args["images"],
+            args["targets"],
+            layer=args["layer"],
+            method=args["method"],
+            batch_size=kwargs.get("batch_size", 128),
+        )

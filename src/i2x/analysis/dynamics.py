@@ -35,8 +35,9 @@ def confidence_clusters(delta_p: np.ndarray, min_cluster_size: int = 10, min_sam
     return hdb.fit_predict(x).astype(np.int64)
 
 
-def aggregate_clusters(delta_p: np.ndarray, delta_i: np.ndarray, labels: np.ndarray,
-                       tau: float = 0.05, relative: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def aggregate_clusters(
+    delta_p: np.ndarray, delta_i: np.ndarray, labels: np.ndarray, tau: float = 0.05, relative: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Eq. 6-7: per cluster m, ΔP_m = mean Δp and ΔI_m = mean ΔI over its members; noise (−1)
     is dropped. Entries |ΔI_m[k]| < τ are zeroed (τ relative to max_k |ΔI_m[k]| by default).
 
@@ -67,23 +68,35 @@ def ridge(delta_i: np.ndarray, delta_p: np.ndarray, lam: float = 1.0) -> np.ndar
 
 @dataclass(frozen=True)
 class Dynamics:
-    W: np.ndarray           # (T, K, C) ridge coefficients per step t -> t+1
-    labels: np.ndarray      # (T, N) HDBSCAN labels per step
+    W: np.ndarray  # (T, K, C) ridge coefficients per step t -> t+1
+    labels: np.ndarray  # (T, N) HDBSCAN labels per step
     n_clusters: np.ndarray  # (T,) clusters found per step
-    flagged: np.ndarray     # (T,) True where no cluster was found (W_t = 0)
+    flagged: np.ndarray  # (T,) True where no cluster was found (W_t = 0)
     class_delta: np.ndarray  # (T, C) mean change of class c's confidence over class-c samples (NaN if absent)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"W": self.W, "labels": self.labels, "n_clusters": self.n_clusters,
-                "flagged": self.flagged, "class_delta": self.class_delta}
+        return {
+            "W": self.W,
+            "labels": self.labels,
+            "n_clusters": self.n_clusters,
+            "flagged": self.flagged,
+            "class_delta": self.class_delta,
+        }
 
     @classmethod
     def from_arrays(cls, a: dict[str, np.ndarray]) -> Dynamics:
         return cls(a["W"], a["labels"], a["n_clusters"], a["flagged"], a["class_delta"])
 
 
-def dynamics(confidences: np.ndarray, intensities: np.ndarray, labels: np.ndarray | None = None,
-             min_cluster_size: int = 10, tau: float = 0.05, lam: float = 1.0, progress=None) -> Dynamics:
+def dynamics(
+    confidences: np.ndarray,
+    intensities: np.ndarray,
+    labels: np.ndarray | None = None,
+    min_cluster_size: int = 10,
+    tau: float = 0.05,
+    lam: float = 1.0,
+    progress=None,
+) -> Dynamics:
     """Stages 4-6 over every step. confidences (T+1, N, C), intensities (T+1, N, K);
     ``labels`` (N,) true classes, only used for ``class_delta``."""
     p = np.asarray(confidences, dtype=np.float64)
@@ -100,8 +113,8 @@ def dynamics(confidences: np.ndarray, intensities: np.ndarray, labels: np.ndarra
     ncl = np.zeros(max(T, 0), dtype=np.int64)
     steps = range(T) if progress is None else progress(range(T))
     for t in steps:
-        dp = p[t + 1] - p[t]                                   # (N, C)
-        di = inten[t + 1] - inten[t]                           # (N, K)
+        dp = p[t + 1] - p[t]  # (N, C)
+        di = inten[t + 1] - inten[t]  # (N, K)
         labs[t] = confidence_clusters(dp, min_cluster_size)
         P, I, ids = aggregate_clusters(dp, di, labs[t], tau)
         ncl[t] = len(ids)

@@ -24,8 +24,15 @@ def shared_prototypes(contain: np.ndarray, labels: np.ndarray, cls: int, rho: fl
     return [int(k) for k in np.flatnonzero(frac >= rho - 1e-12)]
 
 
-def specialized_prototypes(contain: np.ndarray, labels: np.ndarray, cls: int, shared: list[int],
-                           groups: int = 3, rho_group: float = 0.9, random_state: int = 0) -> list[dict]:
+def specialized_prototypes(
+    contain: np.ndarray,
+    labels: np.ndarray,
+    cls: int,
+    shared: list[int],
+    groups: int = 3,
+    rho_group: float = 0.9,
+    random_state: int = 0,
+) -> list[dict]:
     """Cluster class ``cls`` samples by their binary containment vectors (Jaccard, average
     linkage); per sub-group, the prototypes contained in ≥ rho_group of it but not shared."""
     idx = np.flatnonzero(np.asarray(labels) == cls)
@@ -45,8 +52,14 @@ def specialized_prototypes(contain: np.ndarray, labels: np.ndarray, cls: int, sh
     return out
 
 
-def key_checkpoints(W: np.ndarray, class_delta: np.ndarray, cls: int, candidates: list[int],
-                    cfg: ExplainConfig, flagged: np.ndarray | None = None) -> list[dict]:
+def key_checkpoints(
+    W: np.ndarray,
+    class_delta: np.ndarray,
+    cls: int,
+    candidates: list[int],
+    cfg: ExplainConfig,
+    flagged: np.ndarray | None = None,
+) -> list[dict]:
     """Steps where class ``cls``'s mean confidence changes significantly and the change is
     carried by one of ``candidates`` (|W_t[k, cls]| large, same sign as the change); at each,
     the opposing classes c' whose W_t[k, c'] has the opposite sign."""
@@ -58,7 +71,7 @@ def key_checkpoints(W: np.ndarray, class_delta: np.ndarray, cls: int, candidates
     for t in np.flatnonzero(np.abs(d) >= thr):
         if flagged is not None and flagged[t]:
             continue
-        w = W[t]                                                 # (K, C)
+        w = W[t]  # (K, C)
         col = w[candidates, cls] if candidates else np.zeros(0)
         if not col.size or not np.any(col):
             continue
@@ -69,8 +82,13 @@ def key_checkpoints(W: np.ndarray, class_delta: np.ndarray, cls: int, candidates
                 continue
             opp = [c2 for c2 in range(w.shape[1]) if c2 != cls and np.sign(w[k, c2]) == -np.sign(wk) and w[k, c2] != 0]
             opp.sort(key=lambda c2: -abs(w[k, c2]))
-            protos.append({"prototype": int(k), "weight": float(wk),
-                           "against": [{"class": int(c2), "weight": float(w[k, c2])} for c2 in opp[: cfg.top]]})
+            protos.append(
+                {
+                    "prototype": int(k),
+                    "weight": float(wk),
+                    "against": [{"class": int(c2), "weight": float(w[k, c2])} for c2 in opp[: cfg.top]],
+                }
+            )
         if protos:
             out.append({"step": int(t), "delta_confidence": float(d[t]), "prototypes": protos[: cfg.top]})
     return out
@@ -92,10 +110,12 @@ def sign_flips(d: np.ndarray) -> np.ndarray:
     return out
 
 
-def pair_explanation(W: np.ndarray, contain: np.ndarray, labels: np.ndarray, a: int, b: int,
-                     cfg: ExplainConfig = ExplainConfig()) -> dict:
+def pair_explanation(
+    W: np.ndarray, contain: np.ndarray, labels: np.ndarray, a: int, b: int, cfg: ExplainConfig | None = None
+) -> dict:
     """Uncertain prototypes (in both classes, d_t[k] changes sign repeatedly; score = flips ×
     Σ_t |d_t[k]|) and reliable ones (one sign throughout; score = |Σ_t d_t[k]|) for (a, b)."""
+    cfg = cfg or ExplainConfig()
     labels = np.asarray(labels)
     for c in (a, b):
         if not (labels == c).any():
@@ -103,24 +123,39 @@ def pair_explanation(W: np.ndarray, contain: np.ndarray, labels: np.ndarray, a: 
     fa = contain[labels == a].mean(0)
     fb = contain[labels == b].mean(0)
     both = (fa >= cfg.min_pair_contain) & (fb >= cfg.min_pair_contain)
-    d = pair_contribution(W, a, b)                             # (T, K)
+    d = pair_contribution(W, a, b)  # (T, K)
     flips = sign_flips(d)
     mag = np.abs(d).sum(0)
     score = flips * mag
     unc = [k for k in np.argsort(-score, kind="stable") if both[k] and flips[k] >= 2 and score[k] > 0]
     rel_score = np.abs(d.sum(0))
-    rel = [k for k in np.argsort(-rel_score, kind="stable") if flips[k] == 0 and rel_score[k] > 0 and (fa[k] >= cfg.min_pair_contain or fb[k] >= cfg.min_pair_contain)]
+    rel = [
+        k
+        for k in np.argsort(-rel_score, kind="stable")
+        if flips[k] == 0 and rel_score[k] > 0 and (fa[k] >= cfg.min_pair_contain or fb[k] >= cfg.min_pair_contain)
+    ]
 
     def row(k, s):
         nz = np.flatnonzero(d[:, k])
-        return {"prototype": int(k), "score": float(s), "sign_flips": int(flips[k]),
-                "total_contribution": float(d[:, k].sum()), "contain_a": float(fa[k]), "contain_b": float(fb[k]),
-                "favours": (int(a) if d[:, k].sum() > 0 else int(b)),
-                "sign_changes_at": [int(nz[i + 1]) for i in range(len(nz) - 1) if np.sign(d[nz[i], k]) != np.sign(d[nz[i + 1], k])]}
+        return {
+            "prototype": int(k),
+            "score": float(s),
+            "sign_flips": int(flips[k]),
+            "total_contribution": float(d[:, k].sum()),
+            "contain_a": float(fa[k]),
+            "contain_b": float(fb[k]),
+            "favours": (int(a) if d[:, k].sum() > 0 else int(b)),
+            "sign_changes_at": [
+                int(nz[i + 1]) for i in range(len(nz) - 1) if np.sign(d[nz[i], k]) != np.sign(d[nz[i + 1], k])
+            ],
+        }
 
-    return {"a": int(a), "b": int(b),
-            "uncertain": [row(k, score[k]) for k in unc[: cfg.top]],
-            "reliable": [row(k, rel_score[k]) for k in rel[: cfg.top]]}
+    return {
+        "a": int(a),
+        "b": int(b),
+        "uncertain": [row(k, score[k]) for k in unc[: cfg.top]],
+        "reliable": [row(k, rel_score[k]) for k in rel[: cfg.top]],
+    }
 
 
 def confused_pairs(confusion: np.ndarray, top: int = 3) -> list[tuple[int, int, int]]:
@@ -132,11 +167,19 @@ def confused_pairs(confusion: np.ndarray, top: int = 3) -> list[tuple[int, int, 
     return pairs[:top]
 
 
-def explain(W: np.ndarray, contain: np.ndarray, labels: np.ndarray, class_delta: np.ndarray,
-            confusion: np.ndarray | None = None, flagged: np.ndarray | None = None,
-            classes: list[str] | None = None, pairs: list[tuple[int, int]] | None = None,
-            cfg: ExplainConfig = ExplainConfig()) -> dict:
+def explain(
+    W: np.ndarray,
+    contain: np.ndarray,
+    labels: np.ndarray,
+    class_delta: np.ndarray,
+    confusion: np.ndarray | None = None,
+    flagged: np.ndarray | None = None,
+    classes: list[str] | None = None,
+    pairs: list[tuple[int, int]] | None = None,
+    cfg: ExplainConfig | None = None,
+) -> dict:
     """The whole structured explanation: per class and per (confused) pair, JSON-ready."""
+    cfg = cfg or ExplainConfig()
     W = np.asarray(W)
     labels = np.asarray(labels)
     C = W.shape[2]
@@ -149,7 +192,9 @@ def explain(W: np.ndarray, contain: np.ndarray, labels: np.ndarray, class_delta:
         spec = specialized_prototypes(contain, labels, c, shared, cfg.groups, cfg.rho_group)
         cand = sorted(set(shared) | {k for g in spec for k in g["prototypes"]})
         per_class[classes[c]] = {
-            "index": c, "n_samples": int((labels == c).sum()), "shared": shared,
+            "index": c,
+            "n_samples": int((labels == c).sum()),
+            "shared": shared,
             "specialized": [{"size": g["size"], "prototypes": g["prototypes"]} for g in spec],
             "key_checkpoints": key_checkpoints(W, class_delta, c, cand, cfg, flagged),
         }
@@ -165,5 +210,10 @@ def explain(W: np.ndarray, contain: np.ndarray, labels: np.ndarray, class_delta:
             pe["confusions"] = {"a_to_b": int(confusion[a, b]), "b_to_a": int(confusion[b, a])}
         pe["names"] = [classes[a], classes[b]]
         pair_list.append(pe)
-    return {"config": asdict(cfg), "classes": per_class, "pairs": pair_list, "skipped_pairs": skipped,
-            "flagged_steps": [] if flagged is None else [int(t) for t in np.flatnonzero(flagged)]}
+    return {
+        "config": asdict(cfg),
+        "classes": per_class,
+        "pairs": pair_list,
+        "skipped_pairs": skipped,
+        "flagged_steps": [] if flagged is None else [int(t) for t in np.flatnonzero(flagged)],
+    }

@@ -39,7 +39,7 @@ def curated_indices(contain: np.ndarray, labels: np.ndarray, a: int, b: int, k: 
     """
     contain = np.asarray(contain, dtype=bool)
     labels = np.asarray(labels)
-    drop = np.isin(labels, (a, b)) & contain[:, k]                # (N,)
+    drop = np.isin(labels, (a, b)) & contain[:, k]  # (N,)
     return np.flatnonzero(~drop).astype(np.int64)
 
 
@@ -52,8 +52,10 @@ def parse_schedules(spec: str | list[str] | tuple[str, ...]) -> list[str]:
     for n in names:
         bad = [s for s in n.split("+") if s not in SETS]
         if bad:
-            raise I2XError(f"--schedules {n!r}: stage {bad[0]!r} is not one of {', '.join(SETS)}; "
-                           "join stages with '+', e.g. curated+full")
+            raise I2XError(
+                f"--schedules {n!r}: stage {bad[0]!r} is not one of {', '.join(SETS)}; "
+                "join stages with '+', e.g. curated+full"
+            )
     if len(set(names)) != len(names):
         raise I2XError(f"--schedules lists a schedule twice ({','.join(names)}): give each once")
     return names
@@ -88,9 +90,15 @@ def paired_comparison(x: list[float], y: list[float]) -> dict:
     t_p = None
     if len(d) > 1 and d.std(ddof=1) > 0:
         t_p = float(stats.ttest_rel(x, y).pvalue)
-    return {"mean_diff": float(d.mean()), "std_diff": float(d.std(ddof=1)) if len(d) > 1 else 0.0,
-            "x_fewer": wins, "x_more": losses, "ties": int((d == 0).sum()),
-            "sign_test_p": sign_p, "paired_t_p": t_p}
+    return {
+        "mean_diff": float(d.mean()),
+        "std_diff": float(d.std(ddof=1)) if len(d) > 1 else 0.0,
+        "x_fewer": wins,
+        "x_more": losses,
+        "ties": int((d == 0).sum()),
+        "sign_test_p": sign_p,
+        "paired_t_p": t_p,
+    }
 
 
 @dataclass(frozen=True)
@@ -101,12 +109,12 @@ class FinetuneResult:
     names: tuple[str, str]
     prototype: int
     explain_size: int
-    curated_indices: np.ndarray          # rows of E (record/explain_set.npz) kept
+    curated_indices: np.ndarray  # rows of E (record/explain_set.npz) kept
     lr: float
     batch_size: int
     seeds: tuple[int, ...]
-    schedules: dict                      # name -> {"repeats": [...], "<metric>_mean": ..., ...}
-    baseline: dict                       # the final model, not fine-tuned
+    schedules: dict  # name -> {"repeats": [...], "<metric>_mean": ..., ...}
+    baseline: dict  # the final model, not fine-tuned
     test_size: int
     timings: dict = field(default_factory=dict)
     path: Path | None = None
@@ -121,40 +129,72 @@ class FinetuneResult:
         rx = {r["seed"]: r[metric] for r in self.schedules[x]["repeats"]}
         ry = {r["seed"]: r[metric] for r in self.schedules[y]["repeats"]}
         seeds = [s for s in rx if s in ry]
-        return {"x": x, "y": y, "metric": metric, "seeds": seeds,
-                **paired_comparison([rx[s] for s in seeds], [ry[s] for s in seeds])}
+        return {
+            "x": x,
+            "y": y,
+            "metric": metric,
+            "seeds": seeds,
+            **paired_comparison([rx[s] for s in seeds], [ry[s] for s in seeds]),
+        }
 
     def to_dict(self) -> dict:
         removed = np.setdiff1d(np.arange(self.explain_size), self.curated_indices)
-        return {"pair": list(self.pair), "names": list(self.names), "prototype": int(self.prototype),
-                "curated_size": self.curated_size, "explain_size": int(self.explain_size),
-                "curated_indices": self.curated_indices.tolist(), "removed_indices": removed.tolist(),
-                "lr": self.lr, "optimizer": "Adam", "batch_size": self.batch_size, "epochs_per_stage": 1,
-                "seeds": list(self.seeds), "test_size": self.test_size, "baseline": self.baseline,
-                "schedules": self.schedules, "comparison": self.comparison(), "timings": self.timings}
+        return {
+            "pair": list(self.pair),
+            "names": list(self.names),
+            "prototype": int(self.prototype),
+            "curated_size": self.curated_size,
+            "explain_size": int(self.explain_size),
+            "curated_indices": self.curated_indices.tolist(),
+            "removed_indices": removed.tolist(),
+            "lr": self.lr,
+            "optimizer": "Adam",
+            "batch_size": self.batch_size,
+            "epochs_per_stage": 1,
+            "seeds": list(self.seeds),
+            "test_size": self.test_size,
+            "baseline": self.baseline,
+            "schedules": self.schedules,
+            "comparison": self.comparison(),
+            "timings": self.timings,
+        }
 
     def table(self) -> str:
         """Markdown in the layout of the paper's Table 1 (mean ± std over the repeats)."""
         a, b = self.names
-        lines = [f"Pair {a}↔{b}, prototype P-{self.prototype}; curated set {self.curated_size} of "
-                 f"{self.explain_size} (removed {self.explain_size - self.curated_size} samples of class {a} or {b} "
-                 f"containing P-{self.prototype}); Adam lr {self.lr:g}, batch {self.batch_size}, one epoch per stage; "
-                 f"seeds {list(self.seeds)}; test set {self.test_size} images; mean ± std (ddof=1).", "",
-                 f"| schedule | acc % | {a}→{b} | {b}→{a} | {a}↔{b} |", "|---|---|---|---|---|"]
+        lines = [
+            f"Pair {a}↔{b}, prototype P-{self.prototype}; curated set {self.curated_size} of "
+            f"{self.explain_size} (removed {self.explain_size - self.curated_size} samples of class {a} or {b} "
+            f"containing P-{self.prototype}); Adam lr {self.lr:g}, batch {self.batch_size}, one epoch per stage; "
+            f"seeds {list(self.seeds)}; test set {self.test_size} images; mean ± std (ddof=1).",
+            "",
+            f"| schedule | acc % | {a}→{b} | {b}→{a} | {a}↔{b} |",
+            "|---|---|---|---|---|",
+        ]
         bl = self.baseline
-        lines.append(f"| (final model, no fine-tuning) | {100 * bl['accuracy']:.2f} | {bl['a_to_b']} | {bl['b_to_a']} | {bl['ab']} |")
+        lines.append(
+            f"| (final model, no fine-tuning) | {100 * bl['accuracy']:.2f} | {bl['a_to_b']} | {bl['b_to_a']} "
+            f"| {bl['ab']} |"
+        )
         for name, s in self.schedules.items():
-            lines.append(f"| {name.replace('+', '→')} | {100 * s['accuracy_mean']:.2f} ± {100 * s['accuracy_std']:.2f} "
-                         f"| {s['a_to_b_mean']:.2f} ± {s['a_to_b_std']:.2f} | {s['b_to_a_mean']:.2f} ± {s['b_to_a_std']:.2f} "
-                         f"| {s['ab_mean']:.2f} ± {s['ab_std']:.2f} |")
+            lines.append(
+                f"| {name.replace('+', '→')} | {100 * s['accuracy_mean']:.2f} ± {100 * s['accuracy_std']:.2f} "
+                f"| {s['a_to_b_mean']:.2f} ± {s['a_to_b_std']:.2f} | {s['b_to_a_mean']:.2f} ± {s['b_to_a_std']:.2f} "
+                f"| {s['ab_mean']:.2f} ± {s['ab_std']:.2f} |"
+            )
         c = self.comparison()
         if c is not None:
+
             def p(v):
                 return "n/a" if v is None else f"{v:.3g}"
 
-            lines += ["", f"Paired over seeds {c['seeds']}: {a}↔{b} errors of curated→full minus full→full = "
-                          f"{c['mean_diff']:+.2f} ± {c['std_diff']:.2f}; curated→full fewer in {c['x_fewer']}, more in "
-                          f"{c['x_more']}, tied in {c['ties']}; sign test p = {p(c['sign_test_p'])}, paired t p = {p(c['paired_t_p'])}."]
+            lines += [
+                "",
+                f"Paired over seeds {c['seeds']}: {a}↔{b} errors of curated→full minus full→full = "
+                f"{c['mean_diff']:+.2f} ± {c['std_diff']:.2f}; curated→full fewer in {c['x_fewer']}, more in "
+                f"{c['x_more']}, tied in {c['ties']}; sign test p = {p(c['sign_test_p'])}, "
+                f"paired t p = {p(c['paired_t_p'])}.",
+            ]
         return "\n".join(lines) + "\n"
 
     def save(self, out: str | Path) -> Path:
@@ -188,11 +228,14 @@ def resolve_prototype(run, prototype, a: int, b: int, K: int) -> int:
         pe = next((p for p in ex.get("pairs", []) if {p["a"], p["b"]} == {a, b}), None)
         if pe is None:
             lab = run.explain_set()["labels"]
-            pe = pair_explanation(run.dynamics().W, run.arrays("intensity")["contain"], lab, a, b,
-                                  ExplainConfig(**ex.get("config", {})))
+            pe = pair_explanation(
+                run.dynamics().W, run.arrays("intensity")["contain"], lab, a, b, ExplainConfig(**ex.get("config", {}))
+            )
         if not pe["uncertain"]:
-            raise I2XError(f"--prototype auto: the pair {names[a]}↔{names[b]} has no uncertain prototype (none in both "
-                           "classes changes sign over training); give --prototype K explicitly or another --pair")
+            raise I2XError(
+                f"--prototype auto: the pair {names[a]}↔{names[b]} has no uncertain prototype (none in both "
+                "classes changes sign over training); give --prototype K explicitly or another --pair"
+            )
         return int(pe["uncertain"][0]["prototype"])
     try:
         k = int(prototype)
@@ -203,5 +246,14 @@ def resolve_prototype(run, prototype, a: int, b: int, K: int) -> int:
     return k
 
 
-__all__ = ["curated_indices", "parse_schedules", "pair_counts", "summarize", "paired_comparison", "FinetuneResult",
-           "resolve_pair", "resolve_prototype", "SETS"]
+__all__ = [
+    "curated_indices",
+    "parse_schedules",
+    "pair_counts",
+    "summarize",
+    "paired_comparison",
+    "FinetuneResult",
+    "resolve_pair",
+    "resolve_prototype",
+    "SETS",
+]

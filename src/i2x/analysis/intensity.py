@@ -21,7 +21,7 @@ def intensity(saliency: np.ndarray, assignments: np.ndarray, k: int) -> np.ndarr
         raise I2XError(f"assignments hold values outside 0..{k - 1}: pass the k the prototypes were fitted with")
     lead = s.shape[:-3]
     n = a.shape[0]
-    s2 = s.reshape(-1, n, a.shape[1] * a.shape[2])               # (L, N, HW)
+    s2 = s.reshape(-1, n, a.shape[1] * a.shape[2])  # (L, N, HW)
     L = s2.shape[0]
     # one bincount over flat (l, n, k) bins: exact sums, no (N, HW, K) one-hot in memory
     bins = (np.arange(L)[:, None, None] * n + np.arange(n)[None, :, None]) * k + a.reshape(1, n, -1)
@@ -29,8 +29,9 @@ def intensity(saliency: np.ndarray, assignments: np.ndarray, k: int) -> np.ndarr
     return out.reshape(*lead, n, k)
 
 
-def containment(assignments: np.ndarray, k: int, saliency: np.ndarray | None = None,
-                quantile: float | None = None) -> np.ndarray:
+def containment(
+    assignments: np.ndarray, k: int, saliency: np.ndarray | None = None, quantile: float | None = None
+) -> np.ndarray:
     """(N, k) bool: sample x contains prototype k when A(x) has ≥ 1 position equal to k.
 
     With ``saliency`` (N, H', W', usually the final checkpoint's) and ``quantile`` q, only the

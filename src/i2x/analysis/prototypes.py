@@ -14,27 +14,39 @@ from ..errors import I2XError
 
 @dataclass(frozen=True)
 class Prototypes:
-    centroids: np.ndarray            # (K, P) in PCA space
-    assignments: np.ndarray          # (N, H, W) int32, values in 0..K-1
-    pca_components: np.ndarray       # (P, D)
-    pca_mean: np.ndarray             # (D,)
-    explained_variance: float        # fraction of variance the P components keep
-    typical: np.ndarray | None = None  # (K, n, 3) int32: (sample row, u, v) of the positions nearest each centroid; -1 pads
+    centroids: np.ndarray  # (K, P) in PCA space
+    assignments: np.ndarray  # (N, H, W) int32, values in 0..K-1
+    pca_components: np.ndarray  # (P, D)
+    pca_mean: np.ndarray  # (D,)
+    explained_variance: float  # fraction of variance the P components keep
+    typical: np.ndarray | None = (
+        None  # (K, n, 3) int32: (sample row, u, v) of the positions nearest each centroid; -1 pads
+    )
 
     @property
     def k(self) -> int:
         return int(self.centroids.shape[0])
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"centroids": self.centroids, "assignments": self.assignments,
-                "pca_components": self.pca_components, "pca_mean": self.pca_mean,
-                "explained_variance": np.float64(self.explained_variance),
-                **({} if self.typical is None else {"typical": self.typical})}
+        return {
+            "centroids": self.centroids,
+            "assignments": self.assignments,
+            "pca_components": self.pca_components,
+            "pca_mean": self.pca_mean,
+            "explained_variance": np.float64(self.explained_variance),
+            **({} if self.typical is None else {"typical": self.typical}),
+        }
 
     @classmethod
     def from_arrays(cls, a: dict[str, np.ndarray]) -> Prototypes:
-        return cls(a["centroids"], a["assignments"], a["pca_components"], a["pca_mean"],
-                   float(a["explained_variance"]), a.get("typical"))
+        return cls(
+            a["centroids"],
+            a["assignments"],
+            a["pca_components"],
+            a["pca_mean"],
+            float(a["explained_variance"]),
+            a.get("typical"),
+        )
 
 
 def prototypes(
@@ -60,13 +72,16 @@ def prototypes(
     if not np.all(np.isfinite(x)):
         raise I2XError("features contain NaN or inf: the final model diverged; lower the learning rate")
     if not (1 <= k <= x.shape[0]):
-        raise I2XError(f"prototypes k={k} must be between 1 and the number of feature vectors ({x.shape[0]} = N·H'·W'); lower --prototypes")
+        raise I2XError(
+            f"prototypes k={k} must be between 1 and the number of feature vectors ({x.shape[0]} = N·H'·W'); "
+            "lower --prototypes"
+        )
     q = max(1, min(max_components, d, x.shape[0]))
     pca = PCA(n_components=q, random_state=random_state).fit(x)
     cum = np.nan_to_num(np.cumsum(pca.explained_variance_ratio_), nan=1.0)  # NaN when all features are equal
     p = int(min(q, np.searchsorted(cum, variance - 1e-12) + 1))
-    comps = pca.components_[:p]                                  # (P, D)
-    z = (x - pca.mean_) @ comps.T                                # (N*H*W, P)
+    comps = pca.components_[:p]  # (P, D)
+    z = (x - pca.mean_) @ comps.T  # (N*H*W, P)
     km = KMeans(n_clusters=k, n_init=n_init, random_state=random_state).fit(z)
     return Prototypes(
         typical=typical_positions(z, km.labels_, km.cluster_centers_, (n, h, w), n_typical),
@@ -86,14 +101,15 @@ def assign(features: np.ndarray, protos: Prototypes) -> np.ndarray:
     return d2.argmin(1).reshape(n, h, w).astype(np.int32)
 
 
-def typical_positions(z: np.ndarray, labels: np.ndarray, centers: np.ndarray, shape: tuple[int, int, int],
-                      n: int = 8) -> np.ndarray:
+def typical_positions(
+    z: np.ndarray, labels: np.ndarray, centers: np.ndarray, shape: tuple[int, int, int], n: int = 8
+) -> np.ndarray:
     """(K, n, 3) int32: for each prototype, the (sample, u, v) of its ``n`` assigned positions
     nearest the centroid, at most one per sample (so a gallery shows n different images)."""
     _, h, w = shape
     k = centers.shape[0]
     out = np.full((k, n, 3), -1, dtype=np.int32)
-    d2 = ((z - centers[labels]) ** 2).sum(1)                     # (N*H*W,) distance to own centroid
+    d2 = ((z - centers[labels]) ** 2).sum(1)  # (N*H*W,) distance to own centroid
     for c in range(k):
         pos = np.flatnonzero(labels == c)
         pos = pos[np.argsort(d2[pos], kind="stable")]

@@ -16,8 +16,12 @@ _SETTINGS: list[str] = []
 def add_parser(sub) -> None:
     p = sub.add_parser(NAME, help="stages 2-7 on records your own loop wrote, or on saved state_dicts")
     p.add_argument("run_dir", help="directory with record/ckpt_it*.npz (from i2x.Recorder) or to write into")
-    p.add_argument("--checkpoints", metavar="DIR", help="folder of saved state_dicts (*.pt/*.pth) to record first "
-                   "(with --model and --dataset: the architecture and the data they come from)")
+    p.add_argument(
+        "--checkpoints",
+        metavar="DIR",
+        help="folder of saved state_dicts (*.pt/*.pth) to record first "
+        "(with --model and --dataset: the architecture and the data they come from)",
+    )
     _SETTINGS[:] = add_settings(p.add_argument_group("settings (i2x.RunConfig)"), RunConfig, NAME)
 
 
@@ -27,8 +31,10 @@ def cmd(a) -> int:
     over = given(a, _SETTINGS)
     if a.checkpoints is None:
         if not (Path(a.run_dir) / "weights" / "final.pt").exists():
-            raise I2XError(f"{a.run_dir} has no weights/final.pt: pass --checkpoints DIR --model NAME --dataset NAME, "
-                           "or call i2x.analyze(run_dir, model=...) from Python")
+            raise I2XError(
+                f"{a.run_dir} has no weights/final.pt: pass --checkpoints DIR --model NAME --dataset NAME, "
+                "or call i2x.analyze(run_dir, model=...) from Python"
+            )
         print(summary(analyze(a.run_dir, load_model(a.run_dir), **over)))
         return 0
     from ..data import explanation_indices, load_splits
@@ -37,11 +43,20 @@ def cmd(a) -> int:
     if not (a.model and a.dataset):
         raise I2XError("--checkpoints needs --model NAME and --dataset NAME (the architecture and data they come from)")
     cfg = resolve(over)
-    sp = load_splits(cfg.dataset, cfg.data_dir, seed=cfg.seed, train_subset=cfg.train_subset,
-                     subset_seed=cfg.explain_seed)
+    sp = load_splits(
+        cfg.dataset, cfg.data_dir, seed=cfg.seed, train_subset=cfg.train_subset, subset_seed=cfg.explain_seed
+    )
     x, y = sp.train.tensors(explanation_indices(len(sp.train), cfg.explain_fraction, cfg.explain_seed))
     model = build_model(cfg.model, in_channels=sp.train.shape[0], num_classes=len(sp.train.classes))
-    r = analyze_checkpoints(a.checkpoints, model, a.run_dir, images=x, labels=y.numpy(), classes=sp.train.classes,
-                            test=sp.test.tensors(), config=cfg)
+    r = analyze_checkpoints(
+        a.checkpoints,
+        model,
+        a.run_dir,
+        images=x,
+        labels=y.numpy(),
+        classes=sp.train.classes,
+        test=sp.test.tensors(),
+        config=cfg,
+    )
     print(summary(r))
     return 0

@@ -45,11 +45,15 @@ def class_text(r: Run, cls: str) -> list[str]:
     e = ex["classes"].get(names[c])
     if e is None:
         raise I2XError(f"--class {cls}: class {names[c]} has no sample in the explanation set")
-    out = [f"Class {names[c]} ({e['n_samples']} samples in the explanation set)",
-           "  shared prototypes (in every sample): " + (", ".join(f"P-{k}" for k in e["shared"]) or "none")]
+    out = [
+        f"Class {names[c]} ({e['n_samples']} samples in the explanation set)",
+        "  shared prototypes (in every sample): " + (", ".join(f"P-{k}" for k in e["shared"]) or "none"),
+    ]
     for i, g in enumerate(e["specialized"]):
-        out.append(f"  specialized, sub-group {i + 1} ({g['size']} samples): "
-                   + (", ".join(f"P-{k}" for k in g["prototypes"]) or "none beyond the shared ones"))
+        out.append(
+            f"  specialized, sub-group {i + 1} ({g['size']} samples): "
+            + (", ".join(f"P-{k}" for k in g["prototypes"]) or "none beyond the shared ones")
+        )
     if not e["key_checkpoints"]:
         out.append("  no key checkpoint: no step changed its confidence with a key prototype carrying it")
     for kc in e["key_checkpoints"]:
@@ -73,19 +77,25 @@ def pair_text(r: Run, pair: list[str]) -> list[str]:
     d = pair_contribution(W, a, b)
     cm = r.arrays("evaluate")["confusion"]
     na, nb = names[a], names[b]
-    out = [f"Pair {na} vs {nb}: test errors {na}→{nb} {cm[a, b]}, {nb}→{na} {cm[b, a]}",
-           f"  contribution d_t[k] = W_t[k,{na}] − W_t[k,{nb}] per step (+ favours {na}, − favours {nb}, · no effect)",
-           "  reliable prototypes (one sign throughout):"]
+    out = [
+        f"Pair {na} vs {nb}: test errors {na}→{nb} {cm[a, b]}, {nb}→{na} {cm[b, a]}",
+        f"  contribution d_t[k] = W_t[k,{na}] − W_t[k,{nb}] per step (+ favours {na}, − favours {nb}, · no effect)",
+        "  reliable prototypes (one sign throughout):",
+    ]
     for p in pe["reliable"]:
-        out.append(f"    P-{p['prototype']}: favours {names[p['favours']]} (Σd={p['total_contribution']:+.3g}; "
-                   f"{_contain(p, na, nb)})  {_signs(d[:, p['prototype']])}")
+        out.append(
+            f"    P-{p['prototype']}: favours {names[p['favours']]} (Σd={p['total_contribution']:+.3g}; "
+            f"{_contain(p, na, nb)})  {_signs(d[:, p['prototype']])}"
+        )
     if not pe["reliable"]:
         out.append("    none")
     out.append("  uncertain prototypes (in both classes, contribution changes sign):")
     for p in pe["uncertain"]:
         steps = ", ".join(f"T{s}" for s in p["sign_changes_at"])
-        out.append(f"    P-{p['prototype']}: score {p['score']:.3g}, {p['sign_flips']} sign flips (at {steps}); "
-                   f"{_contain(p, na, nb)}  {_signs(d[:, p['prototype']])}")
+        out.append(
+            f"    P-{p['prototype']}: score {p['score']:.3g}, {p['sign_flips']} sign flips (at {steps}); "
+            f"{_contain(p, na, nb)}  {_signs(d[:, p['prototype']])}"
+        )
     if not pe["uncertain"]:
         out.append("    none")
     return out

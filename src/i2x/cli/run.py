@@ -15,11 +15,21 @@ _SETTINGS: list[str] = []
 
 def add_parser(sub) -> None:
     p = sub.add_parser(NAME, help="train with recording and run every I2X stage into --out DIR")
-    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="the paper's settings (docs/PRESETS.md); other flags override its values")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="the paper's settings (docs/PRESETS.md); other flags override its values",
+    )
     p.add_argument("--out", required=False, help="run directory to write (required unless --resume DIR)")
-    p.add_argument("--resume", metavar="DIR", nargs="?", const=True, default=None,
-                   help="continue the run in DIR (or in --out) from its last complete checkpoint/stage")
+    p.add_argument(
+        "--resume",
+        metavar="DIR",
+        nargs="?",
+        const=True,
+        default=None,
+        help="continue the run in DIR (or in --out) from its last complete checkpoint/stage",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -33,8 +43,15 @@ def cmd(a) -> int:
     if out is None:
         raise I2XError("i2x run needs --out DIR (or --resume DIR)")
     t0 = time.perf_counter()
-    r = run(None, out, resume=a.resume is not None, overwrite=a.overwrite, progress=not a.quiet, preset=a.preset,
-            **given(a, _SETTINGS))
+    r = run(
+        None,
+        out,
+        resume=a.resume is not None,
+        overwrite=a.overwrite,
+        progress=not a.quiet,
+        preset=a.preset,
+        **given(a, _SETTINGS),
+    )
     if not a.no_report:
         from ..report import report
 
@@ -47,22 +64,28 @@ def summary(r, seconds: float | None = None) -> str:
     """What a run found, in a few lines: data, model, accuracy, the confused pairs."""
     m, ex, names = r.manifest, r.explanations(), r.classes
     d, mo = m["data"], m["model"]
-    lines = [f"i2x run -> {r.path}",
-             f"  data: {d['dataset']} ({d['train_size']} train, explanation set {d['explain_size']}); "
-             f"test: {d['test_source']} ({d['test_size']})",
-             f"  model: {mo['name']} (target layer {mo['layer']}, features {mo.get('feature_shape')}); "
-             f"{len(m.get('checkpoints', []))} checkpoints",
-             f"  test accuracy: {100 * m['metrics']['test_accuracy']:.2f} %"]
+    lines = [
+        f"i2x run -> {r.path}",
+        f"  data: {d['dataset']} ({d['train_size']} train, explanation set {d['explain_size']}); "
+        f"test: {d['test_source']} ({d['test_size']})",
+        f"  model: {mo['name']} (target layer {mo['layer']}, features {mo.get('feature_shape')}); "
+        f"{len(m.get('checkpoints', []))} checkpoints",
+        f"  test accuracy: {100 * m['metrics']['test_accuracy']:.2f} %",
+    ]
     if ex.get("flagged_steps"):
         lines.append(f"  steps without HDBSCAN clusters (W_t = 0, flagged): {ex['flagged_steps']}")
     lines.append("  most confused pairs (test set) and their top uncertain prototype:")
     for p in ex["pairs"]:
         c = p.get("confusions", {})
         top = p["uncertain"][0] if p["uncertain"] else None
-        u = (f"P-{top['prototype']} (score {top['score']:.3g}, {top['sign_flips']} sign flips)" if top
-             else "none (no prototype of both classes changes sign)")
-        lines.append(f"    {names[p['a']]}↔{names[p['b']]}: {c.get('a_to_b', 0)}+{c.get('b_to_a', 0)} errors; "
-                     f"uncertain: {u}")
+        u = (
+            f"P-{top['prototype']} (score {top['score']:.3g}, {top['sign_flips']} sign flips)"
+            if top
+            else "none (no prototype of both classes changes sign)"
+        )
+        lines.append(
+            f"    {names[p['a']]}↔{names[p['b']]}: {c.get('a_to_b', 0)}+{c.get('b_to_a', 0)} errors; uncertain: {u}"
+        )
     if seconds is not None:
         lines.append(f"  wall time: {seconds:.1f} s")
     first = names[ex["pairs"][0]["a"]] if ex["pairs"] else names[0]

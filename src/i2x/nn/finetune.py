@@ -32,8 +32,15 @@ from .train import predict
 from .utils import resolve_device, seeded_generator
 
 
-def finetune(run_dir: str | Path, config: FinetuneConfig | None = None, *, test: Dataset | None = None,
-             out: str | Path | None = None, progress: bool = True, **overrides) -> FinetuneResult:
+def finetune(
+    run_dir: str | Path,
+    config: FinetuneConfig | None = None,
+    *,
+    test: Dataset | None = None,
+    out: str | Path | None = None,
+    progress: bool = True,
+    **overrides,
+) -> FinetuneResult:
     """Guided fine-tuning of a finished run; writes ``out`` (default ``DIR/finetune``).
 
     Settings (:class:`~i2x.config.FinetuneConfig`) from ``config`` and keywords: ``pair`` (a, b) as
@@ -47,7 +54,7 @@ def finetune(run_dir: str | Path, config: FinetuneConfig | None = None, *, test:
     run = Run(run_dir).check_complete("finetune")
     scheds = parse_schedules(fc.schedules)
     a, b = resolve_pair(run, fc.pair)
-    contain = run.arrays("intensity")["contain"]                                   # (N, K) bool
+    contain = run.arrays("intensity")["contain"]  # (N, K) bool
     k = resolve_prototype(run, fc.prototype, a, b, contain.shape[1])
     es = run.explain_set()
     keep = _curated(contain, es["labels"], a, b, k, run.classes)
@@ -63,7 +70,7 @@ def finetune(run_dir: str | Path, config: FinetuneConfig | None = None, *, test:
 
     def evaluate() -> dict:
         pred = predict(model, x_t, device=dev).argmax(1)
-        cm = confusion_matrix(y_t.numpy(), pred, labels=np.arange(len(run.classes)))   # (C, C), rows = true
+        cm = confusion_matrix(y_t.numpy(), pred, labels=np.arange(len(run.classes)))  # (C, C), rows = true
         return {"accuracy": float((pred == y_t.numpy()).mean()), "confusion": cm.tolist(), **pair_counts(cm, a, b)}
 
     baseline = evaluate()
@@ -71,10 +78,20 @@ def finetune(run_dir: str | Path, config: FinetuneConfig | None = None, *, test:
     seeds = tuple(int(fc.seed) + r for r in range(int(fc.repeats)))
     results = _run_schedules(model, base, scheds, seeds, sets, x_e, y_e, fc.lr, bs, dev, evaluate, progress)
     model.load_state_dict(base)
-    res = FinetuneResult(pair=(a, b), names=(run.classes[a], run.classes[b]), prototype=k, explain_size=len(y_e),
-                         curated_indices=keep, lr=float(fc.lr), batch_size=bs, seeds=seeds, schedules=results,
-                         baseline=baseline, test_size=len(y_t),
-                         timings={"load_test": round(t_load, 3), "total": round(time.perf_counter() - t_start, 3)})
+    res = FinetuneResult(
+        pair=(a, b),
+        names=(run.classes[a], run.classes[b]),
+        prototype=k,
+        explain_size=len(y_e),
+        curated_indices=keep,
+        lr=float(fc.lr),
+        batch_size=bs,
+        seeds=seeds,
+        schedules=results,
+        baseline=baseline,
+        test_size=len(y_t),
+        timings={"load_test": round(t_load, 3), "total": round(time.perf_counter() - t_start, 3)},
+    )
     out = Path(out) if out is not None else run.path / "finetune"
     res.save(out)
     return replace(res, path=out)
@@ -83,9 +100,11 @@ def finetune(run_dir: str | Path, config: FinetuneConfig | None = None, *, test:
 def _curated(contain, labels, a: int, b: int, k: int, names: list[str]) -> np.ndarray:
     keep = curated_indices(contain, labels, a, b, k)
     if len(keep) == len(labels):
-        raise I2XError(f"--prototype {k} is in no sample of class {names[a]} or {names[b]}: the curated set would "
-                       "equal the explanation set; pick a prototype contained in the pair "
-                       "(see `i2x explain DIR --pair A B`)")
+        raise I2XError(
+            f"--prototype {k} is in no sample of class {names[a]} or {names[b]}: the curated set would "
+            "equal the explanation set; pick a prototype contained in the pair "
+            "(see `i2x explain DIR --pair A B`)"
+        )
     if len(keep) == 0:
         raise I2XError(f"--prototype {k}: removing its {names[a]}/{names[b]} samples empties the explanation set")
     return keep
@@ -96,16 +115,31 @@ def _test_set(run: Run, test: Dataset | None) -> Dataset:
     if test is not None:
         return test
     cfg, m = run.config, run.manifest["data"]
-    test = load_splits(cfg.dataset, cfg.data_dir, seed=cfg.seed, test_subset=cfg.test_subset,
-                       subset_seed=cfg.explain_seed).test
+    test = load_splits(
+        cfg.dataset, cfg.data_dir, seed=cfg.seed, test_subset=cfg.test_subset, subset_seed=cfg.explain_seed
+    ).test
     if len(test) != m["test_size"]:
-        raise I2XError(f"the run was evaluated on {m['test_size']} test images but reloading {cfg.dataset!r} gives "
-                       f"{len(test)}: pass the run's own test set (finetune(..., test=Dataset))")
+        raise I2XError(
+            f"the run was evaluated on {m['test_size']} test images but reloading {cfg.dataset!r} gives "
+            f"{len(test)}: pass the run's own test set (finetune(..., test=Dataset))"
+        )
     return test
 
 
-def _run_schedules(model, base: dict, scheds: list[str], seeds: tuple[int, ...], sets: dict, x_e, y_e, lr: float,
-                   bs: int, dev, evaluate, progress: bool) -> dict:
+def _run_schedules(
+    model,
+    base: dict,
+    scheds: list[str],
+    seeds: tuple[int, ...],
+    sets: dict,
+    x_e,
+    y_e,
+    lr: float,
+    bs: int,
+    dev,
+    evaluate,
+    progress: bool,
+) -> dict:
     """Every schedule x seed from the final weights; per schedule its repeats and their summary."""
     from tqdm.auto import tqdm
 
@@ -118,8 +152,9 @@ def _run_schedules(model, base: dict, scheds: list[str], seeds: tuple[int, ...],
             _train_schedule(model, sched, s, sets, x_e, y_e, lr, bs, dev)
             t_ft = time.perf_counter() - t1
             r = evaluate()
-            results[sched]["repeats"].append({"seed": s, **r, "seconds": round(time.perf_counter() - t1, 3),
-                                              "finetune_seconds": round(t_ft, 3)})
+            results[sched]["repeats"].append(
+                {"seed": s, **r, "seconds": round(time.perf_counter() - t1, 3), "finetune_seconds": round(t_ft, 3)}
+            )
             bar.update(1)
         results[sched].update(summarize(results[sched]["repeats"]))
     bar.close()

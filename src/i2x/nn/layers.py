@@ -101,7 +101,9 @@ def candidate_layers(model: nn.Module, example: torch.Tensor | None = None, limi
     return [n for n, _ in model.named_children()][:limit]
 
 
-def resolve_layer(model: nn.Module, layer: str | nn.Module | None, example: torch.Tensor | None = None) -> tuple[str, nn.Module]:
+def resolve_layer(
+    model: nn.Module, layer: str | nn.Module | None, example: torch.Tensor | None = None
+) -> tuple[str, nn.Module]:
     """Turn ``layer`` (a name, a module of ``model``, or None = auto-detect) into (name, module)."""
     modules = dict(model.named_modules())
     if isinstance(layer, nn.Module):

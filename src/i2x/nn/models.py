@@ -32,8 +32,12 @@ class SmallCNN(nn.Module):
             return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
         self.features = nn.Sequential(
-            *block(in_channels, w), *block(w, w), nn.MaxPool2d(2),      # 28 -> 14
-            *block(w, 2 * w), *block(2 * w, 2 * w), nn.MaxPool2d(2),    # 14 -> 7
+            *block(in_channels, w),
+            *block(w, w),
+            nn.MaxPool2d(2),  # 28 -> 14
+            *block(w, 2 * w),
+            *block(2 * w, 2 * w),
+            nn.MaxPool2d(2),  # 14 -> 7
         )
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(2 * w, num_classes))
 

@@ -29,9 +29,20 @@ from .train import train as train_model
 from .utils import eval_mode, resolve_device
 
 
-def run(config: RunConfig | None = None, out: str | Path = "runs/i2x", *, resume: bool = False,
-        overwrite: bool = False, progress: bool = True, splits: Splits | None = None, model=None,
-        train=None, test=None, preset: str | None = None, **overrides) -> Run:
+def run(
+    config: RunConfig | None = None,
+    out: str | Path = "runs/i2x",
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    splits: Splits | None = None,
+    model=None,
+    train=None,
+    test=None,
+    preset: str | None = None,
+    **overrides,
+) -> Run:
     """Train with recording and run every analysis stage; returns the :class:`Run`.
 
     Settings: ``config`` (a :class:`RunConfig`) or ``preset`` (a name in :data:`i2x.PRESETS`),
@@ -55,26 +66,45 @@ def run(config: RunConfig | None = None, out: str | Path = "runs/i2x", *, resume
     store.write_manifest(out, manifest)
     # the raw images of E travel with the run, so a report can draw them without the dataset
     store.save_npz(out / "record" / "explain_set.npz", indices=eidx, labels=tr.labels[eidx], images=tr.images[eidx])
-    if model is None:
-        torch.manual_seed(cfg.seed)  # the initial weights are part of what --seed reproduces
-        model = build_model(cfg.model, in_channels=tr.shape[0], num_classes=len(tr.classes))
+    model = model if model is not None else _built_in_model(cfg, tr)
     model.to(device)
     x_train, y_train = tr.tensors()
     x_exp, y_exp = x_train[eidx], y_train[eidx]
     layer = _check_model(model, cfg, x_exp, len(tr.classes), device)
-    manifest["model"] = {"name": cfg.model or type(model).__name__, "layer": layer,
-                         "parameters": int(sum(p.numel() for p in model.parameters()))}
+    manifest["model"] = _model_info(model, cfg.model, layer)
     (out / "weights").mkdir(exist_ok=True)
     if stage_done(out, manifest, "record"):
         model.load_state_dict(load_state(out / "weights" / "final.pt", device)["model"])
-    rec = Recorder(x_exp, y_exp.numpy(), every=_every(cfg, len(tr)), out_dir=out, layer=layer, method=cfg.method,
-                   target=cfg.target, batch_size=cfg.record_batch_size, device=device, sample_index=eidx)
-    hooks = Hooks(train=partial(_train, model, x_train, y_train, cfg, rec, out, manifest, device, progress),
-                  predict_test=partial(_predict_test, model, splits.test, device),
-                  features=partial(features, model, x_exp, layer, cfg.record_batch_size, device))
+    rec = Recorder(
+        x_exp,
+        y_exp.numpy(),
+        _every(cfg, len(tr)),
+        out,
+        layer,
+        cfg.method,
+        cfg.target,
+        cfg.record_batch_size,
+        device,
+        sample_index=eidx,
+    )
+    hooks = Hooks(
+        train=partial(_train, model, x_train, y_train, cfg, rec, out, manifest, device, progress),
+        predict_test=partial(_predict_test, model, splits.test, device),
+        features=partial(features, model, x_exp, layer, cfg.record_batch_size, device),
+    )
     run_stages(Context(out, manifest, cfg, y_exp.numpy(), list(tr.classes), hooks), progress)
     (out / "weights" / "train_state.pt").unlink(missing_ok=True)  # complete: final.pt is all a resume needs
     return Run(out)
+
+
+def _built_in_model(cfg: RunConfig, tr: Dataset):
+    torch.manual_seed(cfg.seed)  # the initial weights are part of what --seed reproduces
+    return build_model(cfg.model, in_channels=tr.shape[0], num_classes=len(tr.classes))
+
+
+def _model_info(model, name: str | None, layer: str) -> dict:
+    n = int(sum(p.numel() for p in model.parameters()))
+    return {"name": name or type(model).__name__, "layer": layer, "parameters": n}
 
 
 def _run_config(config, preset, overrides: dict, old: dict | None, out: Path) -> RunConfig:
@@ -87,8 +117,7 @@ def _run_config(config, preset, overrides: dict, old: dict | None, out: Path) ->
     if base is not None and RunConfig.from_dict(base) != cfg:
         before = RunConfig.from_dict(base).to_dict()
         diff = {k: (v, cfg.to_dict()[k]) for k, v in before.items() if cfg.to_dict()[k] != v}
-        raise I2XError(f"--resume {out}: the run was started with other settings {diff}; "
-                       "resume without changing them")
+        raise I2XError(f"--resume {out}: the run was started with other settings {diff}; resume without changing them")
     return cfg
 
 
@@ -97,8 +126,15 @@ def _splits(cfg: RunConfig, splits: Splits | None, train, test) -> Splits:
     if splits is not None:
         return splits
     if train is None:
-        return load_splits(cfg.dataset, cfg.data_dir, seed=cfg.seed, download=cfg.download,
-                           train_subset=cfg.train_subset, test_subset=cfg.test_subset, subset_seed=cfg.explain_seed)
+        return load_splits(
+            cfg.dataset,
+            cfg.data_dir,
+            seed=cfg.seed,
+            download=cfg.download,
+            train_subset=cfg.train_subset,
+            test_subset=cfg.test_subset,
+            subset_seed=cfg.explain_seed,
+        )
     tr = from_torch(train, name="user (train=)")
     if test is None:
         rest, held = stratified_split(tr.labels, 0.2, cfg.seed)
@@ -112,9 +148,17 @@ def _splits(cfg: RunConfig, splits: Splits | None, train, test) -> Splits:
 
 def _data_info(splits: Splits, cfg: RunConfig, eidx: np.ndarray) -> dict:
     tr, te = splits.train, splits.test
-    return {"dataset": tr.name or cfg.dataset, "train_size": len(tr), "test_size": len(te),
-            "test_source": splits.test_source, "explain_size": int(len(eidx)), "classes": list(tr.classes),
-            "image_shape": list(tr.shape), "mean": list(tr.mean), "std": list(tr.std)}
+    return {
+        "dataset": tr.name or cfg.dataset,
+        "train_size": len(tr),
+        "test_size": len(te),
+        "test_source": splits.test_source,
+        "explain_size": int(len(eidx)),
+        "classes": list(tr.classes),
+        "image_shape": list(tr.shape),
+        "mean": list(tr.mean),
+        "std": list(tr.std),
+    }
 
 
 def _every(cfg: RunConfig, n_train: int) -> int:
@@ -129,20 +173,39 @@ def _check_model(model, cfg: RunConfig, x_exp: torch.Tensor, num_classes: int, d
     _, fh, fw, _ = features(model, x_exp[:1], layer, device=device).shape
     n = len(x_exp) * fh * fw
     if cfg.prototypes > n:
-        raise ConfigError("prototypes", cfg.prototypes,
-                          f"exceeds the {n} feature vectors ({len(x_exp)} explanation samples x {fh}x{fw} "
-                          "positions): lower it or raise explain_fraction")
+        raise ConfigError(
+            "prototypes",
+            cfg.prototypes,
+            f"exceeds the {n} feature vectors ({len(x_exp)} explanation samples x {fh}x{fw} "
+            "positions): lower it or raise explain_fraction",
+        )
     return layer
 
 
-def _train(model, x_train, y_train, cfg: RunConfig, rec: Recorder, out: Path, manifest: dict, device,
-           progress: bool) -> list[str]:
+def _train(
+    model, x_train, y_train, cfg: RunConfig, rec: Recorder, out: Path, manifest: dict, device, progress: bool
+) -> list[str]:
     """Stage 1: train with recording, then save the final model."""
-    hist = train_model(model, x_train, y_train, cfg, recorder=rec, state_path=out / "weights" / "train_state.pt",
-                       device=device, progress=progress)
-    save_state(out / "weights" / "final.pt", {"model": model.state_dict(), "config": cfg.to_dict(),
-                                              "layer": rec.layer, "step": hist["iterations"],
-                                              "metrics": {"losses": hist["losses"]}})
+    hist = train_model(
+        model,
+        x_train,
+        y_train,
+        cfg,
+        recorder=rec,
+        state_path=out / "weights" / "train_state.pt",
+        device=device,
+        progress=progress,
+    )
+    save_state(
+        out / "weights" / "final.pt",
+        {
+            "model": model.state_dict(),
+            "config": cfg.to_dict(),
+            "layer": rec.layer,
+            "step": hist["iterations"],
+            "metrics": {"losses": hist["losses"]},
+        },
+    )
     manifest["metrics"]["final_train_loss"] = float(np.mean(hist["losses"][-20:])) if hist["losses"] else None
     return ["weights/final.pt"]
 
@@ -152,8 +215,18 @@ def _predict_test(model, test: Dataset, device) -> tuple[np.ndarray, np.ndarray]
     return y.numpy(), predict(model, x, device=device).argmax(1)
 
 
-def analyze(run_dir: str | Path, model, *, images=None, labels=None, classes: list[str] | None = None,
-            test=None, config: RunConfig | None = None, progress: bool = False, **overrides) -> Run:
+def analyze(
+    run_dir: str | Path,
+    model,
+    *,
+    images=None,
+    labels=None,
+    classes: list[str] | None = None,
+    test=None,
+    config: RunConfig | None = None,
+    progress: bool = False,
+    **overrides,
+) -> Run:
     """Stages 2-7 on records a :class:`~i2x.nn.record.Recorder` wrote into ``run_dir`` from your own loop.
 
     model: the final model (its features define the prototypes). images/labels: the explanation
@@ -166,8 +239,10 @@ def analyze(run_dir: str | Path, model, *, images=None, labels=None, classes: li
     """
     out = Path(run_dir)
     if not store.checkpoint_iterations(out):
-        raise I2XError(f"run_dir {out}: no record/ckpt_it*.npz; record with i2x.Recorder(..., out_dir={str(out)!r}) "
-                       "in your loop first, or use analyze_checkpoints() on saved state_dicts")
+        raise I2XError(
+            f"run_dir {out}: no record/ckpt_it*.npz; record with i2x.Recorder(..., out_dir={str(out)!r}) "
+            "in your loop first, or use analyze_checkpoints() on saved state_dicts"
+        )
     old = store.read_manifest(out) if (out / store.MANIFEST).exists() else None
     base = config or (RunConfig.from_dict(old["config"]) if old and old.get("config") else RunConfig(model=""))
     cfg = base.replace(**overrides).validate()
@@ -178,16 +253,29 @@ def analyze(run_dir: str | Path, model, *, images=None, labels=None, classes: li
     old_model = (old or {}).get("model", {})
     layer, _ = resolve_layer(model, cfg.layer or old_model.get("layer"), x_exp[:1].to(device))
     classes = list(classes or (old or {}).get("data", {}).get("classes") or map(str, range(probs_e.shape[1])))
-    data = {} if old and "data" in old else {
-        "dataset": "user", "train_size": None, "explain_size": len(y_exp), "classes": classes,
-        "image_shape": list(x_exp.shape[1:]), "mean": [0.0] * x_exp.shape[1], "std": [1.0] * x_exp.shape[1]}
-    manifest = new_manifest(cfg, data, {"name": old_model.get("name") or type(model).__name__, "layer": layer,
-                                        "parameters": int(sum(p.numel() for p in model.parameters()))}, old)
-    hooks = Hooks(train=lambda: [],  # the records are there already: the caller's loop wrote them
-                  predict_test=partial(_analyze_predictions, model, test, classes, y_exp, probs_e, manifest, device),
-                  features=partial(features, model, x_exp, layer, cfg.record_batch_size, device))
+    data = {} if old and "data" in old else _user_data(classes, x_exp)
+    manifest = new_manifest(cfg, data, _model_info(model, old_model.get("name"), layer), old)
+    hooks = Hooks(
+        train=lambda: [],  # the records are there already: the caller's loop wrote them
+        predict_test=partial(_analyze_predictions, model, test, classes, y_exp, probs_e, manifest, device),
+        features=partial(features, model, x_exp, layer, cfg.record_batch_size, device),
+    )
     run_stages(Context(out, manifest, cfg, y_exp.numpy(), classes, hooks), progress)
     return Run(out)
+
+
+def _user_data(classes: list[str], x_exp: torch.Tensor) -> dict:
+    """The manifest's data entry for an explanation set given as normalised tensors."""
+    c = x_exp.shape[1]
+    return {
+        "dataset": "user",
+        "train_size": None,
+        "explain_size": len(x_exp),
+        "classes": classes,
+        "image_shape": list(x_exp.shape[1:]),
+        "mean": [0.0] * c,
+        "std": [1.0] * c,
+    }
 
 
 def _explain_tensors(out: Path, old: dict | None, images, labels) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,8 +316,19 @@ def _iteration_of(path: Path, state) -> int | None:
     return int(nums[-1]) if nums else None
 
 
-def analyze_checkpoints(checkpoints: str | Path, model, out: str | Path, *, images, labels, classes=None,
-                        test=None, config: RunConfig | None = None, progress: bool = False, **overrides) -> Run:
+def analyze_checkpoints(
+    checkpoints: str | Path,
+    model,
+    out: str | Path,
+    *,
+    images,
+    labels,
+    classes=None,
+    test=None,
+    config: RunConfig | None = None,
+    progress: bool = False,
+    **overrides,
+) -> Run:
     """Record every saved ``state_dict`` in ``checkpoints`` (``*.pt``/``*.pth``), then :func:`analyze`.
 
     Each file holds a state_dict, or a dict with one under ``"model"`` / ``"state_dict"``; its
@@ -239,32 +338,44 @@ def analyze_checkpoints(checkpoints: str | Path, model, out: str | Path, *, imag
     Recording settings (``method=``, ``target=``, ``record_batch_size=``, ``layer=``, ``device=``)
     and analysis settings come from ``config`` / keywords.
     """
-    files = sorted(p for p in Path(checkpoints).glob("*") if p.suffix in (".pt", ".pth"))
-    if len(files) < 2:
-        raise I2XError(f"checkpoints {checkpoints}: found {len(files)} *.pt/*.pth files; I2X needs ≥ 2 "
-                       "(e.g. the untrained model and the final one)")
     cfg = (config or RunConfig(model="")).replace(**overrides).validate()
     out, dev = Path(out), resolve_device(cfg.device)
+    saved = _saved_checkpoints(checkpoints, dev)
     x = torch.as_tensor(images, dtype=torch.float32)
     model.to(dev)
     layer, _ = resolve_layer(model, cfg.layer, x[:1].to(dev))
-    rec = Recorder(x, labels, out_dir=out, layer=layer, method=cfg.method, target=cfg.target,
-                   batch_size=cfg.record_batch_size, device=dev)
-    loaded = [(_iteration_of(f, st), i, f, st)
-              for i, f in enumerate(files) for st in [torch.load(f, map_location=dev, weights_only=False)]]
-    if any(it is None for it, *_ in loaded):
-        loaded = [(i, i, f, st) for _, i, f, st in loaded]
-    for it, _, f, st in sorted(loaded, key=lambda t: (t[0], t[1])):
+    rec = Recorder(x, labels, 1, out, layer, cfg.method, cfg.target, cfg.record_batch_size, dev)
+    for it, f, st in saved:
         sd = st.get("model", st.get("state_dict", st)) if isinstance(st, dict) else st
         try:
             model.load_state_dict(sd)
         except (RuntimeError, TypeError, AttributeError) as exc:
-            raise I2XError(f"checkpoint {f} does not fit the model ({str(exc).splitlines()[0][:120]}); "
-                           "pass the architecture it was saved from") from None
+            raise I2XError(
+                f"checkpoint {f} does not fit the model ({str(exc).splitlines()[0][:120]}); "
+                "pass the architecture it was saved from"
+            ) from None
         if not rec.has(it):
             rec.record(model, it)
-    return analyze(out, model, images=x, labels=labels, classes=classes, test=test, config=cfg.replace(layer=layer),
-                   progress=progress)
+    cfg = cfg.replace(layer=layer)
+    return analyze(out, model, images=x, labels=labels, classes=classes, test=test, config=cfg, progress=progress)
+
+
+def _saved_checkpoints(checkpoints: str | Path, device) -> list[tuple[int, Path, object]]:
+    """(iteration, file, loaded object) of every ``*.pt``/``*.pth`` in ``checkpoints``, in training order."""
+    files = sorted(p for p in Path(checkpoints).glob("*") if p.suffix in (".pt", ".pth"))
+    if len(files) < 2:
+        raise I2XError(
+            f"checkpoints {checkpoints}: found {len(files)} *.pt/*.pth files; I2X needs ≥ 2 "
+            "(e.g. the untrained model and the final one)"
+        )
+    loaded = [
+        (_iteration_of(f, st), i, f, st)
+        for i, f in enumerate(files)
+        for st in [torch.load(f, map_location=device, weights_only=False)]
+    ]
+    if any(it is None for it, *_ in loaded):
+        loaded = [(i, i, f, st) for _, i, f, st in loaded]
+    return [(it, f, st) for it, _, f, st in sorted(loaded, key=lambda t: (t[0], t[1]))]
 
 
 def _check_fits(model, x, num_classes: int) -> None:
@@ -273,11 +384,15 @@ def _check_fits(model, x, num_classes: int) -> None:
             y = model(x)
     except RuntimeError as exc:
         msg = str(exc).splitlines()[0][:160]
-        raise I2XError(f"images of shape {tuple(x.shape[1:])} do not fit the model ({msg}); "
-                       "pick a model for this image size/channels or resize the data") from None
+        raise I2XError(
+            f"images of shape {tuple(x.shape[1:])} do not fit the model ({msg}); "
+            "pick a model for this image size/channels or resize the data"
+        ) from None
     if y.dim() != 2 or y.shape[1] != num_classes:
-        raise I2XError(f"the model outputs shape {tuple(y.shape)} but the data has {num_classes} classes: "
-                       "give the model one output per class")
+        raise I2XError(
+            f"the model outputs shape {tuple(y.shape)} but the data has {num_classes} classes: "
+            "give the model one output per class"
+        )
 
 
 def load_model(run_dir: str | Path, device="cpu"):

@@ -17,11 +17,10 @@ import torch
 from torch import nn
 
 from ..errors import DivergedError, I2XError
-from .saliency import saliency_and_confidence
 from ..store import checkpoint_iterations, load_records, save_npz
+from .saliency import saliency_and_confidence
 
 __all__ = ["Recorder", "checkpoint_iterations", "load_records"]  # the loaders live in store (torch-free)
-
 
 
 class Recorder:
@@ -32,9 +31,20 @@ class Recorder:
     ``out_dir``: the run directory (files go to ``out_dir/record``); None keeps records in memory.
     """
 
-    def __init__(self, images: torch.Tensor, labels, every: int = 40, out_dir: str | Path | None = None,
-                 layer: str | nn.Module | None = None, method: str = "gradcam", target: str = "label",
-                 batch_size: int = 256, device=None, sample_index=None, shard: int | None = None):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels,
+        every: int = 40,
+        out_dir: str | Path | None = None,
+        layer: str | nn.Module | None = None,
+        method: str = "gradcam",
+        target: str = "label",
+        batch_size: int = 256,
+        device=None,
+        sample_index=None,
+        shard: int | None = None,
+    ):
         if every < 1:
             raise I2XError(f"every={every} must be ≥ 1 (iterations between checkpoints)")
         if target not in ("label", "pred"):
@@ -62,13 +72,20 @@ class Recorder:
     def record(self, model: nn.Module, iteration: int) -> dict[str, np.ndarray]:
         """Record one checkpoint now (model in eval mode for the call; restored afterwards)."""
         targets = self.labels if self.target == "label" else None
-        probs, maps = saliency_and_confidence(model, self.images, targets, self.layer, self.method,
-                                              self.batch_size, self.device)
+        probs, maps = saliency_and_confidence(
+            model, self.images, targets, self.layer, self.method, self.batch_size, self.device
+        )
         if not (np.all(np.isfinite(probs)) and np.all(np.isfinite(maps))):
-            raise DivergedError(f"NaN or inf in confidences or saliency at iteration {iteration}: "
-                                "the model diverged; lower the learning rate (--lr)")
-        rec = {"iteration": np.int64(iteration), "sample_index": self.sample_index,
-               "confidences": probs.astype(np.float32), "saliency": maps.astype(np.float32)}
+            raise DivergedError(
+                f"NaN or inf in confidences or saliency at iteration {iteration}: "
+                "the model diverged; lower the learning rate (--lr)"
+            )
+        rec = {
+            "iteration": np.int64(iteration),
+            "sample_index": self.sample_index,
+            "confidences": probs.astype(np.float32),
+            "saliency": maps.astype(np.float32),
+        }
         if self.dir is None:
             self.memory[iteration] = rec
         else:
@@ -97,8 +114,8 @@ class Recorder:
 
 def _stack(recs, its):
     return {
-        "iterations": np.asarray(its, dtype=np.int64),                         # (T+1,)
-        "sample_index": recs[0]["sample_index"],                                # (N,)
-        "confidences": np.stack([r["confidences"] for r in recs]),              # (T+1, N, C)
-        "saliency": np.stack([r["saliency"] for r in recs]),                    # (T+1, N, H', W')
+        "iterations": np.asarray(its, dtype=np.int64),  # (T+1,)
+        "sample_index": recs[0]["sample_index"],  # (N,)
+        "confidences": np.stack([r["confidences"] for r in recs]),  # (T+1, N, C)
+        "saliency": np.stack([r["saliency"] for r in recs]),  # (T+1, N, H', W')
     }

@@ -40,34 +40,34 @@ PGC_PREFIX = "pgc:"
 
 def gradcam_weights(grad: torch.Tensor) -> torch.Tensor:
     """GradCAM (Selvaraju et al. 2017): channel weight = spatial mean of the gradient."""
-    return grad.mean(dim=(2, 3))                                   # (N, D)
+    return grad.mean(dim=(2, 3))  # (N, D)
 
 
 def gradcampp_weights(act: torch.Tensor, grad: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """GradCAM++ (Chattopadhay et al. 2018, Eq. 19) with the exp(score) trick, as ``grad-cam``:
     alpha = g^2 / (2 g^2 + sum_ij(A) g^3), zeroed where g == 0; weight = sum_ij relu(g) alpha."""
-    g2 = grad * grad                                               # (N, D, H, W)
-    g3 = g2 * grad                                                 # (N, D, H, W)
-    sum_act = act.sum(dim=(2, 3), keepdim=True)                    # (N, D, 1, 1)
-    alpha = g2 / (2 * g2 + sum_act * g3 + eps)                     # (N, D, H, W)
+    g2 = grad * grad  # (N, D, H, W)
+    g3 = g2 * grad  # (N, D, H, W)
+    sum_act = act.sum(dim=(2, 3), keepdim=True)  # (N, D, 1, 1)
+    alpha = g2 / (2 * g2 + sum_act * g3 + eps)  # (N, D, H, W)
     alpha = torch.where(grad != 0, alpha, torch.zeros_like(alpha))
-    return (torch.relu(grad) * alpha).sum(dim=(2, 3))              # (N, D)
+    return (torch.relu(grad) * alpha).sum(dim=(2, 3))  # (N, D)
 
 
 def xgradcam_weights(act: torch.Tensor, grad: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """XGradCAM (Fu et al. 2020): weight = sum_ij g * A / sum_ij A."""
-    sum_act = act.sum(dim=(2, 3), keepdim=True)                    # (N, D, 1, 1)
-    return (grad * act / (sum_act + eps)).sum(dim=(2, 3))          # (N, D)
+    sum_act = act.sum(dim=(2, 3), keepdim=True)  # (N, D, 1, 1)
+    return (grad * act / (sum_act + eps)).sum(dim=(2, 3))  # (N, D)
 
 
 def weighted_sum(weights: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
     """sum_d w_d A_d; einsum avoids materialising the (N, D, H, W) product."""
-    return torch.einsum("nd,ndhw->nhw", weights, act)              # (N, H, W)
+    return torch.einsum("nd,ndhw->nhw", weights, act)  # (N, H, W)
 
 
 def layercam_map(act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """LayerCAM (Jiang et al. 2021): per-position weights relu(g), summed over channels."""
-    return (torch.relu(grad) * act).sum(dim=1)                     # (N, H, W)
+    return (torch.relu(grad) * act).sum(dim=1)  # (N, H, W)
 
 
 def cam(method: str, act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -82,15 +82,15 @@ def cam(method: str, act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         m = layercam_map(act, grad)
     else:
         raise I2XError(_method_message(method))
-    return torch.relu(m)                                           # (N, H, W)
+    return torch.relu(m)  # (N, H, W)
 
 
 def normalize_maps(maps: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """Per-image min-max to [0, 1] for display (as ``grad-cam``'s ``scale_cam_image``).
     Never used for analysis: it destroys comparability across checkpoints."""
-    lo = maps.amin(dim=(1, 2), keepdim=True)                       # (N, 1, 1)
+    lo = maps.amin(dim=(1, 2), keepdim=True)  # (N, 1, 1)
     m = maps - lo
-    return m / (m.amax(dim=(1, 2), keepdim=True) + eps)            # (N, H, W)
+    return m / (m.amax(dim=(1, 2), keepdim=True) + eps)  # (N, H, W)
 
 
 def upsample_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -234,19 +234,24 @@ def _batches(n: int, batch_size: int) -> range:
 
 def _act_grad(model, store, x, t):
     """One forward, one backward to the leaf: (logits (B, C), act, grad (B, D, H', W'), t)."""
-    logits = _logits(model(x))                                     # (B, C)
+    logits = _logits(model(x))  # (B, C)
     act = store.pop("act", None)
     if act is None:
-        raise I2XError("the target layer did not run during the forward pass: pass layer=... naming a module the model calls")
+        raise I2XError(
+            "the target layer did not run during the forward pass: pass layer=... naming a module the model calls"
+        )
     if t is None:
-        t = logits.detach().argmax(1)                              # (B,)
+        t = logits.detach().argmax(1)  # (B,)
     _check_range(t, logits.shape[1])
     # Summing the chosen scores is exact per sample: in eval mode sample i's score depends on
     # sample i's activation only, so d(sum)/dA_i = d score_i / dA_i (one backward per batch).
     score = logits.gather(1, t[:, None]).sum()
     if not score.requires_grad:
-        raise I2XError("the class scores do not depend on the target layer: pass layer=... naming a module on the path to the output")
-    (grad,) = torch.autograd.grad(score, act)                      # (B, D, H', W')
+        raise I2XError(
+            "the class scores do not depend on the target layer: "
+            "pass layer=... naming a module on the path to the output"
+        )
+    (grad,) = torch.autograd.grad(score, act)  # (B, D, H', W')
     return logits.detach(), act.detach(), grad, t
 
 
@@ -286,20 +291,21 @@ def saliency_and_confidence(
     n = images.shape[0]
     if method.startswith(PGC_PREFIX):
         with eval_mode(model):  # the package puts the model in eval mode and leaves it there
-            return _pgc_saliency(model, module, images, targets, method, batch_size, device, dtype, normalize,
-                                 output_size)
+            return _pgc_saliency(
+                model, module, images, targets, method, batch_size, device, dtype, normalize, output_size
+            )
     probs = maps = None
     with _capture(model, module) as store, torch.enable_grad():
         for i in _batches(n, batch_size):
-            x = images[i : i + batch_size].to(device, dtype)       # (B, C, H, W)
+            x = images[i : i + batch_size].to(device, dtype)  # (B, C, H, W)
             t = None if targets is None else targets[i : i + batch_size].to(device)
             logits, act, grad, t = _act_grad(model, store, x, t)
             with torch.no_grad():
                 m = _post(cam(method, act, grad), normalize, output_size)  # (B, H', W')
-                p = torch.softmax(logits.float(), 1)               # (B, C)
+                p = torch.softmax(logits.float(), 1)  # (B, C)
             if maps is None:
-                maps = torch.empty((n, *m.shape[1:]), dtype=torch.float32)   # (N, H', W')
-                probs = torch.empty((n, p.shape[1]), dtype=torch.float32)    # (N, C)
+                maps = torch.empty((n, *m.shape[1:]), dtype=torch.float32)  # (N, H', W')
+                probs = torch.empty((n, p.shape[1]), dtype=torch.float32)  # (N, C)
             maps[i : i + len(m)] = m
             probs[i : i + len(p)] = p
             del act, grad, logits
@@ -376,7 +382,7 @@ def features(
 
 
 def _pgc_class(method: str):
-    name = method[len(PGC_PREFIX):]
+    name = method[len(PGC_PREFIX) :]
     try:
         import pytorch_grad_cam
         from pytorch_grad_cam.base_cam import BaseCAM
@@ -385,11 +391,14 @@ def _pgc_class(method: str):
     cls = getattr(pytorch_grad_cam, name, None)
     if not (isinstance(cls, type) and issubclass(cls, BaseCAM)):
         valid = sorted(
-            n for n in dir(pytorch_grad_cam)
+            n
+            for n in dir(pytorch_grad_cam)
             if isinstance(getattr(pytorch_grad_cam, n), type) and issubclass(getattr(pytorch_grad_cam, n), BaseCAM)
         )
-        raise I2XError(f"method={method!r}: grad-cam has no CAM class {name!r}; choose one of: "
-                       + ", ".join(PGC_PREFIX + v for v in valid))
+        raise I2XError(
+            f"method={method!r}: grad-cam has no CAM class {name!r}; choose one of: "
+            + ", ".join(PGC_PREFIX + v for v in valid)
+        )
     return cls
 
 

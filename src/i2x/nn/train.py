@@ -25,11 +25,11 @@ from .utils import eval_mode, seeded_generator
 def random_shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> torch.Tensor:
     """Shift every image by its own random integer offset in [-max_shift, max_shift] (edges replicated)."""
     n, _, h, w = x.shape
-    xp = F.pad(x, (max_shift,) * 4, mode="replicate")                              # (N, C, H+2s, W+2s)
+    xp = F.pad(x, (max_shift,) * 4, mode="replicate")  # (N, C, H+2s, W+2s)
     dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
     dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
-    rows = (dy[:, None] + torch.arange(h)[None]).to(x.device)                       # (N, H)
-    cols = (dx[:, None] + torch.arange(w)[None]).to(x.device)                       # (N, W)
+    rows = (dy[:, None] + torch.arange(h)[None]).to(x.device)  # (N, H)
+    cols = (dx[:, None] + torch.arange(w)[None]).to(x.device)  # (N, W)
     out = xp[torch.arange(n, device=x.device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
     return out.permute(0, 3, 1, 2).contiguous()
 
@@ -47,13 +47,22 @@ def load_state(path: Path, map_location="cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # torch raises RuntimeError/EOFError/pickle errors on truncation
-        raise RunDirError(f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}); "
-                          "delete it and run `i2x run --resume` to redo that part") from None
+        raise RunDirError(
+            f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}); "
+            "delete it and run `i2x run --resume` to redo that part"
+        ) from None
 
 
-def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: RunConfig,
-          recorder: Recorder | None = None, state_path: str | Path | None = None,
-          device: torch.device | str = "cpu", progress: bool = True) -> dict:
+def train(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: RunConfig,
+    recorder: Recorder | None = None,
+    state_path: str | Path | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> dict:
     """Train ``model`` in place with the training settings of ``cfg`` (epochs, batch_size, lr,
     weight_decay, augment, seed); record at checkpoints; save a resumable state at each.
 
@@ -74,15 +83,25 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: Run
         if recorder is not None:
             recorder.step(model, it)
         if state_path is not None:
-            save_state(state_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                    "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
-                                    "iteration": it, "losses": losses, "config": cfg.to_dict()})
+            save_state(
+                state_path,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "iteration": it,
+                    "losses": losses,
+                    "config": cfg.to_dict(),
+                },
+            )
 
     if it == 0 and (recorder is None or recorder.due(0)):
         checkpoint()
     # mininterval: a log file (CI, nohup) gets a line per second, not one per iteration
-    bar = tqdm(total=total, initial=it, desc="train+record", unit="it", disable=not progress, leave=False,
-               mininterval=1.0)
+    bar = tqdm(
+        total=total, initial=it, desc="train+record", unit="it", disable=not progress, leave=False, mininterval=1.0
+    )
     while it < total:
         epoch, pos = divmod(it, ipe)
         perm = torch.randperm(len(labels), generator=seeded_generator(cfg.seed, epoch))
@@ -135,6 +154,8 @@ def _step(model, opt, sched, x, y, cfg: RunConfig, it: int, device) -> float:
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512, device="cpu") -> np.ndarray:
     """Class probabilities (N, C) in eval mode; the model's mode is restored."""
     with eval_mode(model):
-        out = [torch.softmax(model(images[i : i + batch_size].to(device)).float(), 1).cpu()
-               for i in range(0, len(images), batch_size)]
+        out = [
+            torch.softmax(model(images[i : i + batch_size].to(device)).float(), 1).cpu()
+            for i in range(0, len(images), batch_size)
+        ]
     return torch.cat(out).numpy()

@@ -17,8 +17,13 @@ from matplotlib.figure import Figure
 from .load import RunData
 
 DPI = 100
-RC = {"font.size": 9, "axes.titlesize": 10, "axes.spines.top": False, "axes.spines.right": False,
-      "svg.fonttype": "none"}  # SVG text stays text: smaller files, selectable labels
+RC = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "svg.fonttype": "none",
+}  # SVG text stays text: smaller files, selectable labels
 SAL_CMAP = colormaps["inferno"]
 
 
@@ -58,16 +63,26 @@ class FigureWriter:
         return f"fig/{name}.png"
 
 
-def new_figure(w: float, h: float, left: float = 0.8, right: float = 0.15, bottom: float = 0.5, top: float = 0.25,
-               wspace: float = 0.3, hspace: float = 0.25) -> Figure:
+def new_figure(
+    w: float,
+    h: float,
+    left: float = 0.8,
+    right: float = 0.15,
+    bottom: float = 0.5,
+    top: float = 0.25,
+    wspace: float = 0.3,
+    hspace: float = 0.25,
+) -> Figure:
     """A figure with fixed margins in inches (constrained layout doubled the drawing time)."""
     fig = Figure(figsize=(w, h), dpi=DPI)
-    fig.subplots_adjust(left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h,
-                        wspace=wspace, hspace=hspace)
+    fig.subplots_adjust(
+        left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h, wspace=wspace, hspace=hspace
+    )
     return fig
 
 
 # --- image tiles -----------------------------------------------------------------------------
+
 
 def scale_for(h: int) -> int:
     """Integer upscaling so a tile is about 64-84 px high (28 px MNIST -> 3x, 8 px digits -> 8x)."""
@@ -97,8 +112,14 @@ def upsample(m: np.ndarray, h: int, w: int) -> np.ndarray:
     return top * (1 - wy[:, None]) + bot * wy[:, None]
 
 
-def tile(img: np.ndarray, cells: np.ndarray | None = None, color=(1, 0, 0), sal: np.ndarray | None = None,
-         vmax: float = 1.0, scale: int = 3) -> np.ndarray:
+def tile(
+    img: np.ndarray,
+    cells: np.ndarray | None = None,
+    color=(1, 0, 0),
+    sal: np.ndarray | None = None,
+    vmax: float = 1.0,
+    scale: int = 3,
+) -> np.ndarray:
     """One upscaled image (H*s, W*s, 3): optionally the saliency blended in (alpha ∝ saliency, so
     the digit stays visible where the model does not look) and the target-layer cells where
     ``cells`` (H', W') is True outlined in ``color``."""
@@ -111,16 +132,16 @@ def tile(img: np.ndarray, cells: np.ndarray | None = None, color=(1, 0, 0), sal:
     out = rgb.repeat(scale, 0).repeat(scale, 1)
     if cells is not None and cells.any():
         hp, wp = cells.shape
-        t = max(1, scale // 2 + 1)                                   # outline width in px
+        t = max(1, scale // 2 + 1)  # outline width in px
         ys = np.round(np.arange(hp + 1) * h / hp).astype(int) * scale
         xs = np.round(np.arange(wp + 1) * w / wp).astype(int) * scale
         col = np.asarray(color, dtype=np.float64)[:3]
         for u, v in zip(*np.nonzero(cells), strict=True):
             y0, y1, x0, x1 = ys[u], ys[u + 1], xs[v], xs[v + 1]
-            out[y0:y0 + t, x0:x1] = col
-            out[y1 - t:y1, x0:x1] = col
-            out[y0:y1, x0:x0 + t] = col
-            out[y0:y1, x1 - t:x1] = col
+            out[y0 : y0 + t, x0:x1] = col
+            out[y1 - t : y1, x0:x1] = col
+            out[y0:y1, x0 : x0 + t] = col
+            out[y0:y1, x1 - t : x1] = col
     return out
 
 
@@ -139,12 +160,18 @@ def grid(tiles: list[list[np.ndarray | None]], pad: int = 3, gap_after: int | No
                 continue
             x = pad + j * (tw + pad) + (extra if gap_after and j >= gap_after else 0)
             y = pad + i * (th + pad)
-            out[y:y + th, x:x + tw] = t
+            out[y : y + th, x : x + tw] = t
     return out
 
 
-def image_figure(img: np.ndarray, row_labels: list[tuple[str, str]], row_colors: list, header: list[tuple[float, str]] = (),
-                 label_w: float = 1.6, title: str | None = None) -> Figure:
+def image_figure(
+    img: np.ndarray,
+    row_labels: list[tuple[str, str]],
+    row_colors: list,
+    header: list[tuple[float, str]] = (),
+    label_w: float = 1.6,
+    title: str | None = None,
+) -> Figure:
     """An image grid with a coloured label left of each row and optional column headers
     (x in 0..1 of the grid width, text)."""
     h, w = img.shape[:2]
@@ -169,6 +196,7 @@ def image_figure(img: np.ndarray, row_labels: list[tuple[str, str]], row_colors:
 
 # --- figures -------------------------------------------------------------------------------
 
+
 def confusion_figure(d: RunData) -> Figure:
     cm = d.confusion
     C = len(cm)
@@ -178,9 +206,15 @@ def confusion_figure(d: RunData) -> Figure:
     s = 0.45 + 0.38 * C
     names = [n[:12] for n in d.classes]
     long = max(map(len, names)) > 2
-    lab = 0.3 + 0.075 * max(map(len, names))                   # room for the tick labels (inches)
-    fig = new_figure(min(s + 1.6, 9) + lab, min(s + 0.2, 8) + (lab if long else 0), left=0.45 + lab,
-                     bottom=0.45 + (lab if long else 0.3), right=1.2, top=0.1)
+    lab = 0.3 + 0.075 * max(map(len, names))  # room for the tick labels (inches)
+    fig = new_figure(
+        min(s + 1.6, 9) + lab,
+        min(s + 0.2, 8) + (lab if long else 0),
+        left=0.45 + lab,
+        bottom=0.45 + (lab if long else 0.3),
+        right=1.2,
+        top=0.1,
+    )
     with np.errstate(invalid="ignore"):
         vmax = max(np.nanmax(off) if np.isfinite(off).any() else 0, 1e-9)
     ax = fig.add_subplot()
@@ -190,8 +224,15 @@ def confusion_figure(d: RunData) -> Figure:
         for i in range(C):
             for j in range(C):
                 if cm[i, j]:
-                    ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7 if C > 10 else 8,
-                            color="white" if i != j and off[i, j] > 0.6 * vmax else "black")
+                    ax.text(
+                        j,
+                        i,
+                        str(cm[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=7 if C > 10 else 8,
+                        color="white" if i != j and off[i, j] > 0.6 * vmax else "black",
+                    )
     ax.set_xticks(range(C), names, rotation=90 if long else 0)
     ax.set_yticks(range(C), names)
     ax.set_xlabel("predicted class")
@@ -207,7 +248,7 @@ def gallery_image(d: RunData, colors: np.ndarray, n: int = 8) -> tuple[np.ndarra
     s = scale_for(d.images.shape[2])
     typ = d.typical
     rows, labels = [], []
-    frac_by_class = _class_fractions(d)                       # (C, K)
+    frac_by_class = _class_fractions(d)  # (C, K)
     for k in range(K):
         row = []
         if typ is not None:
@@ -223,8 +264,15 @@ def gallery_image(d: RunData, colors: np.ndarray, n: int = 8) -> tuple[np.ndarra
                 row.append(tile(d.images[r], d.assignments[r] == k, colors[k], scale=s))
         rows.append(row + [None] * (n - len(row)))
         top = np.argsort(-frac_by_class[:, k], kind="stable")[:2]
-        labels.append((f"P-{k}", "in " + ", ".join(f"{d.classes[c][:10]}: {100 * frac_by_class[c, k]:.0f}%" for c in top
-                                           if frac_by_class[c, k] > 0)))
+        labels.append(
+            (
+                f"P-{k}",
+                "in "
+                + ", ".join(
+                    f"{d.classes[c][:10]}: {100 * frac_by_class[c, k]:.0f}%" for c in top if frac_by_class[c, k] > 0
+                ),
+            )
+        )
     if all(t is None for r in rows for t in r):
         rows[0][0] = np.ones((8 * s, 8 * s, 3))
     return grid(rows), labels
@@ -248,14 +296,15 @@ def gallery_figures(d: RunData, colors: np.ndarray, per_fig: int = 16) -> list[F
     figs = []
     for a in range(0, K, per_fig):
         b = min(K, a + per_fig)
-        part = img[int(round(a * th)):int(round(b * th)) + 3]
+        part = img[int(round(a * th)) : int(round(b * th)) + 3]
         label_w = max(1.1, 0.25 + 0.05 * max(len(sub) for _, sub in labels))  # 7.5 pt text, ~0.05 in per character
         figs.append(image_figure(part, labels[a:b], [colors[k] for k in range(a, b)], label_w=label_w))
     return figs
 
 
-def examples_image(d: RunData, rows: list[int], members: list[np.ndarray], colors: np.ndarray,
-                   n: int, saliency: bool, vmax: float) -> tuple[np.ndarray, int]:
+def examples_image(
+    d: RunData, rows: list[int], members: list[np.ndarray], colors: np.ndarray, n: int, saliency: bool, vmax: float
+) -> tuple[np.ndarray, int]:
     """For each prototype k in ``rows`` and each sample group in ``members``: the ``n`` samples of
     the group containing k with the largest final intensity of k, cells of k outlined."""
     s = scale_for(d.images.shape[2])
@@ -265,8 +314,10 @@ def examples_image(d: RunData, rows: list[int], members: list[np.ndarray], color
         for m in members:
             cand = m[d.contain[m, k]]
             cand = cand[np.argsort(-d.intensity[-1, cand, k], kind="stable")][:n]
-            row += [tile(d.images[r], d.assignments[r] == k, colors[k], d.saliency[r] if saliency else None, vmax, s)
-                    for r in cand] + [None] * (n - len(cand))
+            row += [
+                tile(d.images[r], d.assignments[r] == k, colors[k], d.saliency[r] if saliency else None, vmax, s)
+                for r in cand
+            ] + [None] * (n - len(cand))
         tiles.append(row)
     if all(t is None for r in tiles for t in r):
         tiles[0][0] = np.ones((d.images.shape[2] * s, d.images.shape[3] * s, 3))
@@ -306,7 +357,7 @@ def _mark_flagged(ax, d: RunData) -> None:
 def pair_contribution_figure(d: RunData, a: int, b: int, unc: list[int], rel: list[int], colors: np.ndarray) -> Figure:
     """Paper Fig. 5: d_t[k] = W_t[k,a] − W_t[k,b] per step. Left: every prototype (rows), uncertain
     ones marked ◆. Right: the uncertain (solid) and reliable (dashed) prototypes as curves."""
-    D = d.W[:, :, a] - d.W[:, :, b]                              # (T, K)
+    D = d.W[:, :, a] - d.W[:, :, b]  # (T, K)
     T, K = D.shape
     x = d.iterations[1:]
     fig = new_figure(10, max(3.2, min(7.5, 0.16 * K + 1.2)), left=0.65, right=0.2, bottom=0.5, wspace=0.35)
@@ -329,7 +380,14 @@ def pair_contribution_figure(d: RunData, a: int, b: int, unc: list[int], rel: li
     for k in unc:
         ax2.plot(x, D[:, k], color=colors[k], lw=2, marker="o", ms=3, label=f"P-{k} (uncertain)")
     for k in rel:
-        ax2.plot(x, D[:, k], color=colors[k], lw=1.3, ls="--", label=f"P-{k} (reliable → {d.classes[a if D[:, k].sum() > 0 else b]})")
+        ax2.plot(
+            x,
+            D[:, k],
+            color=colors[k],
+            lw=1.3,
+            ls="--",
+            label=f"P-{k} (reliable → {d.classes[a if D[:, k].sum() > 0 else b]})",
+        )
     _mark_flagged(ax2, _Shifted(d))
     ax2.set_xlabel("training iteration (end of step t→t+1)")
     ax2.set_ylabel(f"d_t = W[k,{d.classes[a]}] − W[k,{d.classes[b]}]")
@@ -345,8 +403,13 @@ class _Shifted:
     def __init__(self, d: RunData):
         its = d.iterations
         self.flagged = d.flagged
-        self.iterations = np.concatenate([[its[1] - (its[2] - its[1]) / 2 if len(its) > 2 else its[0]],
-                                          (its[1:-1] + its[2:]) / 2, [its[-1]]]) if len(its) > 1 else its
+        self.iterations = (
+            np.concatenate(
+                [[its[1] - (its[2] - its[1]) / 2 if len(its) > 2 else its[0]], (its[1:-1] + its[2:]) / 2, [its[-1]]]
+            )
+            if len(its) > 1
+            else its
+        )
 
 
 def w_heatmap_figure(d: RunData, colors: np.ndarray) -> Figure:
@@ -354,8 +417,15 @@ def w_heatmap_figure(d: RunData, colors: np.ndarray) -> Figure:
     T, K, C = d.W.shape
     ncol = min(5, C)
     nrow = -(-C // ncol)
-    fig = new_figure(1.9 * ncol + 1.6, max(2.0, (0.09 * K + 0.7)) * nrow + 0.3, left=0.65, right=1.0, bottom=0.45,
-                     wspace=0.08, hspace=0.3)
+    fig = new_figure(
+        1.9 * ncol + 1.6,
+        max(2.0, (0.09 * K + 0.7)) * nrow + 0.3,
+        left=0.65,
+        right=1.0,
+        bottom=0.45,
+        wspace=0.08,
+        hspace=0.3,
+    )
     axes = np.atleast_1d(fig.subplots(nrow, ncol, sharex=True, sharey=True, squeeze=False)).ravel()
     lim = max(float(np.percentile(np.abs(d.W), 99.5)) if d.W.size else 0, 1e-12)
     im = None
@@ -363,8 +433,9 @@ def w_heatmap_figure(d: RunData, colors: np.ndarray) -> Figure:
         if c >= C:
             ax.set_axis_off()
             continue
-        im = ax.imshow(d.W[:, :, c].T, aspect="auto", cmap="RdBu_r", norm=TwoSlopeNorm(0, -lim, lim),
-                       interpolation="nearest")
+        im = ax.imshow(
+            d.W[:, :, c].T, aspect="auto", cmap="RdBu_r", norm=TwoSlopeNorm(0, -lim, lim), interpolation="nearest"
+        )
         ax.set_title(d.classes[c])
         for t in np.flatnonzero(d.flagged):
             ax.axvline(t, color="#999999", lw=0.6, ls=":")

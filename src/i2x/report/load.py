@@ -18,20 +18,20 @@ class RunData:
     path: Path
     manifest: dict
     classes: list[str]
-    iterations: np.ndarray      # (T+1,) training iteration of each checkpoint
-    labels: np.ndarray          # (N,) true class of each sample of E
-    images: np.ndarray          # (N, C, H, W) uint8 raw images of E
-    confidences: np.ndarray     # (T+1, N, C)
-    saliency: np.ndarray        # (N, H', W') final checkpoint's saliency
-    assignments: np.ndarray     # (N, H', W')
+    iterations: np.ndarray  # (T+1,) training iteration of each checkpoint
+    labels: np.ndarray  # (N,) true class of each sample of E
+    images: np.ndarray  # (N, C, H, W) uint8 raw images of E
+    confidences: np.ndarray  # (T+1, N, C)
+    saliency: np.ndarray  # (N, H', W') final checkpoint's saliency
+    assignments: np.ndarray  # (N, H', W')
     typical: np.ndarray | None  # (K, n, 3) (row in E, u, v), -1 padded
-    intensity: np.ndarray       # (T+1, N, K)
-    contain: np.ndarray         # (N, K) bool
-    W: np.ndarray               # (T, K, C)
-    n_clusters: np.ndarray      # (T,)
-    flagged: np.ndarray         # (T,) bool
-    class_delta: np.ndarray     # (T, C)
-    confusion: np.ndarray       # (C, C) rows = true class
+    intensity: np.ndarray  # (T+1, N, K)
+    contain: np.ndarray  # (N, K) bool
+    W: np.ndarray  # (T, K, C)
+    n_clusters: np.ndarray  # (T,)
+    flagged: np.ndarray  # (T,) bool
+    class_delta: np.ndarray  # (T, C)
+    confusion: np.ndarray  # (C, C) rows = true class
     explanations: dict
     finetune: dict | None
     finetune_table: str | None
@@ -51,21 +51,38 @@ def load_run(run_dir: str | Path) -> RunData:
     m = Run(run_dir).check_complete("report").manifest
     es = store.load_npz(run_dir / "record" / "explain_set.npz")
     if "images" not in es:
-        raise RunDirError(f"{run_dir}/record/explain_set.npz has no raw images (written by an older i2x): "
-                          f"re-run it with `i2x run --out {run_dir} --overwrite`")
+        raise RunDirError(
+            f"{run_dir}/record/explain_set.npz has no raw images (written by an older i2x): "
+            f"re-run it with `i2x run --out {run_dir} --overwrite`"
+        )
     rec = store.load_records(run_dir, saliency="last")  # saliency of the final checkpoint only
     its, conf, sal = rec["iterations"], rec["confidences"], rec["saliency"][0]
-    arr = {s: store.load_npz(run_dir / "arrays" / f"{s}.npz") for s in ("evaluate", "prototypes", "intensity", "dynamics")}
+    arr = {
+        s: store.load_npz(run_dir / "arrays" / f"{s}.npz") for s in ("evaluate", "prototypes", "intensity", "dynamics")
+    }
     ft, table = _finetune(run_dir)
     return RunData(
-        path=run_dir, manifest=m, classes=[str(c) for c in m["data"]["classes"]], iterations=its,
-        labels=es["labels"].astype(np.int64), images=es["images"], confidences=conf, saliency=sal,
-        assignments=arr["prototypes"]["assignments"], typical=arr["prototypes"].get("typical"),
-        intensity=arr["intensity"]["intensity"], contain=arr["intensity"]["contain"].astype(bool),
-        W=arr["dynamics"]["W"], n_clusters=arr["dynamics"]["n_clusters"],
-        flagged=arr["dynamics"]["flagged"].astype(bool), class_delta=arr["dynamics"]["class_delta"],
-        confusion=arr["evaluate"]["confusion"], explanations=store.load_json(run_dir / "explanations.json"),
-        finetune=ft, finetune_table=table)
+        path=run_dir,
+        manifest=m,
+        classes=[str(c) for c in m["data"]["classes"]],
+        iterations=its,
+        labels=es["labels"].astype(np.int64),
+        images=es["images"],
+        confidences=conf,
+        saliency=sal,
+        assignments=arr["prototypes"]["assignments"],
+        typical=arr["prototypes"].get("typical"),
+        intensity=arr["intensity"]["intensity"],
+        contain=arr["intensity"]["contain"].astype(bool),
+        W=arr["dynamics"]["W"],
+        n_clusters=arr["dynamics"]["n_clusters"],
+        flagged=arr["dynamics"]["flagged"].astype(bool),
+        class_delta=arr["dynamics"]["class_delta"],
+        confusion=arr["evaluate"]["confusion"],
+        explanations=store.load_json(run_dir / "explanations.json"),
+        finetune=ft,
+        finetune_table=table,
+    )
 
 
 def _finetune(run_dir: Path) -> tuple[dict | None, str | None]:
@@ -104,8 +121,13 @@ def finetune_summary(res: dict) -> dict | None:
             acc = [100 * r["accuracy"] for r in reps]
             ab, ba = [r["confusion"][a][b] for r in reps], [r["confusion"][b][a] for r in reps]
             if acc:
-                out[str(name)] = {"n": len(acc), "accuracy": _mean_std(acc), "a_to_b": _mean_std(ab),
-                                  "b_to_a": _mean_std(ba), "both": _mean_std([x + y for x, y in zip(ab, ba)])}
+                out[str(name)] = {
+                    "n": len(acc),
+                    "accuracy": _mean_std(acc),
+                    "a_to_b": _mean_std(ab),
+                    "b_to_a": _mean_std(ba),
+                    "both": _mean_std([x + y for x, y in zip(ab, ba, strict=True)]),
+                }
         baseline = {"accuracy": 100 * base["accuracy"], "both": base["confusion"][a][b] + base["confusion"][b][a]}
     except (KeyError, TypeError, ValueError, IndexError, AttributeError):
         return None

@@ -11,10 +11,10 @@ from . import figures as F
 from .load import RunData, finetune_summary
 
 E = html.escape
-MAX_EXAMPLE_ROWS = 8   # prototypes shown with examples per class (shared first, then specialized)
-MAX_CURVES = 6         # key prototypes drawn per class curve
+MAX_EXAMPLE_ROWS = 8  # prototypes shown with examples per class (shared first, then specialized)
+MAX_CURVES = 6  # key prototypes drawn per class curve
 PAIR_EXAMPLE_ROWS = 3  # prototypes with saliency examples per pair
-MAX_CLASS_FIGS = 20    # with more classes, figures only for these many + the classes of confused pairs
+MAX_CLASS_FIGS = 20  # with more classes, figures only for these many + the classes of confused pairs
 
 
 class Page:
@@ -34,9 +34,12 @@ class Page:
 
     def figure(self, fig, name: str, caption: str, alt: str) -> str:
         src = self.fw.save(fig, name)
-        return (f'<figure><img src="{src}" alt="{E(alt)}" loading="eager"><figcaption>{caption}'
-                f'<span class="dl">[<a href="fig/{name}.png">png</a>'
-                + (f' · <a href="fig/{name}.svg">svg</a>' if self.fw.svg else "") + "]</span></figcaption></figure>")
+        return (
+            f'<figure><img src="{src}" alt="{E(alt)}" loading="eager"><figcaption>{caption}'
+            f'<span class="dl">[<a href="fig/{name}.png">png</a>'
+            + (f' · <a href="fig/{name}.svg">svg</a>' if self.fw.svg else "")
+            + "]</span></figcaption></figure>"
+        )
 
     def name(self, c: int) -> str:
         return E(self.d.classes[c])
@@ -51,16 +54,30 @@ class Page:
         cfg, data, model, met = m.get("config", {}), m.get("data", {}), m.get("model", {}), m.get("metrics", {})
         its = d.iterations
         rows = [
-            ("data", f"{E(str(data.get('dataset')))}: {data.get('train_size')} training images, explanation set E = "
-                     f"{data.get('explain_size')} (seed {cfg.get('explain_seed')}); test: {E(str(data.get('test_source', '')))} "
-                     f"({data.get('test_size')} images); classes: {E(', '.join(d.classes))}"),
-            ("model", f"{E(str(model.get('name')))}, target layer <code>{E(str(model.get('layer')))}</code>, feature map "
-                      f"{E(str(model.get('feature_shape')))}; {cfg.get('epochs')} epochs, batch {cfg.get('batch_size')}, seed {cfg.get('seed')}"),
-            ("checkpoints", f"{len(its)} (iterations {its[0]}–{its[-1]}, every {cfg.get('every')}); saliency "
-                            f"{E(str(cfg.get('method')))} of the {'true label' if cfg.get('target') == 'label' else 'prediction'}"),
-            ("prototypes", f"K = {d.k}; HDBSCAN min cluster size {cfg.get('min_cluster_size')}, τ = {cfg.get('tau')}, "
-                           f"ridge λ = {cfg.get('ridge_lambda')}; steps without clusters (W_t = 0): "
-                           f"{int(d.flagged.sum())} of {len(d.flagged)}"),
+            (
+                "data",
+                f"{E(str(data.get('dataset')))}: {data.get('train_size')} training images, explanation set E = "
+                f"{data.get('explain_size')} (seed {cfg.get('explain_seed')}); "
+                f"test: {E(str(data.get('test_source', '')))} "
+                f"({data.get('test_size')} images); classes: {E(', '.join(d.classes))}",
+            ),
+            (
+                "model",
+                f"{E(str(model.get('name')))}, target layer <code>{E(str(model.get('layer')))}</code>, feature map "
+                f"{E(str(model.get('feature_shape')))}; {cfg.get('epochs')} epochs, "
+                f"batch {cfg.get('batch_size')}, seed {cfg.get('seed')}",
+            ),
+            (
+                "checkpoints",
+                f"{len(its)} (iterations {its[0]}–{its[-1]}, every {cfg.get('every')}); saliency "
+                f"{E(str(cfg.get('method')))} of the {'true label' if cfg.get('target') == 'label' else 'prediction'}",
+            ),
+            (
+                "prototypes",
+                f"K = {d.k}; HDBSCAN min cluster size {cfg.get('min_cluster_size')}, τ = {cfg.get('tau')}, "
+                f"ridge λ = {cfg.get('ridge_lambda')}; steps without clusters (W_t = 0): "
+                f"{int(d.flagged.sum())} of {len(d.flagged)}",
+            ),
             ("test accuracy", f"<b>{100 * met['test_accuracy']:.2f} %</b>" if "test_accuracy" in met else "n/a"),
         ]
         tbl = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
@@ -72,17 +89,34 @@ class Page:
             pid = self.pair_ids.get((a, b)) or self.pair_ids.get((b, a))
             label = f"{self.name(a)} ↔ {self.name(b)}"
             link = f'<a href="#{pid}">{label}</a>' if pid else label
-            prow.append(f"<tr><td>{link}</td>"
-                        f"<td class=num>{cm[a, b]}</td><td class=num>{cm[b, a]}</td><td class=num>{p['count']}</td></tr>")
-        ptbl = ("<table><tr><th>pair</th><th class=num>a→b</th><th class=num>b→a</th><th class=num>a↔b</th></tr>"
-                + "".join(prow) + "</table>") if prow else '<p class="note">no confusions on the test set.</p>'
-        fig = self.figure(F.confusion_figure(d), "confusion",
-                          "Confusion matrix of the final model on the test set (paper Fig. 8). Rows are true classes; "
-                          "colour is the share of the row's images predicted as that column (errors only, the diagonal is grey); "
-                          "numbers are counts. Dark cells are the pairs worth reading below.", "confusion matrix")
-        return (f'<section id="summary"><h2>Summary</h2><table>{tbl}</table><div class="grid2"><div>{fig}</div>'
-                f"<div><h3>Most confused pairs (test set)</h3>{ptbl}<p class=note>Pairs with a section below are linked; "
-                f"each section explains the pair by the prototypes whose contribution changes sign during training.</p></div></div></section>")
+            prow.append(
+                f"<tr><td>{link}</td>"
+                f"<td class=num>{cm[a, b]}</td><td class=num>{cm[b, a]}</td><td class=num>{p['count']}</td></tr>"
+            )
+        ptbl = (
+            (
+                "<table><tr><th>pair</th><th class=num>a→b</th><th class=num>b→a</th><th class=num>a↔b</th></tr>"
+                + "".join(prow)
+                + "</table>"
+            )
+            if prow
+            else '<p class="note">no confusions on the test set.</p>'
+        )
+        fig = self.figure(
+            F.confusion_figure(d),
+            "confusion",
+            "Confusion matrix of the final model on the test set (paper Fig. 8). Rows are true classes; "
+            "colour is the share of the row's images predicted as that column (errors only, the diagonal is grey); "
+            "numbers are counts. Dark cells are the pairs worth reading below.",
+            "confusion matrix",
+        )
+        return (
+            f'<section id="summary"><h2>Summary</h2><table>{tbl}</table><div class="grid2"><div>{fig}</div>'
+            f"<div><h3>Most confused pairs (test set)</h3>{ptbl}"
+            "<p class=note>Pairs with a section below are linked; "
+            "each section explains the pair by the prototypes whose contribution changes sign during training."
+            "</p></div></div></section>"
+        )
 
     def gallery(self) -> str:
         d = self.d
@@ -91,15 +125,24 @@ class Page:
         parts = []
         for i, fig in enumerate(figs):
             a, b = i * per, min(d.k, (i + 1) * per) - 1
-            parts.append(self.figure(fig, f"prototypes-{i + 1}",
-                                     f"Prototypes P-{a}…P-{b}: each row shows the positions of E nearest the prototype's centroid, "
-                                     "one image each, with the target-layer cell outlined in the prototype's colour (the cell, not the "
-                                     "full receptive field, which is larger). Under each name: the classes whose samples contain it most often. "
-                                     "Read a row as \"what this prototype looks like\": a stroke end, a corner, a loop …",
-                                     f"prototype gallery {i + 1}"))
-        return (f'<section id="prototypes"><h2>Prototype gallery</h2><p class="note">{d.k} prototypes = K-Means clusters of the '
-                f"final model's target-layer feature vectors (paper Eq. 3). Every figure colours a prototype the same way.</p>"
-                + "".join(parts) + "</section>")
+            parts.append(
+                self.figure(
+                    fig,
+                    f"prototypes-{i + 1}",
+                    f"Prototypes P-{a}…P-{b}: each row shows the positions of E nearest the prototype's centroid, "
+                    "one image each, with the target-layer cell outlined in the prototype's colour (the cell, not the "
+                    "full receptive field, which is larger). "
+                    "Under each name: the classes whose samples contain it most often. "
+                    'Read a row as "what this prototype looks like": a stroke end, a corner, a loop …',
+                    f"prototype gallery {i + 1}",
+                )
+            )
+        return (
+            '<section id="prototypes"><h2>Prototype gallery</h2>'
+            f'<p class="note">{d.k} prototypes = K-Means clusters of the '
+            "final model's target-layer feature vectors (paper Eq. 3). "
+            "Every figure colours a prototype the same way.</p>" + "".join(parts) + "</section>"
+        )
 
     def classes(self) -> str:
         d, ex = self.d, self.ex.get("classes", {})
@@ -111,8 +154,11 @@ class Page:
                 continue
             nav.append(f'<a href="#class-{c}">{E(cname)}</a>')
             out.append(self.one_class(c, e, figs=c in drawn))
-        return (f'<section id="classes"><h2>Per class: how the model learned it</h2><p class="classnav">{"".join(nav)}</p>'
-                + "".join(out) + "</section>")
+        return (
+            f'<section id="classes"><h2>Per class: how the model learned it</h2><p class="classnav">{"".join(nav)}</p>'
+            + "".join(out)
+            + "</section>"
+        )
 
     def one_class(self, c: int, e: dict, figs: bool = True) -> str:
         d = self.d
@@ -128,40 +174,81 @@ class Page:
             cand = list(dict.fromkeys(list(e.get("shared", [])) + spec))
             key = sorted(cand, key=lambda k: -d.intensity[-1, m, k].mean())
         curves = key[:MAX_CURVES]
-        fig = "" if not figs else self.figure(F.class_curves_figure(d, c, curves, [kc["step"] for kc in kcs], self.colors), f"class-{c}-curves",
-                          f"Paper Fig. 3 for class {self.name(c)}. Top: mean confidence of {self.name(c)} over its {e['n_samples']} samples in E "
-                          "at each checkpoint. Bottom: mean intensity (saliency summed over the prototype's cells) of its key prototypes "
-                          f"{self.chips(curves)}. Yellow bands K1, K2 … are the key steps of the table below; hatched grey steps "
-                          "had no HDBSCAN cluster (W_t = 0). Look for a prototype whose intensity rises where confidence jumps.",
-                          f"confidence and intensity of class {d.classes[c]}")
-        rows = []
-        for i, kc in enumerate(kcs):
-            for j, p in enumerate(kc["prototypes"]):
-                verb = "raises" if p["weight"] > 0 else "lowers"
-                against = ", ".join(f"{self.name(o['class'])} ({o['weight']:+.2g})" for o in p["against"]) or "—"
-                lead = (f"<td rowspan={len(kc['prototypes'])}>K{i + 1}</td><td rowspan={len(kc['prototypes'])}>{self.step_text(kc['step'])}</td>"
-                        f"<td rowspan={len(kc['prototypes'])} class=num>{kc['delta_confidence']:+.3f}</td>") if j == 0 else ""
-                rows.append(f"<tr>{lead}<td>{self.chip(p['prototype'])} {verb} {self.name(c)} (W = {p['weight']:+.2g})</td><td>{against}</td></tr>")
-        timeline = ("<table><tr><th>#</th><th>step</th><th class=num>Δ conf.</th><th>prototype</th><th>against (opposing classes, W)</th></tr>"
-                    + "".join(rows) + "</table>") if rows else \
-            '<p class="note">No key checkpoint: no step changed this class\'s confidence with one of its prototypes carrying the change.</p>'
+        fig = (
+            ""
+            if not figs
+            else self.figure(
+                F.class_curves_figure(d, c, curves, [kc["step"] for kc in kcs], self.colors),
+                f"class-{c}-curves",
+                f"Paper Fig. 3 for class {self.name(c)}. "
+                f"Top: mean confidence of {self.name(c)} over its {e['n_samples']} samples in E "
+                "at each checkpoint. "
+                "Bottom: mean intensity (saliency summed over the prototype's cells) of its key prototypes "
+                f"{self.chips(curves)}. Yellow bands K1, K2 … are the key steps of the table below; hatched grey steps "
+                "had no HDBSCAN cluster (W_t = 0). Look for a prototype whose intensity rises where confidence jumps.",
+                f"confidence and intensity of class {d.classes[c]}",
+            )
+        )
+        timeline = self.class_timeline(c, kcs)
         shared = e.get("shared", [])
-        groups = "".join(f"<li>sub-group {i + 1} ({g['size']} samples): {self.chips(g['prototypes'])}</li>"
-                         for i, g in enumerate(e.get("specialized", [])))
+        groups = "".join(
+            f"<li>sub-group {i + 1} ({g['size']} samples): {self.chips(g['prototypes'])}</li>"
+            for i, g in enumerate(e.get("specialized", []))
+        )
         ex_rows = list(dict.fromkeys(list(shared) + spec))[:MAX_EXAMPLE_ROWS]
         exfig = ""
         if ex_rows and figs:
             img, _ = F.examples_image(d, ex_rows, [np.flatnonzero(m)], self.colors, 5, False, 1.0)
             labels = [(f"P-{k}", "shared" if k in shared else "specialized") for k in ex_rows]
-            exfig = self.figure(F.image_figure(img, labels, [self.colors[k] for k in ex_rows], label_w=1.1), f"class-{c}-prototypes",
-                                f"Shared and specialized prototypes of {self.name(c)}: per row, the samples of {self.name(c)} with the largest "
-                                "final intensity of that prototype, its cells outlined in its colour.",
-                                f"prototype examples of class {d.classes[c]}")
-        return (f'<h3 id="class-{c}">Class {self.name(c)} <span class="note">({e["n_samples"]} samples in E)</span></h3>{fig}'
-                f"<p><b>Annotated timeline of key checkpoints</b> (paper Fig. 4): steps where the mean confidence of {self.name(c)} "
-                "changed by ≥ 20 % of its largest change and one of its prototypes carried it; opposing classes have W of the other sign.</p>"
-                f"{timeline}<p><b>Shared prototypes</b> (in every sample): {self.chips(shared)}</p>"
-                f"<p><b>Specialized prototypes</b> (sub-groups by containment):</p><ul>{groups}</ul>{exfig}")
+            exfig = self.figure(
+                F.image_figure(img, labels, [self.colors[k] for k in ex_rows], label_w=1.1),
+                f"class-{c}-prototypes",
+                f"Shared and specialized prototypes of {self.name(c)}: "
+                f"per row, the samples of {self.name(c)} with the largest "
+                "final intensity of that prototype, its cells outlined in its colour.",
+                f"prototype examples of class {d.classes[c]}",
+            )
+        return (
+            f'<h3 id="class-{c}">Class {self.name(c)} '
+            f'<span class="note">({e["n_samples"]} samples in E)</span></h3>{fig}'
+            "<p><b>Annotated timeline of key checkpoints</b> (paper Fig. 4): "
+            f"steps where the mean confidence of {self.name(c)} "
+            "changed by ≥ 20 % of its largest change and one of its prototypes carried it; "
+            "opposing classes have W of the other sign.</p>"
+            f"{timeline}<p><b>Shared prototypes</b> (in every sample): {self.chips(shared)}</p>"
+            f"<p><b>Specialized prototypes</b> (sub-groups by containment):</p><ul>{groups}</ul>{exfig}"
+        )
+
+    def class_timeline(self, c: int, kcs: list[dict]) -> str:
+        """The table of class ``c``'s key checkpoints (paper Fig. 4), or a note that it has none."""
+        rows = []
+        for i, kc in enumerate(kcs):
+            for j, p in enumerate(kc["prototypes"]):
+                verb = "raises" if p["weight"] > 0 else "lowers"
+                against = ", ".join(f"{self.name(o['class'])} ({o['weight']:+.2g})" for o in p["against"]) or "—"
+                lead = (
+                    (
+                        f"<td rowspan={len(kc['prototypes'])}>K{i + 1}</td>"
+                        f"<td rowspan={len(kc['prototypes'])}>{self.step_text(kc['step'])}</td>"
+                        f"<td rowspan={len(kc['prototypes'])} class=num>{kc['delta_confidence']:+.3f}</td>"
+                    )
+                    if j == 0
+                    else ""
+                )
+                rows.append(
+                    f"<tr>{lead}<td>{self.chip(p['prototype'])} {verb} {self.name(c)} "
+                    f"(W = {p['weight']:+.2g})</td><td>{against}</td></tr>"
+                )
+        timeline = (
+            (
+                "<table><tr><th>#</th><th>step</th><th class=num>Δ conf.</th><th>prototype</th>"
+                "<th>against (opposing classes, W)</th></tr>" + "".join(rows) + "</table>"
+            )
+            if rows
+            else '<p class="note">No key checkpoint: no step changed this class\'s confidence '
+            "with one of its prototypes carrying the change.</p>"
+        )
+        return timeline
 
     def pairs(self) -> str:
         d = self.d
@@ -172,57 +259,119 @@ class Page:
             unc = [u["prototype"] for u in p.get("uncertain", [])]
             rel = [r["prototype"] for r in p.get("reliable", [])][:3]
             conf = p.get("confusions", {})
-            fig = self.figure(F.pair_contribution_figure(d, a, b, unc, rel, self.colors), f"pair-{a}-{b}-contribution",
-                              f"Paper Fig. 5: contribution d_t[k] = W_t[k,{self.name(a)}] − W_t[k,{self.name(b)}] of each prototype at each "
-                              f"training step; red favours {self.name(a)}, blue {self.name(b)}. Left: all prototypes, uncertain ones marked ◆. "
-                              "Right: the uncertain prototypes (solid: in both classes, sign flips during training) and the top reliable ones "
-                              "(dashed: one sign throughout). An uncertain prototype whose swings are not backed by a reliable one is a "
-                              "candidate cause of the confusion.", f"contribution {d.classes[a]} vs {d.classes[b]}")
+            fig = self.figure(
+                F.pair_contribution_figure(d, a, b, unc, rel, self.colors),
+                f"pair-{a}-{b}-contribution",
+                f"Paper Fig. 5: contribution d_t[k] = W_t[k,{self.name(a)}] − W_t[k,{self.name(b)}] "
+                "of each prototype at each "
+                f"training step; red favours {self.name(a)}, blue {self.name(b)}. "
+                "Left: all prototypes, uncertain ones marked ◆. "
+                "Right: the uncertain prototypes (solid: in both classes, sign flips during training) "
+                "and the top reliable ones "
+                "(dashed: one sign throughout). "
+                "An uncertain prototype whose swings are not backed by a reliable one is a "
+                "candidate cause of the confusion.",
+                f"contribution {d.classes[a]} vs {d.classes[b]}",
+            )
 
             ex_protos = (unc or rel)[:PAIR_EXAMPLE_ROWS]
             exfig = ""
             if ex_protos:
                 n = 4
-                img, _ = F.examples_image(d, ex_protos, [np.flatnonzero(d.labels == a), np.flatnonzero(d.labels == b)],
-                                          self.colors, n, True, vmax)
+                img, _ = F.examples_image(
+                    d,
+                    ex_protos,
+                    [np.flatnonzero(d.labels == a), np.flatnonzero(d.labels == b)],
+                    self.colors,
+                    n,
+                    True,
+                    vmax,
+                )
                 labels = [(f"P-{k}", "uncertain" if k in unc else "reliable") for k in ex_protos]
-                fg = F.image_figure(img, labels, [self.colors[k] for k in ex_protos], header=[(0.25, f"class {d.classes[a]}"), (0.75, f"class {d.classes[b]}")], label_w=1.1)
-                exfig = self.figure(fg, f"pair-{a}-{b}-examples",
-                                    f"Samples of {self.name(a)} (left) and {self.name(b)} (right) that contain the prototype, with the final "
-                                    "checkpoint's saliency (upsampled, one colour scale for all tiles: the 99th percentile of E) and the "
-                                    "prototype's cells outlined. Where the bright saliency sits on the outlined cells in both classes, the model "
-                                    "looks at the same pattern in both.", f"examples {d.classes[a]} vs {d.classes[b]}")
-            out.append(f'<h3 id="{self.pair_ids[(a, b)]}">{self.name(a)} ↔ {self.name(b)} <span class="note">(test errors '
-                       f"{self.name(a)}→{self.name(b)}: {conf.get('a_to_b', '?')}, {self.name(b)}→{self.name(a)}: {conf.get('b_to_a', '?')})</span></h3>"
-                       f"{fig}<div class=grid2><div>{self.pair_table(p.get('uncertain', []), 'uncertain', a, b)}</div><div>{self.pair_table(p.get('reliable', []), 'reliable', a, b)}</div></div>{exfig}")
+                fg = F.image_figure(
+                    img,
+                    labels,
+                    [self.colors[k] for k in ex_protos],
+                    header=[(0.25, f"class {d.classes[a]}"), (0.75, f"class {d.classes[b]}")],
+                    label_w=1.1,
+                )
+                exfig = self.figure(
+                    fg,
+                    f"pair-{a}-{b}-examples",
+                    f"Samples of {self.name(a)} (left) and {self.name(b)} (right) "
+                    "that contain the prototype, with the final "
+                    "checkpoint's saliency (upsampled, one colour scale for all tiles: "
+                    "the 99th percentile of E) and the "
+                    "prototype's cells outlined. "
+                    "Where the bright saliency sits on the outlined cells in both classes, the model "
+                    "looks at the same pattern in both.",
+                    f"examples {d.classes[a]} vs {d.classes[b]}",
+                )
+            out.append(
+                f'<h3 id="{self.pair_ids[(a, b)]}">{self.name(a)} ↔ {self.name(b)} <span class="note">(test errors '
+                f"{self.name(a)}→{self.name(b)}: {conf.get('a_to_b', '?')}, "
+                f"{self.name(b)}→{self.name(a)}: {conf.get('b_to_a', '?')})</span></h3>"
+                f"{fig}<div class=grid2>"
+                f"<div>{self.pair_table(p.get('uncertain', []), 'uncertain', a, b)}</div>"
+                f"<div>{self.pair_table(p.get('reliable', []), 'reliable', a, b)}</div>"
+                f"</div>{exfig}"
+            )
         if not out:
-            out.append('<p class="note">No confused pair: the final model made no error between two classes on the test set.</p>')
-        return ('<section id="pairs"><h2>Per confused pair: why the model mixes them up</h2><p class="note">Uncertain score = sign flips × Σ_t |d_t[k]|; '
-                "prototypes must be contained in ≥ 5 % of each class. Steps T<i>t</i> are checkpoint indices.</p>" + "".join(out) + "</section>")
+            out.append(
+                '<p class="note">No confused pair: '
+                "the final model made no error between two classes on the test set.</p>"
+            )
+        return (
+            '<section id="pairs"><h2>Per confused pair: why the model mixes them up</h2>'
+            '<p class="note">Uncertain score = sign flips × Σ_t |d_t[k]|; '
+            "prototypes must be contained in ≥ 5 % of each class. Steps T<i>t</i> are checkpoint indices.</p>"
+            + "".join(out)
+            + "</section>"
+        )
 
     def pair_table(self, rows: list[dict], kind: str, a: int, b: int) -> str:
         if not rows:
             return f'<p class="note">No {kind} prototype for this pair.</p>'
         body = "".join(
-            f"<tr><td>{self.chip(r['prototype'])}</td><td class=num>{r['score']:.3g}</td><td class=num>{r['sign_flips']}</td>"
+            f"<tr><td>{self.chip(r['prototype'])}</td><td class=num>{r['score']:.3g}</td>"
+            f"<td class=num>{r['sign_flips']}</td>"
             f"<td class=num>{r['total_contribution']:+.3g}</td><td class=num>{100 * r['contain_a']:.0f} %</td>"
             f"<td class=num>{100 * r['contain_b']:.0f} %</td>"
-            + (f"<td>{', '.join(f'T{s}' for s in r['sign_changes_at'][:8])}{' …' if len(r['sign_changes_at']) > 8 else ''}</td>" if kind == "uncertain" else
-               f"<td>{self.name(r['favours'])}</td>") + "</tr>" for r in rows)
+            + (
+                f"<td>{', '.join(f'T{s}' for s in r['sign_changes_at'][:8])}"
+                f"{' …' if len(r['sign_changes_at']) > 8 else ''}</td>"
+                if kind == "uncertain"
+                else f"<td>{self.name(r['favours'])}</td>"
+            )
+            + "</tr>"
+            for r in rows
+        )
         last = "sign changes at" if kind == "uncertain" else "favours"
-        return (f"<table><tr><th>{kind}</th><th class=num>score</th><th class=num>flips</th><th class=num>Σ d</th>"
-                f"<th class=num>in {self.name(a)}</th><th class=num>in {self.name(b)}</th><th>{last}</th></tr>{body}</table>")
+        return (
+            f"<table><tr><th>{kind}</th><th class=num>score</th><th class=num>flips</th><th class=num>Σ d</th>"
+            f"<th class=num>in {self.name(a)}</th><th class=num>in {self.name(b)}</th>"
+            f"<th>{last}</th></tr>{body}</table>"
+        )
 
     def dynamics(self) -> str:
         d = self.d
-        w = self.figure(F.w_heatmap_figure(d, self.colors), "ridge-W",
-                        "Ridge coefficients W_t[k, c] (paper Eq. 8): one panel per class, prototypes down, steps across. Red: a rise in the "
-                        "prototype's intensity raised the class's confidence at that step; blue: lowered it. Dotted lines mark steps without clusters.",
-                        "ridge coefficients heatmap")
-        cl = self.figure(F.clusters_figure(d), "clusters",
-                         f"HDBSCAN clusters of confidence changes per step (paper Eq. 5). Red × = flagged: no cluster, W_t = 0 "
-                         f"({int(d.flagged.sum())} of {len(d.flagged)} steps). Many flagged steps mean min_cluster_size is too large for E.",
-                         "clusters per step")
+        w = self.figure(
+            F.w_heatmap_figure(d, self.colors),
+            "ridge-W",
+            "Ridge coefficients W_t[k, c] (paper Eq. 8): one panel per class, prototypes down, steps across. "
+            "Red: a rise in the "
+            "prototype's intensity raised the class's confidence at that step; blue: lowered it. "
+            "Dotted lines mark steps without clusters.",
+            "ridge coefficients heatmap",
+        )
+        cl = self.figure(
+            F.clusters_figure(d),
+            "clusters",
+            f"HDBSCAN clusters of confidence changes per step (paper Eq. 5). Red × = flagged: no cluster, W_t = 0 "
+            f"({int(d.flagged.sum())} of {len(d.flagged)} steps). "
+            "Many flagged steps mean min_cluster_size is too large for E.",
+            "clusters per step",
+        )
         return f'<section id="dynamics"><h2>Training dynamics</h2>{w}{cl}</section>'
 
     def finetune(self) -> str:
@@ -234,13 +383,20 @@ class Page:
             parts.append(md_tables(d.finetune_table))
         summ = finetune_summary(d.finetune) if d.finetune else None
         if summ:
-            pair = (f"{self.name(summ['a'])}↔{self.name(summ['b'])}" if summ["a"] is not None else "the pair")
+            pair = f"{self.name(summ['a'])}↔{self.name(summ['b'])}" if summ["a"] is not None else "the pair"
             n = sorted({r["n"] for r in summ["schedules"].values()})
-            parts.append(self.figure(F.finetune_figure(summ, d.classes), "finetune",
-                                     f"Guided fine-tuning (paper §3.5, Table 1): test accuracy and {pair} errors per schedule, mean ± std over "
-                                     f"{'/'.join(map(str, n))} repeats (sample std); the dashed line is the final model before fine-tuning. "
-                                     "Differences smaller than the error bars are not evidence of an effect.",
-                                     "fine-tuning results"))
+            parts.append(
+                self.figure(
+                    F.finetune_figure(summ, d.classes),
+                    "finetune",
+                    f"Guided fine-tuning (paper §3.5, Table 1): test accuracy and {pair} errors per schedule, "
+                    "mean ± std over "
+                    f"{'/'.join(map(str, n))} repeats (sample std); "
+                    "the dashed line is the final model before fine-tuning. "
+                    "Differences smaller than the error bars are not evidence of an effect.",
+                    "fine-tuning results",
+                )
+            )
         return f'<section id="finetune"><h2>Guided fine-tuning</h2>{"".join(parts)}</section>'
 
 
@@ -251,8 +407,13 @@ def md_tables(text: str) -> str:
     def flush():
         if rows:
             head, *body = rows
-            out.append("<table><tr>" + "".join(f"<th>{E(c)}</th>" for c in head) + "</tr>"
-                       + "".join("<tr>" + "".join(f"<td>{E(c)}</td>" for c in r) + "</tr>" for r in body) + "</table>")
+            out.append(
+                "<table><tr>"
+                + "".join(f"<th>{E(c)}</th>" for c in head)
+                + "</tr>"
+                + "".join("<tr>" + "".join(f"<td>{E(c)}</td>" for c in r) + "</tr>" for r in body)
+                + "</table>"
+            )
             rows.clear()
 
     for line in text.splitlines():
@@ -276,14 +437,22 @@ def css() -> str:
 def build(d: RunData, fw: F.FigureWriter) -> str:
     pg = Page(d, fw)
     sections = [pg.summary(), pg.gallery(), pg.classes(), pg.pairs(), pg.dynamics(), pg.finetune()]
-    toc = [("summary", "Summary"), ("prototypes", "Prototypes"), ("classes", "Classes"), ("pairs", "Confused pairs"),
-           ("dynamics", "Dynamics")] + ([("finetune", "Fine-tuning")] if sections[-1] else [])
+    toc = [
+        ("summary", "Summary"),
+        ("prototypes", "Prototypes"),
+        ("classes", "Classes"),
+        ("pairs", "Confused pairs"),
+        ("dynamics", "Dynamics"),
+    ] + ([("finetune", "Fine-tuning")] if sections[-1] else [])
     m = d.manifest
     title = f"I2X report: {m.get('data', {}).get('dataset', '')} · {m.get('model', {}).get('name', '')}"
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{E(title)}</title><link rel=\"icon\" href=\"data:,\"><style>{css()}</style></head><body>"
-            f"<header class=\"top\"><h1>{E(title)}</h1><p>Why does the model look there? Structured explanations (I2X) of the run "
-            f"<code>{E(d.path.name)}</code>, drawn from its saved arrays.</p></header>"
-            "<nav class=\"toc\">" + "".join(f'<a href="#{i}">{t}</a>' for i, t in toc) + "</nav>"
-            "<main>" + "".join(sections) + "</main></body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<title>{E(title)}</title><link rel="icon" href="data:,"><style>{css()}</style></head><body>'
+        f'<header class="top"><h1>{E(title)}</h1>'
+        "<p>Why does the model look there? Structured explanations (I2X) of the run "
+        f"<code>{E(d.path.name)}</code>, drawn from its saved arrays.</p></header>"
+        '<nav class="toc">' + "".join(f'<a href="#{i}">{t}</a>' for i, t in toc) + "</nav>"
+        "<main>" + "".join(sections) + "</main></body></html>\n"
+    )
