@@ -65,3 +65,30 @@ def test_bad_class_name_exits_2(cli_run, capsys):
 def test_console_script_entry_point_runs():
     r = subprocess.run([sys.executable, "-m", "i2x", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("i2x ")
+
+
+def test_explain_settings_are_flags_saved_in_the_manifest(tmp_path, tiny_args):
+    out = tmp_path / "r"
+    assert main(["run", "--out", str(out), *tiny_args, "--rho", "0.9", "--top", "2"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["config"]["explain"]["rho"] == 0.9 and m["config"]["explain"]["top"] == 2
+    ex = json.loads((out / "explanations.json").read_text())
+    assert ex["config"]["rho"] == 0.9 and ex["config"]["top"] == 2
+    assert all(len(p["uncertain"]) <= 2 and len(p["reliable"]) <= 2 for p in ex["pairs"])
+
+
+def test_bad_setting_names_the_field_in_python_and_the_flag_on_the_cli(capsys, tmp_path):
+    import pytest
+
+    import i2x
+    from i2x.config import ConfigError, RunConfig, resolve
+
+    with pytest.raises(ConfigError, match=r"^epochs=0: must be ≥ 1"):
+        resolve({"epochs": 0})
+    with pytest.raises(ConfigError, match=r"^rho=1.5: must lie in \(0, 1\]"):
+        RunConfig().replace(rho=1.5).validate()
+    with pytest.raises(i2x.I2XError, match="did you mean 'epochs'"):
+        i2x.run(out=tmp_path / "x", epoch=2)
+    assert not (tmp_path / "x").exists()  # nothing written for a call that cannot run
+    assert main(["run", "--out", str(tmp_path / "y"), "--epochs", "0"]) == 2
+    assert "error: --epochs 0: must be ≥ 1" in capsys.readouterr().err

@@ -31,6 +31,7 @@ def add_settings(parser: argparse.ArgumentParser, cls, command: str) -> list[str
             kw["action"] = argparse.BooleanOptionalAction
         else:
             kw["type"] = m.get("type") or str
+            kw["metavar"] = {int: "N", float: "X"}.get(kw["type"], "VALUE")
             if m.get("choices"):
                 kw["choices"] = m["choices"]
             if m.get("nargs"):

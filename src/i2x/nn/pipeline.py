@@ -55,8 +55,9 @@ def run(
     if isinstance(model, str):  # run(model="resnet50") names a built-in model
         overrides, model = {**overrides, "model": model}, None
     out = Path(out)
+    resumed = store.read_manifest(out) if resume and (out / store.MANIFEST).exists() else None
+    cfg = _run_config(config, preset, overrides, resumed, out)  # bad settings fail before anything is written
     old = prepare_dir(out, resume, overwrite)
-    cfg = _run_config(config, preset, overrides, old, out)
     device = resolve_device(cfg.device)
     torch.set_grad_enabled(True)
     splits = _splits(cfg, splits, train, test)
