@@ -6,22 +6,9 @@ import numpy as np
 import pytest
 
 # scikit-learn's 8x8 digits, 2 epochs: a complete real run in a few seconds on 2 CPU cores
-TINY_RUN_ARGS = [
-    "--dataset",
-    "digits",
-    "--epochs",
-    "2",
-    "--every",
-    "5",
-    "--prototypes",
-    "6",
-    "--min-cluster-size",
-    "5",
-    "--device",
-    "cpu",
-    "--quiet",
-    "--no-report",
-]
+TINY_RUN_ARGS = (
+    "--dataset digits --epochs 2 --every 5 --prototypes 6 --min-cluster-size 5 --device cpu --quiet --no-report".split()
+)
 
 
 @pytest.fixture(scope="session")

@@ -13,22 +13,8 @@ import i2x
 from i2x.cli import main
 from i2x.errors import DivergedError, I2XError
 
-TINY = [
-    "--dataset",
-    "digits",
-    "--epochs",
-    "1",
-    "--every",
-    "10",
-    "--prototypes",
-    "4",
-    "--min-cluster-size",
-    "5",
-    "--device",
-    "cpu",
-    "--quiet",
-    "--no-report",
-]
+TINY = "--dataset digits --epochs 1 --every 10 --prototypes 4 --min-cluster-size 5 --device cpu --quiet --no-report"
+TINY = TINY.split()
 
 
 def _err(capsys, argv) -> str:

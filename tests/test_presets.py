@@ -35,18 +35,11 @@ def write_fake_mnist(root, n_train=20, n_test=10, seed=0):
     return root
 
 
-TINY_FLAGS = [
-    "--prototypes",
-    "4",
-    "--min-cluster-size",
-    "2",
-    "--explain-fraction",
-    "0.2",
-    "--device",
-    "cpu",
-    "--quiet",
-    "--no-report",
-]
+TINY_FLAGS = "--prototypes 4 --min-cluster-size 2 --explain-fraction 0.2 --device cpu --quiet --no-report".split()
+
+
+def _run_preset(name, data_dir, out, flags: str) -> int:
+    return main(["run", "--preset", name, "--data-dir", str(data_dir), "--out", str(out), *flags.split(), *TINY_FLAGS])
 
 
 def _manifest(out):
@@ -79,24 +72,7 @@ def test_cli_flag_conflicts(tmp_path, capsys):
 def test_preset_mnist_resnet50(tmp_path):
     data = write_fake_mnist(tmp_path / "data")
     out = tmp_path / "run"
-    rc = main(
-        [
-            "run",
-            "--preset",
-            "paper-mnist-resnet50",
-            "--data-dir",
-            str(data),
-            "--out",
-            str(out),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "10",
-            "--every",
-            "1",
-            *TINY_FLAGS,
-        ]
-    )
+    rc = _run_preset("paper-mnist-resnet50", str(data), out, "--epochs 1 --batch-size 10 --every 1")
     assert rc == 0
     m = _manifest(out)
     assert (
@@ -110,22 +86,7 @@ def test_preset_mnist_resnet50(tmp_path):
 def test_preset_cifar10_resnet50_once_per_epoch(tmp_path):
     write_fake_cifar(tmp_path / "data", n_train=20, n_test=10)
     out = tmp_path / "run"
-    rc = main(
-        [
-            "run",
-            "--preset",
-            "paper-cifar10-resnet50",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--out",
-            str(out),
-            "--epochs",
-            "2",
-            "--batch-size",
-            "10",
-            *TINY_FLAGS,
-        ]
-    )
+    rc = _run_preset("paper-cifar10-resnet50", str(tmp_path / "data"), out, "--epochs 2 --batch-size 10")
     assert rc == 0
     m = _manifest(out)
     assert m["config"]["every_epoch"] and m["config"]["model"] == "resnet50"
@@ -137,22 +98,7 @@ def test_preset_cifar10_resnet50_once_per_epoch(tmp_path):
 def test_preset_mnist_inceptionv3(tmp_path):
     data = write_fake_mnist(tmp_path / "data")
     out = tmp_path / "run"
-    rc = main(
-        [
-            "run",
-            "--preset",
-            "paper-mnist-inceptionv3",
-            "--data-dir",
-            str(data),
-            "--out",
-            str(out),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "10",
-            *TINY_FLAGS,
-        ]
-    )
+    rc = _run_preset("paper-mnist-inceptionv3", str(data), out, "--epochs 1 --batch-size 10")
     assert rc == 0
     m = _manifest(out)
     assert m["config"]["model"] == "inceptionv3" and m["config"]["every"] == 40

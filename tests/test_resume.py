@@ -13,25 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_RUN_ARGS
 
-ARGS = [
-    "--dataset",
-    "digits",
-    "--epochs",
-    "2",
-    "--every",
-    "5",
-    "--prototypes",
-    "6",
-    "--min-cluster-size",
-    "5",
-    "--device",
-    "cpu",
-    "--quiet",
-    "--no-report",
-    "--seed",
-    "3",
-]
+ARGS = [*TINY_RUN_ARGS, "--seed", "3"]  # tests/conftest.py
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
