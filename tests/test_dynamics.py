@@ -47,14 +47,34 @@ def test_hdbscan_finds_planted_clusters_and_noise(rng):
 
 
 def test_steps_without_clusters_are_flagged_with_zero_w(rng):
-    # 4 samples < min_cluster_size: every step is all noise
+    # 4 samples < min_cluster_size: every step is all noise (the paper's rule, fallback off)
     conf = rng.random((3, 4, 2))
     inten = rng.random((3, 4, 5))
-    d = dynamics(conf, inten, min_cluster_size=10)
+    d = dynamics(conf, inten, labels=np.array([0, 1, 0, 1]), min_cluster_size=10, fallback=False)
     assert d.flagged.tolist() == [True, True]
     assert d.n_clusters.tolist() == [0, 0]
     assert not d.W.any() and d.W.shape == (2, 5, 2)
     assert (d.labels == -1).all()
+    assert d.coverage() == 0.0
+
+
+def test_steps_without_clusters_fall_back_instead_of_going_silent(rng):
+    conf = rng.random((3, 4, 2))
+    inten = rng.random((3, 4, 5))
+    d = dynamics(conf, inten, labels=np.array([0, 1, 0, 1]), min_cluster_size=10)
+    assert not d.flagged.any() and (d.n_clusters >= 1).all()
+    assert set(d.fallback.tolist()) <= {1, 2} and d.W.any(axis=(1, 2)).all()
+    assert d.coverage() == 1.0
+
+
+def test_relative_lambda_makes_w_scale_free(rng):
+    conf = rng.random((2, 30, 3))
+    inten = rng.random((2, 30, 4))
+    a = dynamics(conf, inten, min_cluster_size=5, lam=0.5)
+    b = dynamics(conf, 10 * inten, min_cluster_size=5, lam=0.5)
+    np.testing.assert_allclose(10 * b.W, a.W, rtol=1e-9, atol=1e-12)  # W follows ΔP / ΔI, not ΔIᵀΔP
+    c = dynamics(conf, 10 * inten, min_cluster_size=5, lam=0.5, lam_scale="absolute")
+    assert not np.allclose(10 * c.W, a.W)
 
 
 def test_dynamics_recovers_a_linear_effect(rng):

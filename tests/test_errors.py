@@ -145,7 +145,7 @@ def test_class_absent_from_explanation_set(capsys, cli_run, tmp_path):
 
 
 def test_only_noise_steps_are_flagged_and_analysis_continues(capsys, tmp_path):
-    argv = ["run", "--out", str(tmp_path / "r"), *TINY]
+    argv = ["run", "--out", str(tmp_path / "r"), *TINY, "--no-cluster-fallback"]  # the spec's rule: W_t = 0
     argv[argv.index("--min-cluster-size") + 1] = "100000"
     assert main(argv) == 0
     out = capsys.readouterr().out
@@ -154,6 +154,17 @@ def test_only_noise_steps_are_flagged_and_analysis_continues(capsys, tmp_path):
         assert d["flagged"].all() and not d["W"].any()
     assert ex["flagged_steps"] == list(range(len(ex["checkpoints"]) - 1))
     assert "flagged" in out
+
+
+def test_steps_without_clusters_fall_back_by_default(capsys, tmp_path):
+    argv = ["run", "--out", str(tmp_path / "r"), *TINY]
+    argv[argv.index("--min-cluster-size") + 1] = "100000"
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    with np.load(tmp_path / "r" / "arrays" / "dynamics.npz") as d:
+        assert not d["flagged"].any() and d["W"].any(axis=(1, 2)).all() and (d["fallback"] > 0).all()
+    assert "fallback" in out and "cover 100.0 %" in out
+    assert json.loads((tmp_path / "r" / "manifest.json").read_text())["metrics"]["explained_coverage"] == 1.0
 
 
 def test_saliency_rejects_bad_targets():

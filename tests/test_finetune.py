@@ -71,8 +71,8 @@ def test_pair_counts_and_paired_comparison():
 class _FakeRun:
     classes = ["0", "1", "2"]
 
-    def explanations(self):
-        return {"pairs": [{"a": 1, "b": 2, "uncertain": [], "reliable": []}], "config": {}}
+    def pair_explanation(self, a, b):
+        return {"a": a, "b": b, "uncertain": [], "reliable": []}
 
 
 def test_pair_without_uncertain_prototype_names_prototype():

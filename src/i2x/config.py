@@ -153,6 +153,13 @@ class ExplainConfig:
         check=fraction,
         commands=ANALYZE,
     )
+    alpha: float = setting(
+        0.05,
+        "family-wise level of a listed prototype (uncertain, reliable, key)",
+        why="a prototype is listed only when the permutation test rejects H0 at 5 %",
+        check=open_fraction(),
+        commands=ANALYZE,
+    )
     top: int = setting(
         5,
         "prototypes listed per pair and per key step",
@@ -298,7 +305,55 @@ class RunConfig:
         commands=ANALYZE,
     )
     ridge_lambda: float = setting(
-        1.0, "Eq. 8 ridge λ", why="the paper does not give it", check=positive, commands=ANALYZE
+        10.0,
+        "Eq. 8 ridge λ (relative: a multiple of the step's mean per-sample eigenvalue mean_i ‖ΔI_i‖²/K)",
+        why="the paper does not give λ; relative to the step's data W_t follows ΔP/ΔI at every step (an "
+        "absolute λ = 1 made late steps vanish); 10: the permutation test's power on planted signals stops "
+        "growing there (1: 8-48 %, 10: 15-97 % of planted steps found; docs/METHOD.md)",
+        check=positive,
+        commands=ANALYZE,
+    )
+    ridge_scale: str = setting(
+        "relative",
+        "relative (λ × mean eigenvalue of ΔIᵀΔI) or absolute (λ as given)",
+        why="scale-free by default; absolute reproduces runs of i2x before issue 11",
+        choices=("relative", "absolute"),
+        commands=ANALYZE,
+    )
+    cluster_fallback: bool = setting(
+        True,
+        "a step where HDBSCAN finds no cluster is clustered again (smaller clusters, then one cluster)",
+        why="otherwise W_t = 0 and the explanation is silent exactly where confidence moved",
+        commands=ANALYZE,
+    )
+    permutations: int = setting(
+        999,
+        "permutations per step for the p-values of W and of pair contributions (0: no p-values)",
+        why="999 resolves p = 0.001; with Bonferroni over ~16 steps a sign needs p < 0.003",
+        check=at_least(0),
+        commands=ANALYZE,
+    )
+    intensity_reduce: str = setting(
+        "sum",
+        "Eq. 4: sum or mean of the saliency over a prototype's cells in a sample",
+        why="Eq. 4 was lost in extraction; see docs/METHOD.md for the measured comparison",
+        choices=("sum", "mean"),
+        commands=ANALYZE,
+    )
+    contain_quantile: float = setting(
+        0.75,
+        "a sample contains a prototype where one of its cells is in the top (1 - q) of the sample's "
+        "final saliency map (0: any cell, the paper's literal reading)",
+        why="with any cell a digit 'contains' 12 of 32 prototypes, background included",
+        check=fraction,
+        commands=ANALYZE,
+    )
+    background_saliency: float = setting(
+        0.5,
+        "background = a prototype whose cells carry less than this share of the mean saliency per cell",
+        why="the model does not look there; such prototypes were 'shared' by every class",
+        check=fraction,
+        commands=ANALYZE,
     )
     # stage 7
     explain: ExplainConfig = setting(

@@ -13,14 +13,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from . import store
 from .analysis.dynamics import Dynamics, dynamics
-from .analysis.explain import confused_pairs, explain
-from .analysis.intensity import containment, intensity
+from .analysis.explain import confused_pairs, explain, pair_explanation
+from .analysis.intensity import background_prototypes, containment, intensity, saliency_density
 from .analysis.prototypes import Prototypes, prototypes
 from .config import RunConfig
 from .errors import I2XError, RunDirError
@@ -86,16 +87,28 @@ def _prototypes(ctx: Context) -> list[str]:
 
 
 def _intensity(ctx: Context) -> list[str]:
-    """Stage 3 (Eq. 4): prototype intensity at every checkpoint, and containment."""
-    protos = Prototypes.from_arrays(ctx.arrays("prototypes"))
-    inten = intensity(ctx.records()["saliency"], protos.assignments, protos.k)  # (T+1, N, K)
-    cont = containment(protos.assignments, protos.k)  # (N, K)
-    store.save_npz(ctx.out / "arrays" / "intensity.npz", intensity=inten.astype(np.float32), contain=cont)
+    """Stage 3 (Eq. 4): prototype intensity at every checkpoint; which prototypes each sample
+    contains (where they carry its final saliency); which prototypes are background."""
+    c, protos = ctx.cfg, Prototypes.from_arrays(ctx.arrays("prototypes"))
+    sal = ctx.records()["saliency"]  # (T+1, N, H', W')
+    inten = intensity(sal, protos.assignments, protos.k, c.intensity_reduce)  # (T+1, N, K)
+    q = c.contain_quantile or None
+    cont = containment(protos.assignments, protos.k, sal[-1] if q else None, q)  # (N, K)
+    density = saliency_density(protos.assignments, sal[-1], protos.k)  # (K,)
+    bg = background_prototypes(density, c.background_saliency)
+    store.save_npz(
+        ctx.out / "arrays" / "intensity.npz",
+        intensity=inten.astype(np.float32),
+        contain=cont,
+        density=density,
+        background=bg,
+    )
     return ["arrays/intensity.npz"]
 
 
 def _dynamics(ctx: Context) -> list[str]:
-    """Stages 4-6 (Eq. 5-8): HDBSCAN on confidence changes, aggregation, ridge per step."""
+    """Stages 4-6 (Eq. 5-8): HDBSCAN on confidence changes, aggregation, ridge per step, and the
+    permutation p-values of W and of the pair contributions."""
     c = ctx.cfg
     dyn = dynamics(
         ctx.records()["confidences"],
@@ -104,24 +117,33 @@ def _dynamics(ctx: Context) -> list[str]:
         c.min_cluster_size,
         c.tau,
         c.ridge_lambda,
+        lam_scale=c.ridge_scale,
+        fallback=c.cluster_fallback,
+        permutations=c.permutations,
+        seed=c.seed,
     )
     store.save_npz(ctx.out / "arrays" / "dynamics.npz", **dyn.to_arrays())
+    ctx.manifest.setdefault("metrics", {})["explained_coverage"] = round(dyn.coverage(), 4)
     return ["arrays/dynamics.npz"]
 
 
 def _explain(ctx: Context) -> list[str]:
     """Stage 7 (§2.6): structured explanations per class and per confused pair."""
-    dyn = Dynamics.from_arrays(ctx.arrays("dynamics"))
+    dyn, ia = Dynamics.from_arrays(ctx.arrays("dynamics")), ctx.arrays("intensity")
     cm = ctx.arrays("evaluate")["confusion"]
     ex = explain(
         dyn.W,
-        ctx.arrays("intensity")["contain"],
+        ia["contain"],
         ctx.labels,
         dyn.class_delta,
         confusion=cm,
         flagged=dyn.flagged,
         classes=ctx.classes,
         cfg=ctx.cfg.explain,
+        p_W=dyn.p_W,
+        p_pair=dyn.p_pair,
+        background=ia.get("background"),
+        permutations=dyn.permutations,
     )
     ex["checkpoints"] = ctx.manifest["checkpoints"]
     store.save_json(ctx.out / "explanations.json", ex)
@@ -133,42 +155,70 @@ class Stage:
     name: str
     run: Callable[[Context], list[str]]  # does the work, returns the files it wrote (relative to the run)
     files: tuple[str, ...]  # what it writes (the record stage of analyze() writes none)
+    settings: tuple[str, ...] = ()  # the RunConfig fields it reads: changing one redoes it and what follows
 
 
 # The stages of a run, in order: the one list that `run`, `analyze` and `Run.check_complete` use.
 STAGES: tuple[Stage, ...] = (
     Stage("record", _record, ("weights/final.pt",)),
     Stage("evaluate", _evaluate, ("arrays/evaluate.npz",)),
-    Stage("prototypes", _prototypes, ("arrays/prototypes.npz",)),
-    Stage("intensity", _intensity, ("arrays/intensity.npz",)),
-    Stage("dynamics", _dynamics, ("arrays/dynamics.npz",)),
-    Stage("explain", _explain, ("explanations.json",)),
+    Stage(
+        "prototypes",
+        _prototypes,
+        ("arrays/prototypes.npz",),
+        ("prototypes", "pca_variance", "pca_max_components", "seed", "layer"),
+    ),
+    Stage(
+        "intensity",
+        _intensity,
+        ("arrays/intensity.npz",),
+        ("intensity_reduce", "contain_quantile", "background_saliency"),
+    ),
+    Stage(
+        "dynamics",
+        _dynamics,
+        ("arrays/dynamics.npz",),
+        ("min_cluster_size", "tau", "ridge_lambda", "ridge_scale", "cluster_fallback", "permutations", "seed"),
+    ),
+    Stage("explain", _explain, ("explanations.json",), ("explain",)),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
 
-def stage_done(run_dir: str | Path, manifest: dict, name: str) -> bool:
-    """A stage is done when the manifest lists it complete and every file it wrote reads back;
-    a missing, truncated or corrupt file means the stage is redone."""
+def _settings(stage: Stage, cfg: RunConfig) -> dict:
+    d = cfg.to_dict()
+    return {k: d[k] for k in stage.settings}
+
+
+def stage_done(run_dir: str | Path, manifest: dict, name: str, cfg: RunConfig | None = None) -> bool:
+    """A stage is done when the manifest lists it complete, every file it wrote reads back and
+    (given ``cfg``) it was made with the settings it reads; else it is redone."""
     s = manifest.get("stages", {}).get(name)
-    return bool(s and s.get("complete") and all(store.readable(Path(run_dir) / f) for f in s.get("files", [])))
+    if not (s and s.get("complete") and all(store.readable(Path(run_dir) / f) for f in s.get("files", []))):
+        return False
+    stage = next(st for st in STAGES if st.name == name)
+    return cfg is None or "settings" not in s or s["settings"] == _settings(stage, cfg)
 
 
 def run_stages(ctx: Context, progress: bool = False) -> None:
-    """Run every stage of :data:`STAGES` that is not done, timing each; the manifest is
-    rewritten after each stage, listing it complete with the files it wrote."""
+    """Run every stage of :data:`STAGES` that is not done — and, once one ran, every later one —
+    timing each; the manifest is rewritten after each stage, listing it complete with the files
+    it wrote and the settings it read."""
     from tqdm.auto import tqdm
 
     timings = ctx.manifest.setdefault("timings", {})
     bar = tqdm(STAGES, desc="i2x", disable=not progress, leave=False)
+    redo = False
     for stage in bar:
-        if not stage_done(ctx.out, ctx.manifest, stage.name):
+        if redo or not stage_done(ctx.out, ctx.manifest, stage.name, ctx.cfg):
             bar.set_postfix(stage=stage.name)
             t0 = time.perf_counter()
             files = stage.run(ctx)
             timings[stage.name] = round(time.perf_counter() - t0, 3)
-            ctx.manifest.setdefault("stages", {})[stage.name] = {"complete": True, "files": list(files)}
+            entry = {"complete": True, "files": list(files), "settings": _settings(stage, ctx.cfg)}
+            ctx.manifest.setdefault("stages", {})[stage.name] = entry
             store.write_manifest(ctx.out, ctx.manifest)
+            redo = True  # a stage redone: every later one read its output
         if stage.name == "record":
             ctx.manifest["checkpoints"] = store.checkpoint_iterations(ctx.out)
     bar.close()
@@ -263,3 +313,15 @@ class Run:
 
     def explanations(self) -> dict:
         return store.load_json(self.path / "explanations.json")
+
+    def pair_explanation(self, a: int, b: int) -> dict:
+        """The uncertain and reliable prototypes of any pair (a, b), by the run's own rule and
+        p-values (explanations.json holds the confused pairs only)."""
+        dyn, ia, labels = self._evidence
+        return pair_explanation(
+            dyn.W, ia["contain"], labels, a, b, self.config.explain, p_pair=dyn.p_pair, background=ia.get("background")
+        )
+
+    @cached_property
+    def _evidence(self) -> tuple[Dynamics, dict, np.ndarray]:
+        return self.dynamics(), self.arrays("intensity"), self.explain_set()["labels"]

@@ -29,7 +29,7 @@ import numpy as np
 
 from .errors import RunDirError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: p-values, background, selective containment (issue 11)
 MANIFEST = "manifest.json"
 
 

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.cluster import HDBSCAN
-from sklearn.linear_model import Ridge
 
 from ..errors import DivergedError, I2XError
 
@@ -55,37 +54,156 @@ def aggregate_clusters(
 
 
 def ridge(delta_i: np.ndarray, delta_p: np.ndarray, lam: float = 1.0) -> np.ndarray:
-    """Eq. 8: W = (ΔIᵀΔI + λ·Id)⁻¹ ΔIᵀ ΔP, shape (K, C); no intercept."""
+    """Eq. 8: W = (ΔIᵀΔI + λ·Id)⁻¹ ΔIᵀ ΔP, shape (K, C); no intercept; λ absolute."""
     di = np.asarray(delta_i, dtype=np.float64)
     dp = np.asarray(delta_p, dtype=np.float64)
     if lam <= 0:
         raise I2XError(f"ridge lambda={lam} must be > 0")
-    if di.shape[0] == 0:
-        return np.zeros((di.shape[1], dp.shape[1]))
-    coef = Ridge(alpha=lam, fit_intercept=False, solver="cholesky").fit(di, dp).coef_
-    return coef.reshape(dp.shape[1], di.shape[1]).T.copy()  # sklearn drops the target axis when C == 1
+    return ridge_batch(di[None], dp, np.array([float(lam)]))[0]
+
+
+def ridge_batch(I: np.ndarray, P: np.ndarray, lam: np.ndarray) -> np.ndarray:
+    """Eq. 8 for a batch: I (B, M, K), P (M, C), lam (B,) -> W (B, K, C).
+
+    Solves the smaller of the two equivalent systems: (IᵀI + λ·Id_K) W = IᵀP when M > K, else
+    W = Iᵀ (IIᵀ + λ·Id_M)⁻¹ P (the same W, by the push-through identity). Rows of zeros give W = 0.
+    """
+    B, M, K = I.shape
+    if M == 0:
+        return np.zeros((B, K, P.shape[1]))
+    It = I.transpose(0, 2, 1)  # (B, K, M)
+    if M > K:
+        G = It @ I + lam[:, None, None] * np.eye(K)
+        return np.linalg.solve(G, It @ P)
+    G = I @ It + lam[:, None, None] * np.eye(M)
+    return It @ np.linalg.solve(G, np.broadcast_to(P, (B, M, P.shape[1])))
+
+
+def ridge_penalty(delta_i: np.ndarray, lam: float, scale: str = "relative") -> float:
+    """The ridge λ of one step: ``absolute`` = ``lam``; ``relative`` = ``lam`` × the mean
+    per-sample energy of the step's intensity changes, mean_i ‖ΔI_i‖² / K (the mean eigenvalue of
+    the per-sample ΔIᵀΔI / N). W then does not change with the scale of the intensities, and λ
+    does not change when the samples are permuted (what the permutation test needs). An all-zero
+    ΔI gets λ = 1 (its W is 0 whatever λ)."""
+    if scale == "absolute":
+        return float(lam)
+    energy = (
+        float((np.asarray(delta_i, dtype=np.float64) ** 2).sum(1).mean() / delta_i.shape[1]) if len(delta_i) else 0.0
+    )
+    return lam * energy if energy > 0 else 1.0
+
+
+def clusters_with_fallback(delta_p: np.ndarray, min_cluster_size: int = 10) -> tuple[np.ndarray, int]:
+    """HDBSCAN labels of Δp and how they were found: 0 = at ``min_cluster_size``; 1 = at a smaller
+    size (halved down to 2, ``min_samples=1``); 2 = no cluster at any size: one cluster of all
+    samples. A step is never left without clusters while it has ≥ 1 sample."""
+    labels = confidence_clusters(delta_p, min_cluster_size)
+    if (labels >= 0).any() or len(labels) == 0:
+        return labels, 0
+    m = min_cluster_size
+    while m > 2:
+        m = max(2, m // 2)
+        labels = confidence_clusters(delta_p, m, min_samples=1)
+        if (labels >= 0).any():
+            return labels, 1
+    return np.zeros(len(labels), dtype=np.int64), 2
+
+
+class _Step:
+    """One step's clusters as sorted runs, so that cluster means of any row permutation of ΔI
+    are one gather and one ``np.add.reduceat``."""
+
+    def __init__(self, labels: np.ndarray):
+        keep = np.flatnonzero(labels >= 0)
+        self.order = keep[np.argsort(labels[keep], kind="stable")]  # clustered samples, by cluster
+        self.ids, self.sizes = np.unique(labels[keep], return_counts=True)
+        self.starts = np.r_[0, np.cumsum(self.sizes)[:-1]].astype(np.int64)
+
+    def means(self, x: np.ndarray, perm: np.ndarray | None = None) -> np.ndarray:
+        """Cluster means (B, M, D) of x (N, D) with rows permuted by perm (B, N) (identity: B = 1)."""
+        rows = self.order[None] if perm is None else perm[:, self.order]
+        if not len(self.ids):
+            return np.zeros((len(rows), 0, x.shape[1]))
+        return np.add.reduceat(x[rows], self.starts, axis=1) / self.sizes[None, :, None]
+
+
+def _threshold(I: np.ndarray, tau: float) -> np.ndarray:
+    """Eq. 7's τ, relative to each cluster's largest |ΔI_m[k]|."""
+    return np.where(np.abs(I) < tau * np.abs(I).max(axis=2, keepdims=True), 0.0, I)
+
+
+def _fit(step: _Step, dp, di, tau, lam: float, perm=None) -> np.ndarray:
+    P = step.means(dp)[0]  # (M, C): the confidence side never moves
+    I = _threshold(step.means(di, perm), tau)  # (B, M, K)
+    return ridge_batch(I, P, np.full(len(I), lam))
+
+
+def permutation_pvalues(step: _Step, dp, di, W, tau, lam: float, n_perm: int, rng) -> tuple[np.ndarray, ...]:
+    """Two-sided permutation p-values of W (K, C) and of every pair contribution
+    d[k, a, b] = W[k, a] − W[k, b] (K, C, C) under H0: the intensity changes ΔI are independent of
+    the confidence changes (rows of ΔI permuted over the samples; HDBSCAN labels, a function of Δp
+    alone, stay). p = (1 + #{|null| ≥ |observed|}) / (1 + n_perm)."""
+    n, (K, C) = len(di), W.shape
+    d = W[:, :, None] - W[:, None, :]
+    cw, cd = np.zeros((K, C)), np.zeros((K, C, C))
+    chunk = int(max(1, min(128, 2e7 // (K * C * C))))
+    for start in range(0, n_perm, chunk):
+        b = min(chunk, n_perm - start)
+        perm = rng.permuted(np.broadcast_to(np.arange(n), (b, n)), axis=1)
+        Wb = _fit(step, dp, di, tau, lam, perm)  # (b, K, C)
+        cw += (np.abs(Wb) >= np.abs(W) * (1 - 1e-9)).sum(0)
+        db = Wb[:, :, :, None] - Wb[:, :, None, :]
+        cd += (np.abs(db) >= np.abs(d) * (1 - 1e-9)).sum(0)
+    return (1 + cw) / (1 + n_perm), (1 + cd) / (1 + n_perm)
 
 
 @dataclass(frozen=True)
 class Dynamics:
     W: np.ndarray  # (T, K, C) ridge coefficients per step t -> t+1
     labels: np.ndarray  # (T, N) HDBSCAN labels per step
-    n_clusters: np.ndarray  # (T,) clusters found per step
-    flagged: np.ndarray  # (T,) True where no cluster was found (W_t = 0)
+    n_clusters: np.ndarray  # (T,) clusters per step
+    flagged: np.ndarray  # (T,) True where no cluster could be formed (W_t = 0)
     class_delta: np.ndarray  # (T, C) mean change of class c's confidence over class-c samples (NaN if absent)
+    fallback: np.ndarray | None = None  # (T,) 0 HDBSCAN as set, 1 smaller min_cluster_size, 2 one cluster of all
+    lam: np.ndarray | None = None  # (T,) the ridge λ used at each step
+    p_W: np.ndarray | None = None  # (T, K, C) permutation p-value of W_t[k, c]
+    p_pair: np.ndarray | None = None  # (T, K, C, C) permutation p-value of d_t[k] = W_t[k, a] − W_t[k, b]
+    permutations: int = 0
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {
+        out = {
             "W": self.W,
             "labels": self.labels,
             "n_clusters": self.n_clusters,
             "flagged": self.flagged,
             "class_delta": self.class_delta,
+            "permutations": np.int64(self.permutations),
         }
+        for name in ("fallback", "lam", "p_W", "p_pair"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return out
 
     @classmethod
     def from_arrays(cls, a: dict[str, np.ndarray]) -> Dynamics:
-        return cls(a["W"], a["labels"], a["n_clusters"], a["flagged"], a["class_delta"])
+        return cls(
+            a["W"],
+            a["labels"],
+            a["n_clusters"],
+            a["flagged"],
+            a["class_delta"],
+            a.get("fallback"),
+            a.get("lam"),
+            a.get("p_W"),
+            a.get("p_pair"),
+            int(a.get("permutations", 0)),
+        )
+
+    def coverage(self) -> float:
+        """Share of the total |class-confidence change| (summed over steps and classes) that
+        falls in steps with a fitted W_t (not flagged)."""
+        cd = np.nan_to_num(np.abs(self.class_delta))
+        return float(cd[~self.flagged].sum() / cd.sum()) if cd.sum() > 0 else 1.0
 
 
 def dynamics(
@@ -94,11 +212,44 @@ def dynamics(
     labels: np.ndarray | None = None,
     min_cluster_size: int = 10,
     tau: float = 0.05,
-    lam: float = 1.0,
+    lam: float = 10.0,
+    *,
+    lam_scale: str = "relative",
+    fallback: bool = True,
+    permutations: int = 0,
+    seed: int = 0,
     progress=None,
 ) -> Dynamics:
-    """Stages 4-6 over every step. confidences (T+1, N, C), intensities (T+1, N, K);
-    ``labels`` (N,) true classes, only used for ``class_delta``."""
+    """Stages 4-6 over every step. confidences (T+1, N, C), intensities (T+1, N, K); ``labels``
+    (N,) true classes, only used for ``class_delta``. ``lam_scale``: ``relative``
+    (:func:`ridge_penalty`) or ``absolute``. ``fallback``: a step where HDBSCAN finds no cluster
+    is clustered again (:func:`clusters_with_fallback`) instead of W_t = 0. ``permutations`` > 0
+    adds permutation p-values (:func:`permutation_pvalues`), seeded by (``seed``, step)."""
+    p, inten = _check_inputs(confidences, intensities)
+    T, n, c = p.shape[0] - 1, p.shape[1], p.shape[2]
+    T, k = max(T, 0), inten.shape[2]
+    W, labs = np.zeros((T, k, c)), np.full((T, n), -1, dtype=np.int64)
+    ncl, fb, lams = np.zeros(T, dtype=np.int64), np.zeros(T, dtype=np.int8), np.zeros(T)
+    p_W = np.ones((T, k, c), dtype=np.float32) if permutations else None
+    p_pair = np.ones((T, k, c, c), dtype=np.float32) if permutations else None
+    for t in range(T) if progress is None else progress(range(T)):
+        dp, di = p[t + 1] - p[t], inten[t + 1] - inten[t]  # (N, C), (N, K)
+        if fallback:
+            labs[t], fb[t] = clusters_with_fallback(dp, min_cluster_size)
+        else:
+            labs[t] = confidence_clusters(dp, min_cluster_size)
+        step = _Step(labs[t])
+        ncl[t], lams[t] = len(step.ids), ridge_penalty(di, lam, lam_scale)
+        W[t] = _fit(step, dp, di, tau, lams[t])[0]
+        if permutations and ncl[t]:
+            rng = np.random.default_rng([seed, t])
+            p_W[t], p_pair[t] = permutation_pvalues(step, dp, di, W[t], tau, lams[t], permutations, rng)
+    return Dynamics(
+        W, labs, ncl, ncl == 0, _class_delta(p, labels), fb if fallback else None, lams, p_W, p_pair, permutations
+    )
+
+
+def _check_inputs(confidences, intensities) -> tuple[np.ndarray, np.ndarray]:
     p = np.asarray(confidences, dtype=np.float64)
     inten = np.asarray(intensities, dtype=np.float64)
     if p.ndim != 3 or inten.ndim != 3 or p.shape[:2] != inten.shape[:2]:
@@ -106,24 +257,16 @@ def dynamics(
     if not np.all(np.isfinite(p)) or not np.all(np.isfinite(inten)):
         bad = "confidences" if not np.all(np.isfinite(p)) else "saliency/intensities"
         raise DivergedError(f"{bad} contain NaN or inf: the model diverged; lower the learning rate")
-    T, n, c = p.shape[0] - 1, p.shape[1], p.shape[2]
-    k = inten.shape[2]
-    W = np.zeros((max(T, 0), k, c))
-    labs = np.full((max(T, 0), n), -1, dtype=np.int64)
-    ncl = np.zeros(max(T, 0), dtype=np.int64)
-    steps = range(T) if progress is None else progress(range(T))
-    for t in steps:
-        dp = p[t + 1] - p[t]  # (N, C)
-        di = inten[t + 1] - inten[t]  # (N, K)
-        labs[t] = confidence_clusters(dp, min_cluster_size)
-        P, I, ids = aggregate_clusters(dp, di, labs[t], tau)
-        ncl[t] = len(ids)
-        W[t] = ridge(I, P, lam)
-    cd = np.full((max(T, 0), c), np.nan)
+    return p, inten
+
+
+def _class_delta(p: np.ndarray, labels) -> np.ndarray:
+    """(T, C) mean change of class c's confidence over the class-c samples (NaN without labels/samples)."""
+    cd = np.full((max(p.shape[0] - 1, 0), p.shape[2]), np.nan)
     if labels is not None:
         y = np.asarray(labels)
-        for cls in range(c):
+        for cls in range(p.shape[2]):
             m = y == cls
             if m.any():
                 cd[:, cls] = (p[1:, m, cls] - p[:-1, m, cls]).mean(1)
-    return Dynamics(W, labs, ncl, ncl == 0, cd)
+    return cd

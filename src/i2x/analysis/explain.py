@@ -15,13 +15,16 @@ from ..config import ExplainConfig
 from ..errors import I2XError
 
 
-def shared_prototypes(contain: np.ndarray, labels: np.ndarray, cls: int, rho: float = 1.0) -> list[int]:
-    """Prototypes contained in ≥ rho of the samples of class ``cls`` (rho=1: every sample)."""
+def shared_prototypes(
+    contain: np.ndarray, labels: np.ndarray, cls: int, rho: float = 1.0, background: np.ndarray | None = None
+) -> list[int]:
+    """Prototypes contained in ≥ rho of the samples of class ``cls`` (rho=1: every sample);
+    ``background`` (K,) bool prototypes are never shared."""
     m = np.asarray(labels) == cls
     if not m.any():
         raise I2XError(f"class {cls} has no sample in the explanation set: choose a class that occurs in it")
     frac = np.asarray(contain)[m].mean(0)
-    return [int(k) for k in np.flatnonzero(frac >= rho - 1e-12)]
+    return [int(k) for k in np.flatnonzero(frac >= rho - 1e-12) if background is None or not background[k]]
 
 
 def specialized_prototypes(
@@ -32,9 +35,11 @@ def specialized_prototypes(
     groups: int = 3,
     rho_group: float = 0.9,
     random_state: int = 0,
+    background: np.ndarray | None = None,
 ) -> list[dict]:
     """Cluster class ``cls`` samples by their binary containment vectors (Jaccard, average
-    linkage); per sub-group, the prototypes contained in ≥ rho_group of it but not shared."""
+    linkage); per sub-group, the prototypes contained in ≥ rho_group of it but not shared
+    (and not ``background``)."""
     idx = np.flatnonzero(np.asarray(labels) == cls)
     x = np.asarray(contain)[idx].astype(bool)
     g = min(groups, len(idx))
@@ -46,7 +51,11 @@ def specialized_prototypes(
     for j in np.unique(lab):
         members = idx[lab == j]
         frac = x[lab == j].mean(0)
-        protos = [int(k) for k in np.flatnonzero(frac >= rho_group - 1e-12) if k not in set(shared)]
+        protos = [
+            int(k)
+            for k in np.flatnonzero(frac >= rho_group - 1e-12)
+            if k not in set(shared) and (background is None or not background[k])
+        ]
         out.append({"size": int(len(members)), "members": members.tolist(), "prototypes": protos})
     out.sort(key=lambda d: -d["size"])
     return out
@@ -59,36 +68,33 @@ def key_checkpoints(
     candidates: list[int],
     cfg: ExplainConfig,
     flagged: np.ndarray | None = None,
+    p_W: np.ndarray | None = None,
 ) -> list[dict]:
-    """Steps where class ``cls``'s mean confidence changes significantly and the change is
-    carried by one of ``candidates`` (|W_t[k, cls]| large, same sign as the change); at each,
-    the opposing classes c' whose W_t[k, c'] has the opposite sign."""
+    """Steps where class ``cls``'s mean confidence changes by ≥ key_step_fraction of its largest
+    change and the change is carried by one of ``candidates`` (|W_t[k, cls]| ≥ key_weight_fraction
+    of the largest, same sign as the change, and — with ``p_W`` (T, K, C) — permutation p < alpha);
+    at each, the opposing classes c' whose W_t[k, c'] has the opposite sign."""
     d = np.nan_to_num(np.asarray(class_delta)[:, cls])
-    if not np.any(d):
+    if not np.any(d) or not candidates:
         return []
-    thr = cfg.key_step_fraction * np.abs(d).max()
     out = []
-    for t in np.flatnonzero(np.abs(d) >= thr):
+    for t in np.flatnonzero(np.abs(d) >= cfg.key_step_fraction * np.abs(d).max()):
         if flagged is not None and flagged[t]:
             continue
-        w = W[t]  # (K, C)
-        col = w[candidates, cls] if candidates else np.zeros(0)
-        if not col.size or not np.any(col):
+        w, col = W[t], W[t][candidates, cls]  # (K, C), (len(candidates),)
+        if not np.any(col):
             continue
-        wmax = np.abs(col).max()
         protos = []
         for k, wk in sorted(zip(candidates, col, strict=True), key=lambda kv: -abs(kv[1])):
-            if abs(wk) < cfg.key_weight_fraction * wmax or np.sign(wk) != np.sign(d[t]):
+            p = None if p_W is None else float(p_W[t, k, cls])
+            if abs(wk) < cfg.key_weight_fraction * np.abs(col).max() or np.sign(wk) != np.sign(d[t]):
+                continue
+            if p is not None and p >= cfg.alpha:
                 continue
             opp = [c2 for c2 in range(w.shape[1]) if c2 != cls and np.sign(w[k, c2]) == -np.sign(wk) and w[k, c2] != 0]
             opp.sort(key=lambda c2: -abs(w[k, c2]))
-            protos.append(
-                {
-                    "prototype": int(k),
-                    "weight": float(wk),
-                    "against": [{"class": int(c2), "weight": float(w[k, c2])} for c2 in opp[: cfg.top]],
-                }
-            )
+            against = [{"class": int(c2), "weight": float(w[k, c2])} for c2 in opp[: cfg.top]]
+            protos.append({"prototype": int(k), "weight": float(wk), "p_value": p, "against": against})
         if protos:
             out.append({"step": int(t), "delta_confidence": float(d[t]), "prototypes": protos[: cfg.top]})
     return out
@@ -100,7 +106,7 @@ def pair_contribution(W: np.ndarray, a: int, b: int) -> np.ndarray:
 
 
 def sign_flips(d: np.ndarray) -> np.ndarray:
-    """Number of sign changes along axis 0 of (T, K), zeros skipped (flagged steps have W = 0)."""
+    """Number of sign changes along axis 0 of (T, K), zeros skipped (steps without a significant sign)."""
     d = np.asarray(d)
     out = np.zeros(d.shape[1], dtype=np.int64)
     for k in range(d.shape[1]):
@@ -110,51 +116,90 @@ def sign_flips(d: np.ndarray) -> np.ndarray:
     return out
 
 
+def significant_signs(d: np.ndarray, p: np.ndarray | None, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """(signs, adjusted p), both (T, K): the sign of d_t[k] where it is significant, else 0.
+
+    With p-values (T, K), a step counts when its Bonferroni-adjusted p (p × T) is below
+    ``alpha``; without (a bare W), every non-zero sign counts and adjusted p is 0 (uncalibrated)."""
+    if p is None:
+        return np.sign(d), np.where(d != 0, 0.0, 1.0)
+    adj = np.minimum(1.0, np.asarray(p, dtype=np.float64) * d.shape[0])
+    return np.where(adj < alpha, np.sign(d), 0.0), adj
+
+
+def _side_p(sig: np.ndarray, adj: np.ndarray, sign: int) -> np.ndarray:
+    """(K,) smallest adjusted p among the steps significant with ``sign`` (1 where there are none)."""
+    return np.where(sig == sign, adj, 1.0).min(0) if len(sig) else np.ones(sig.shape[1])
+
+
 def pair_explanation(
-    W: np.ndarray, contain: np.ndarray, labels: np.ndarray, a: int, b: int, cfg: ExplainConfig | None = None
+    W: np.ndarray,
+    contain: np.ndarray,
+    labels: np.ndarray,
+    a: int,
+    b: int,
+    cfg: ExplainConfig | None = None,
+    *,
+    p_pair: np.ndarray | None = None,
+    background: np.ndarray | None = None,
 ) -> dict:
-    """Uncertain prototypes (in both classes, d_t[k] changes sign repeatedly; score = flips ×
-    Σ_t |d_t[k]|) and reliable ones (one sign throughout; score = |Σ_t d_t[k]|) for (a, b)."""
+    """Uncertain and reliable prototypes of the pair (a, b) from d_t[k] = W_t[k, a] − W_t[k, b].
+
+    Uncertain: in ≥ min_pair_contain of both classes, significantly favouring a at some step and
+    b at another; p_value = the larger of the two sides' smallest Bonferroni-adjusted p (an
+    intersection-union test). Reliable: significant at ≥ 1 step, one sign at every significant
+    step and no opposite step even at unadjusted p < alpha; p_value = its smallest adjusted p.
+    ``p_pair`` (T, K, C, C): permutation p-values of d (:func:`i2x.analysis.dynamics.permutation_pvalues`);
+    without it every non-zero sign counts (uncalibrated). ``background`` (K,) prototypes never count.
+    """
     cfg = cfg or ExplainConfig()
     labels = np.asarray(labels)
     for c in (a, b):
         if not (labels == c).any():
             raise I2XError(f"class {c} has no sample in the explanation set: choose a pair that occurs in it")
-    fa = contain[labels == a].mean(0)
-    fb = contain[labels == b].mean(0)
-    both = (fa >= cfg.min_pair_contain) & (fb >= cfg.min_pair_contain)
+    fa, fb = contain[labels == a].mean(0), contain[labels == b].mean(0)
+    fg = np.zeros(len(fa), bool) if background is None else np.asarray(background, bool)
     d = pair_contribution(W, a, b)  # (T, K)
-    flips = sign_flips(d)
-    mag = np.abs(d).sum(0)
-    score = flips * mag
-    unc = [k for k in np.argsort(-score, kind="stable") if both[k] and flips[k] >= 2 and score[k] > 0]
-    rel_score = np.abs(d.sum(0))
+    p = None if p_pair is None else np.asarray(p_pair)[:, :, a, b]
+    sig, adj = significant_signs(d, p, cfg.alpha)
+    pos, neg = _side_p(sig, adj, 1), _side_p(sig, adj, -1)
+    flips, mag = sign_flips(sig), (np.abs(d) * (sig != 0)).sum(0)
+    p_unc, p_rel = np.maximum(pos, neg), np.minimum(pos, neg)
+    opposite = (np.sign(d) == -np.sign(np.where(pos < neg, 1, -1))) & ((p if p is not None else adj) < cfg.alpha)
+    both = (fa >= cfg.min_pair_contain) & (fb >= cfg.min_pair_contain) & ~fg
+    either = ((fa >= cfg.min_pair_contain) | (fb >= cfg.min_pair_contain)) & ~fg
+    unc = [k for k in range(len(fa)) if both[k] and p_unc[k] < cfg.alpha]
     rel = [
-        k
-        for k in np.argsort(-rel_score, kind="stable")
-        if flips[k] == 0 and rel_score[k] > 0 and (fa[k] >= cfg.min_pair_contain or fb[k] >= cfg.min_pair_contain)
+        k for k in range(len(fa)) if either[k] and p_rel[k] < cfg.alpha and flips[k] == 0 and not opposite[:, k].any()
     ]
+    unc.sort(key=lambda k: (p_unc[k], -flips[k] * mag[k], k))
+    rel.sort(key=lambda k: (p_rel[k], -abs(d[:, k].sum()), k))
 
-    def row(k, s):
-        nz = np.flatnonzero(d[:, k])
+    def row(k, score, p_value):
+        steps = np.flatnonzero(sig[:, k])
         return {
             "prototype": int(k),
-            "score": float(s),
+            "score": float(score),
+            "p_value": None if p is None else float(p_value),
             "sign_flips": int(flips[k]),
             "total_contribution": float(d[:, k].sum()),
             "contain_a": float(fa[k]),
             "contain_b": float(fb[k]),
-            "favours": (int(a) if d[:, k].sum() > 0 else int(b)),
+            "favours": int(a) if (d[steps, k].sum() if len(steps) else d[:, k].sum()) > 0 else int(b),
+            "significant_steps": [
+                {"step": int(t), "favours": int(a) if sig[t, k] > 0 else int(b), "p_value": float(adj[t, k])}
+                for t in steps
+            ],
             "sign_changes_at": [
-                int(nz[i + 1]) for i in range(len(nz) - 1) if np.sign(d[nz[i], k]) != np.sign(d[nz[i + 1], k])
+                int(steps[i + 1]) for i in range(len(steps) - 1) if sig[steps[i], k] != sig[steps[i + 1], k]
             ],
         }
 
     return {
         "a": int(a),
         "b": int(b),
-        "uncertain": [row(k, score[k]) for k in unc[: cfg.top]],
-        "reliable": [row(k, rel_score[k]) for k in rel[: cfg.top]],
+        "uncertain": [row(k, flips[k] * mag[k], p_unc[k]) for k in unc[: cfg.top]],
+        "reliable": [row(k, abs(d[:, k].sum()), p_rel[k]) for k in rel[: cfg.top]],
     }
 
 
@@ -177,26 +222,34 @@ def explain(
     classes: list[str] | None = None,
     pairs: list[tuple[int, int]] | None = None,
     cfg: ExplainConfig | None = None,
+    *,
+    p_W: np.ndarray | None = None,
+    p_pair: np.ndarray | None = None,
+    background: np.ndarray | None = None,
+    permutations: int = 0,
 ) -> dict:
-    """The whole structured explanation: per class and per (confused) pair, JSON-ready."""
+    """The whole structured explanation: per class and per (confused) pair, JSON-ready.
+
+    ``p_W`` (T, K, C) / ``p_pair`` (T, K, C, C): permutation p-values from
+    :func:`i2x.analysis.dynamics.dynamics`; ``background`` (K,) bool: prototypes that carry no
+    evidence, never listed as shared, specialized, key, uncertain or reliable."""
     cfg = cfg or ExplainConfig()
-    W = np.asarray(W)
-    labels = np.asarray(labels)
+    W, labels = np.asarray(W), np.asarray(labels)
     C = W.shape[2]
     classes = classes or [str(c) for c in range(C)]
     per_class = {}
     for c in range(C):
         if not (labels == c).any():
             continue
-        shared = shared_prototypes(contain, labels, c, cfg.rho)
-        spec = specialized_prototypes(contain, labels, c, shared, cfg.groups, cfg.rho_group)
+        shared = shared_prototypes(contain, labels, c, cfg.rho, background)
+        spec = specialized_prototypes(contain, labels, c, shared, cfg.groups, cfg.rho_group, background=background)
         cand = sorted(set(shared) | {k for g in spec for k in g["prototypes"]})
         per_class[classes[c]] = {
             "index": c,
             "n_samples": int((labels == c).sum()),
             "shared": shared,
             "specialized": [{"size": g["size"], "prototypes": g["prototypes"]} for g in spec],
-            "key_checkpoints": key_checkpoints(W, class_delta, c, cand, cfg, flagged),
+            "key_checkpoints": key_checkpoints(W, class_delta, c, cand, cfg, flagged, p_W),
         }
     pair_list, skipped = [], []
     if pairs is None and confusion is not None:
@@ -205,15 +258,32 @@ def explain(
         if not ((labels == a).any() and (labels == b).any()):
             skipped.append([int(a), int(b)])  # a class absent from E: nothing to explain it with
             continue
-        pe = pair_explanation(W, contain, labels, a, b, cfg)
+        pe = pair_explanation(W, contain, labels, a, b, cfg, p_pair=p_pair, background=background)
         if confusion is not None:
             pe["confusions"] = {"a_to_b": int(confusion[a, b]), "b_to_a": int(confusion[b, a])}
         pe["names"] = [classes[a], classes[b]]
         pair_list.append(pe)
     return {
         "config": asdict(cfg),
+        "significance": _significance(p_pair is not None, permutations, cfg.alpha, W.shape[0]),
+        "background": [] if background is None else [int(k) for k in np.flatnonzero(background)],
         "classes": per_class,
         "pairs": pair_list,
         "skipped_pairs": skipped,
         "flagged_steps": [] if flagged is None else [int(t) for t in np.flatnonzero(flagged)],
+    }
+
+
+def _significance(calibrated: bool, permutations: int, alpha: float, steps: int) -> dict:
+    if not calibrated:
+        return {"calibrated": False, "test": "none: every non-zero sign counts (no p-values given)"}
+    return {
+        "calibrated": True,
+        "alpha": alpha,
+        "permutations": int(permutations),
+        "null": "H0: each step's intensity changes ΔI are independent of its confidence changes Δp "
+        "(rows of ΔI permuted over the samples; the HDBSCAN clusters of Δp kept)",
+        "test": f"two-sided permutation p of d_t[k] = W_t[k,a] - W_t[k,b] (and of W_t[k,c]); a step's sign "
+        f"counts when p x {steps} steps (Bonferroni) < alpha; uncertain = significant for a at one step and for "
+        "b at another (p_value = max of the two sides); reliable = significant with one sign only",
     }

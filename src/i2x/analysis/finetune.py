@@ -25,9 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import store
-from ..config import ExplainConfig
 from ..errors import I2XError
-from .explain import pair_explanation
+from .explain import confused_pairs
 
 SETS = ("full", "curated")
 
@@ -206,12 +205,21 @@ class FinetuneResult:
 
 
 def resolve_pair(run, pair) -> tuple[int, int]:
-    """(a, b) from two class names/indices, or the run's most confused pair for "auto"/None."""
+    """(a, b) from two class names/indices; for "auto"/None, the most confused test pair that has a
+    significant uncertain prototype (the one the curated set can act on)."""
     if pair is None or pair == "auto" or (isinstance(pair, (list, tuple)) and list(pair) == ["auto"]):
-        pairs = run.explanations().get("pairs", [])
+        cm = run.arrays("evaluate")["confusion"]
+        labels = run.explain_set()["labels"]
+        pairs = [(a, b) for a, b, _ in confused_pairs(cm, top=len(cm) ** 2) if {a, b} <= set(labels.tolist())]
         if not pairs:
             raise I2XError("--pair auto: the final model confuses no pair of classes on the test set; give --pair A B")
-        return int(pairs[0]["a"]), int(pairs[0]["b"])
+        for a, b in pairs:
+            if run.pair_explanation(a, b)["uncertain"]:
+                return a, b
+        raise I2XError(
+            f"--pair auto: none of the {len(pairs)} confused pairs has a significant uncertain prototype "
+            "(see `i2x explain DIR --pair A B`); give --pair A B --prototype K to fine-tune anyway"
+        )
     if isinstance(pair, str) or len(pair) != 2:
         raise I2XError(f"--pair {pair!r}: give two classes (--pair A B) or auto")
     a, b = (run.class_index(c, "--pair") for c in pair)
@@ -221,20 +229,15 @@ def resolve_pair(run, pair) -> tuple[int, int]:
 
 
 def resolve_prototype(run, prototype, a: int, b: int, K: int) -> int:
-    """Prototype index from an int, or the pair's top uncertain prototype for "auto"/None."""
+    """Prototype index from an int, or the pair's top significant uncertain prototype for "auto"/None."""
     names = run.classes
     if prototype is None or prototype == "auto":
-        ex = run.explanations()
-        pe = next((p for p in ex.get("pairs", []) if {p["a"], p["b"]} == {a, b}), None)
-        if pe is None:
-            lab = run.explain_set()["labels"]
-            pe = pair_explanation(
-                run.dynamics().W, run.arrays("intensity")["contain"], lab, a, b, ExplainConfig(**ex.get("config", {}))
-            )
+        pe = run.pair_explanation(a, b)
         if not pe["uncertain"]:
             raise I2XError(
-                f"--prototype auto: the pair {names[a]}↔{names[b]} has no uncertain prototype (none in both "
-                "classes changes sign over training); give --prototype K explicitly or another --pair"
+                f"--prototype auto: the pair {names[a]}↔{names[b]} has no significant uncertain prototype (none in "
+                "both classes favours each class at a significant step); "
+                "give --prototype K explicitly or another --pair"
             )
         return int(pe["uncertain"][0]["prototype"])
     try:

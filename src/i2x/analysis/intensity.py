@@ -1,4 +1,5 @@
-"""Stage 3 (Eq. 4): prototype intensity I_t(x)[k] = Σ_{(u,v): A(x)[u,v] = k} S_t(x)[u,v]."""
+"""Stage 3 (Eq. 4): prototype intensity I_t(x)[k] = Σ_{(u,v): A(x)[u,v] = k} S_t(x)[u,v] (or the
+mean over those cells), which prototypes a sample contains, and which prototypes are background."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import numpy as np
 from ..errors import I2XError
 
 
-def intensity(saliency: np.ndarray, assignments: np.ndarray, k: int) -> np.ndarray:
-    """Sum saliency over the positions assigned to each prototype.
+def intensity(saliency: np.ndarray, assignments: np.ndarray, k: int, reduce: str = "sum") -> np.ndarray:
+    """Saliency over the positions assigned to each prototype: their ``sum`` (Eq. 4 as printed)
+    or their ``mean`` (0 where the sample has no cell of the prototype).
 
     saliency: (..., N, H', W') (e.g. (T+1, N, H', W') for all checkpoints);
     assignments: (N, H', W') ints in 0..k-1. Returns (..., N, k) float64.
     """
+    if reduce not in ("sum", "mean"):
+        raise I2XError(f"reduce={reduce!r} must be 'sum' or 'mean'")
     s = np.asarray(saliency)
     a = np.asarray(assignments)
     if s.shape[-3:] != a.shape:
@@ -25,7 +29,10 @@ def intensity(saliency: np.ndarray, assignments: np.ndarray, k: int) -> np.ndarr
     L = s2.shape[0]
     # one bincount over flat (l, n, k) bins: exact sums, no (N, HW, K) one-hot in memory
     bins = (np.arange(L)[:, None, None] * n + np.arange(n)[None, :, None]) * k + a.reshape(1, n, -1)
-    out = np.bincount(bins.ravel(), weights=s2.astype(np.float64).ravel(), minlength=L * n * k)
+    out = np.bincount(bins.ravel(), weights=s2.astype(np.float64).ravel(), minlength=L * n * k).reshape(L, n, k)
+    if reduce == "mean":
+        cells = np.bincount((np.arange(n)[:, None] * k + a.reshape(n, -1)).ravel(), minlength=n * k).reshape(n, k)
+        out = out / np.maximum(cells, 1)
     return out.reshape(*lead, n, k)
 
 
@@ -35,7 +42,8 @@ def containment(
     """(N, k) bool: sample x contains prototype k when A(x) has ≥ 1 position equal to k.
 
     With ``saliency`` (N, H', W', usually the final checkpoint's) and ``quantile`` q, only the
-    positions whose saliency is ≥ the q-quantile of that sample's map count.
+    positions whose saliency is ≥ the q-quantile of that sample's map, and > 0, count: a
+    prototype is contained where it carries the sample's evidence, not wherever it lies.
     """
     a = np.asarray(assignments)
     n = a.shape[0]
@@ -44,8 +52,24 @@ def containment(
         if saliency is None:
             raise I2XError("containment(quantile=...) needs the saliency maps it thresholds")
         thr = np.quantile(np.asarray(saliency).reshape(n, -1), quantile, axis=1)[:, None, None]
-        mask = np.asarray(saliency) >= thr
+        mask = (np.asarray(saliency) >= thr) & (np.asarray(saliency) > 0)
     out = np.zeros((n, k), dtype=bool)
     rows = np.broadcast_to(np.arange(n)[:, None, None], a.shape)
     out[rows[mask], a[mask]] = True
     return out
+
+
+def saliency_density(assignments: np.ndarray, saliency: np.ndarray, k: int) -> np.ndarray:
+    """(k,) mean saliency per cell of each prototype over all samples, relative to the mean
+    saliency per cell of the whole map (1 = average; 0 = carries none; NaN = no cell)."""
+    a, s = np.asarray(assignments).ravel(), np.asarray(saliency, dtype=np.float64).ravel()
+    cells = np.bincount(a, minlength=k)
+    per_cell = np.bincount(a, weights=s, minlength=k) / np.maximum(cells, 1)
+    mean = s.mean() if s.size and s.mean() > 0 else 1.0
+    return np.where(cells > 0, per_cell / mean, np.nan)
+
+
+def background_prototypes(density: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """(k,) bool: prototypes whose cells carry less than ``threshold`` of the average saliency per
+    cell (or have no cell): the model does not look there, whatever their area."""
+    return ~(np.nan_to_num(density, nan=0.0) >= threshold)

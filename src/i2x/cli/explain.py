@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from ..analysis.explain import pair_contribution, pair_explanation
 from ..errors import I2XError
 from ..rundir import Run
 
@@ -22,10 +19,6 @@ def add_parser(sub) -> None:
 def cmd(a) -> int:
     print(explain_text(Run(a.run_dir).check_complete(), a.cls, a.pair))
     return 0
-
-
-def _signs(d: np.ndarray) -> str:
-    return "".join("+" if v > 0 else "-" if v < 0 else "·" for v in d)
 
 
 def explain_text(r: Run, cls: str | None = None, pair: list[str] | None = None) -> str:
@@ -72,33 +65,47 @@ def pair_text(r: Run, pair: list[str]) -> list[str]:
     a, b = (r.class_index(x, "--pair") for x in pair)
     if a == b:
         raise I2XError("--pair needs two different classes")
-    W = r.dynamics().W
-    pe = pair_explanation(W, r.arrays("intensity")["contain"], r.explain_set()["labels"], a, b, r.config.explain)
-    d = pair_contribution(W, a, b)
-    cm = r.arrays("evaluate")["confusion"]
+    pe, T = r.pair_explanation(a, b), r.dynamics().W.shape[0]
+    cm, sig = r.arrays("evaluate")["confusion"], r.explanations().get("significance", {})
     na, nb = names[a], names[b]
+    test = f"permutation p × {T} steps < {sig['alpha']}" if sig.get("calibrated") else "every non-zero sign"
     out = [
         f"Pair {na} vs {nb}: test errors {na}→{nb} {cm[a, b]}, {nb}→{na} {cm[b, a]}",
-        f"  contribution d_t[k] = W_t[k,{na}] − W_t[k,{nb}] per step (+ favours {na}, − favours {nb}, · no effect)",
-        "  reliable prototypes (one sign throughout):",
+        f"  contribution d_t[k] = W_t[k,{na}] − W_t[k,{nb}] per step: + favours {na}, - favours {nb} at a "
+        f"significant step ({test}), · not significant",
+        "  reliable prototypes (significant, one sign throughout):",
     ]
     for p in pe["reliable"]:
         out.append(
-            f"    P-{p['prototype']}: favours {names[p['favours']]} (Σd={p['total_contribution']:+.3g}; "
-            f"{_contain(p, na, nb)})  {_signs(d[:, p['prototype']])}"
+            f"    P-{p['prototype']}: favours {names[p['favours']]}{_p(p)} (Σd={p['total_contribution']:+.3g}; "
+            f"{_contain(p, na, nb)})  {_signs(p, a, T)}"
         )
     if not pe["reliable"]:
         out.append("    none")
-    out.append("  uncertain prototypes (in both classes, contribution changes sign):")
+    out.append("  uncertain prototypes (in both classes, significant for each class at different steps):")
     for p in pe["uncertain"]:
         steps = ", ".join(f"T{s}" for s in p["sign_changes_at"])
         out.append(
-            f"    P-{p['prototype']}: score {p['score']:.3g}, {p['sign_flips']} sign flips (at {steps}); "
-            f"{_contain(p, na, nb)}  {_signs(d[:, p['prototype']])}"
+            f"    P-{p['prototype']}{_p(p)}: {p['sign_flips']} sign changes (at {steps}); "
+            f"{_contain(p, na, nb)}  {_signs(p, a, T)}"
         )
     if not pe["uncertain"]:
         out.append("    none")
+    bg = r.explanations().get("background", [])
+    if bg:
+        out.append("  background prototypes (never listed): " + ", ".join(f"P-{k}" for k in bg))
     return out
+
+
+def _p(p: dict) -> str:
+    return "" if p.get("p_value") is None else f" (p = {p['p_value']:.2g})"
+
+
+def _signs(p: dict, a: int, T: int) -> str:
+    s = ["·"] * T
+    for st in p["significant_steps"]:
+        s[st["step"]] = "+" if st["favours"] == a else "-"
+    return "".join(s)
 
 
 def _contain(p: dict, na: str, nb: str) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from ..config import RunConfig
 from ..errors import I2XError
 from ..presets import PRESETS
@@ -73,16 +75,25 @@ def summary(r, seconds: float | None = None) -> str:
         f"  test accuracy: {100 * m['metrics']['test_accuracy']:.2f} %",
     ]
     if ex.get("flagged_steps"):
-        lines.append(f"  steps without HDBSCAN clusters (W_t = 0, flagged): {ex['flagged_steps']}")
-    lines.append("  most confused pairs (test set) and their top uncertain prototype:")
-    for p in ex["pairs"]:
-        c = p.get("confusions", {})
-        top = p["uncertain"][0] if p["uncertain"] else None
-        u = (
-            f"P-{top['prototype']} (score {top['score']:.3g}, {top['sign_flips']} sign flips)"
-            if top
-            else "none (no prototype of both classes changes sign)"
+        lines.append(f"  steps without any cluster (W_t = 0, flagged): {ex['flagged_steps']}")
+    fb = r.dynamics().fallback
+    if fb is not None and fb.any():
+        lines.append(
+            f"  steps where HDBSCAN found no cluster at min_cluster_size {r.config.min_cluster_size}, clustered "
+            f"again (fallback): {np.flatnonzero(fb).tolist()}"
         )
+    if "explained_coverage" in m["metrics"]:
+        lines.append(
+            f"  steps with a fitted W_t cover {100 * m['metrics']['explained_coverage']:.1f} % of the "
+            "class-confidence change"
+        )
+    if ex.get("background"):
+        lines.append("  background prototypes (carry no evidence): " + ", ".join(f"P-{k}" for k in ex["background"]))
+    sig = ex.get("significance", {})
+    level = f"permutation p < {sig['alpha']}" if sig.get("calibrated") else "uncalibrated signs"
+    lines.append(f"  most confused pairs (test set) and their top uncertain prototype ({level}):")
+    for p in ex["pairs"]:
+        c, u = p.get("confusions", {}), _top(p["uncertain"])
         lines.append(
             f"    {names[p['a']]}↔{names[p['b']]}: {c.get('a_to_b', 0)}+{c.get('b_to_a', 0)} errors; uncertain: {u}"
         )
@@ -92,3 +103,14 @@ def summary(r, seconds: float | None = None) -> str:
     index = r.path / "report" / "index.html"
     lines.append(f"  next: i2x explain {r.path} --class {first}" + (f"   |   open {index}" if index.exists() else ""))
     return "\n".join(lines)
+
+
+def _top(rows: list[dict]) -> str:
+    if not rows:
+        return "none significant"
+    t = rows[0]
+    p = "" if t.get("p_value") is None else f"p = {t['p_value']:.2g}, "
+    return (
+        f"P-{t['prototype']} ({p}{t['sign_flips']} sign changes, in {100 * t['contain_a']:.0f} % / "
+        f"{100 * t['contain_b']:.0f} % of the two classes)"
+    )

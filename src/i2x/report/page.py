@@ -75,9 +75,17 @@ class Page:
             (
                 "prototypes",
                 f"K = {d.k}; HDBSCAN min cluster size {cfg.get('min_cluster_size')}, τ = {cfg.get('tau')}, "
-                f"ridge λ = {cfg.get('ridge_lambda')}; steps without clusters (W_t = 0): "
-                f"{int(d.flagged.sum())} of {len(d.flagged)}",
+                f"ridge λ = {cfg.get('ridge_lambda')} ({cfg.get('ridge_scale', 'absolute')}); steps without "
+                f"clusters (W_t = 0): {int(d.flagged.sum())} of {len(d.flagged)}"
+                + (
+                    f"; steps with a fitted W_t cover {100 * met['explained_coverage']:.1f} % of the "
+                    "class-confidence change"
+                    if "explained_coverage" in met
+                    else ""
+                ),
             ),
+            ("background", self.background_text()),
+            ("significance", E(self.significance_text())),
             ("test accuracy", f"<b>{100 * met['test_accuracy']:.2f} %</b>" if "test_accuracy" in met else "n/a"),
         ]
         tbl = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
@@ -323,17 +331,37 @@ class Page:
             )
         return (
             '<section id="pairs"><h2>Per confused pair: why the model mixes them up</h2>'
-            '<p class="note">Uncertain score = sign flips × Σ_t |d_t[k]|; '
-            "prototypes must be contained in ≥ 5 % of each class. Steps T<i>t</i> are checkpoint indices.</p>"
+            f'<p class="note">{E(self.significance_text())}. Prototypes must be contained in ≥ '
+            f"{100 * d.explanations.get('config', {}).get('min_pair_contain', 0.05):.0f} % of each class; "
+            "background prototypes are never listed. Steps T<i>t</i> are checkpoint indices.</p>"
             + "".join(out)
             + "</section>"
+        )
+
+    def significance_text(self) -> str:
+        sig = self.d.explanations.get("significance", {})
+        if not sig.get("calibrated"):
+            return "Uncalibrated: every non-zero sign of d_t[k] counts (no p-values in this run)"
+        return (
+            f"Signs are tested against {sig['null']}, {sig['permutations']} permutations per step: {sig['test']}; "
+            f"alpha = {sig['alpha']}"
+        )
+
+    def background_text(self) -> str:
+        bg = self.d.explanations.get("background", [])
+        if not bg:
+            return "none"
+        return (
+            f"{self.chips(bg)}: their cells carry less than "
+            f"{self.d.manifest['config'].get('background_saliency', 0.5):g} × the mean saliency per cell; "
+            "never listed as shared, specialized, key, uncertain or reliable"
         )
 
     def pair_table(self, rows: list[dict], kind: str, a: int, b: int) -> str:
         if not rows:
             return f'<p class="note">No {kind} prototype for this pair.</p>'
         body = "".join(
-            f"<tr><td>{self.chip(r['prototype'])}</td><td class=num>{r['score']:.3g}</td>"
+            f"<tr><td>{self.chip(r['prototype'])}</td><td class=num>{_p(r.get('p_value'))}</td>"
             f"<td class=num>{r['sign_flips']}</td>"
             f"<td class=num>{r['total_contribution']:+.3g}</td><td class=num>{100 * r['contain_a']:.0f} %</td>"
             f"<td class=num>{100 * r['contain_b']:.0f} %</td>"
@@ -348,7 +376,7 @@ class Page:
         )
         last = "sign changes at" if kind == "uncertain" else "favours"
         return (
-            f"<table><tr><th>{kind}</th><th class=num>score</th><th class=num>flips</th><th class=num>Σ d</th>"
+            f"<table><tr><th>{kind}</th><th class=num>p</th><th class=num>flips</th><th class=num>Σ d</th>"
             f"<th class=num>in {self.name(a)}</th><th class=num>in {self.name(b)}</th>"
             f"<th>{last}</th></tr>{body}</table>"
         )
@@ -456,3 +484,7 @@ def build(d: RunData, fw: F.FigureWriter) -> str:
         '<nav class="toc">' + "".join(f'<a href="#{i}">{t}</a>' for i, t in toc) + "</nav>"
         "<main>" + "".join(sections) + "</main></body></html>\n"
     )
+
+
+def _p(v) -> str:
+    return "—" if v is None else f"{v:.2g}"

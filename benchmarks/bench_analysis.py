@@ -1,0 +1,90 @@
+"""Analysis cost at the paper's MNIST scale (issue 11): stages 3-7 with the permutation p-values on.
+
+    .venv/bin/python benchmarks/bench_analysis.py                 # E = 6,000, 25 checkpoints, K = 32, 4x4
+    .venv/bin/python benchmarks/bench_analysis.py --permutations 0 --n 6000   # without p-values
+    .venv/bin/python benchmarks/bench_analysis.py --quick         # E = 600, 99 permutations (smoke run)
+
+The records are synthetic but shaped like a run's: per step, the confidence changes of E form a
+handful of clusters (the classes gaining or losing confidence) plus spread, the saliency maps are
+non-negative 4x4 maps, and the assignments come from 32 prototypes. Prints the seconds of each
+stage (intensity + containment + background, dynamics = HDBSCAN + ridge + permutations, explain
+for the 3 most confused pairs) and the total; target: <= 120 s on the 2-core development CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from i2x.analysis.dynamics import dynamics
+from i2x.analysis.explain import explain
+from i2x.analysis.intensity import background_prototypes, containment, intensity, saliency_density
+from i2x.config import RunConfig
+
+
+def synthetic(n: int, steps: int, k: int, c: int, hw: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, c, n)
+    conf = np.zeros((steps + 1, n, c))
+    logits = rng.normal(0, 0.1, (n, c))
+    for t in range(1, steps + 1):  # every sample's own class rises, with a few shared moves
+        logits[np.arange(n), labels] += rng.gamma(2.0, 0.3 / t, n)
+        logits += rng.normal(0, 0.05, (n, c))
+        e = np.exp(logits - logits.max(1, keepdims=True))
+        conf[t] = e / e.sum(1, keepdims=True)
+    assign = rng.integers(0, k, (n, hw, hw)).astype(np.int32)
+    sal = rng.gamma(1.0, 1.0, (steps + 1, n, hw, hw)).astype(np.float32)
+    return conf, sal, assign, labels
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=6000)
+    p.add_argument("--steps", type=int, default=24, help="steps = checkpoints - 1")
+    p.add_argument("--k", type=int, default=32)
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--hw", type=int, default=4)
+    p.add_argument("--permutations", type=int, default=RunConfig().permutations)
+    p.add_argument("--quick", action="store_true")
+    a = p.parse_args()
+    if a.quick:
+        a.n, a.permutations = 600, 99
+    cfg = RunConfig()
+    conf, sal, assign, labels = synthetic(a.n, a.steps, a.k, a.classes, a.hw)
+    t0 = time.perf_counter()
+    inten = intensity(sal, assign, a.k, cfg.intensity_reduce)
+    contain = containment(assign, a.k, sal[-1], cfg.contain_quantile)
+    bg = background_prototypes(saliency_density(assign, sal[-1], a.k), cfg.background_saliency)
+    t1 = time.perf_counter()
+    dyn = dynamics(
+        conf, inten, labels, cfg.min_cluster_size, cfg.tau, cfg.ridge_lambda, permutations=a.permutations, seed=0
+    )
+    t2 = time.perf_counter()
+    cm = np.random.default_rng(1).integers(0, 20, (a.classes, a.classes))
+    explain(
+        dyn.W,
+        contain,
+        labels,
+        dyn.class_delta,
+        confusion=cm,
+        flagged=dyn.flagged,
+        p_W=dyn.p_W,
+        p_pair=dyn.p_pair,
+        background=bg,
+        permutations=a.permutations,
+    )
+    t3 = time.perf_counter()
+    print(
+        f"E = {a.n}, {a.steps + 1} checkpoints, K = {a.k}, {a.hw}x{a.hw} maps, C = {a.classes}, "
+        f"{a.permutations} permutations per step; clusters per step {dyn.n_clusters.min()}..{dyn.n_clusters.max()}"
+    )
+    print(
+        f"intensity+containment {t1 - t0:.1f} s | dynamics {t2 - t1:.1f} s | explain {t3 - t2:.1f} s | "
+        f"total {t3 - t0:.1f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()
