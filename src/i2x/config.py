@@ -276,6 +276,13 @@ class RunConfig:
         check=at_least(1),
         commands=ANALYZE,
     )
+    prototype_fit: str = setting(
+        "explain",
+        "fit the prototypes (PCA + K-Means) on the explanation set, or on the whole training set (the paper)",
+        why="the explanation set fits in memory at any scale; 'train' holds all training features in memory",
+        choices=("explain", "train"),
+        commands=ANALYZE,
+    )
     pca_variance: float = setting(
         0.95,
         "PCA keeps this share of the feature variance ...",

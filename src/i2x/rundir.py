@@ -23,7 +23,7 @@ from .analysis.dynamics import Dynamics, dynamics
 from .analysis.explain import confused_pairs, explain, pair_explanation
 from .analysis.intensity import background_prototypes, containment, intensity, saliency_density
 from .analysis.prototypes import Prototypes, prototypes
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .errors import I2XError, RunDirError
 
 
@@ -34,6 +34,7 @@ class Hooks:
     train: Callable[[], list[str]]  # stage 1: train + record
     predict_test: Callable[[], tuple[np.ndarray, np.ndarray]]  # (y_true, y_pred) for the confusion matrix
     features: Callable[[], np.ndarray]  # final model's (N, H', W', D) on E
+    train_features: Callable[[], np.ndarray] | None = None  # the same on the whole training set (if any)
 
 
 @dataclass
@@ -78,11 +79,19 @@ def _evaluate(ctx: Context) -> list[str]:
 
 def _prototypes(ctx: Context) -> list[str]:
     """Stage 2 (Eq. 3): K-Means prototypes of the final model's features on E."""
-    feats = ctx.hooks.features()
-    c = ctx.cfg
-    protos = prototypes(feats, c.prototypes, c.pca_variance, c.pca_max_components, random_state=c.seed)
+    feats, c = ctx.hooks.features(), ctx.cfg
+    fit = None
+    if c.prototype_fit == "train":
+        if ctx.hooks.train_features is None:
+            raise ConfigError("prototype_fit", "train", "this analysis has no training set; use explain")
+        fit = ctx.hooks.train_features()
+    protos = prototypes(
+        feats, c.prototypes, c.pca_variance, c.pca_max_components, random_state=c.seed, fit_features=fit
+    )
     store.save_npz(ctx.out / "arrays" / "prototypes.npz", **protos.to_arrays())
     ctx.manifest["model"]["feature_shape"] = list(feats.shape[1:])
+    vectors = int(np.prod((fit if fit is not None else feats).shape[:3]))
+    ctx.manifest["model"]["prototype_fit"] = {"on": c.prototype_fit, "vectors": vectors}
     return ["arrays/prototypes.npz"]
 
 
@@ -166,7 +175,7 @@ STAGES: tuple[Stage, ...] = (
         "prototypes",
         _prototypes,
         ("arrays/prototypes.npz",),
-        ("prototypes", "pca_variance", "pca_max_components", "seed", "layer"),
+        ("prototypes", "prototype_fit", "pca_variance", "pca_max_components", "seed", "layer"),
     ),
     Stage(
         "intensity",

@@ -57,40 +57,51 @@ def prototypes(
     n_init: int = 3,
     random_state: int = 0,
     n_typical: int = 8,
+    fit_features: np.ndarray | None = None,
 ) -> Prototypes:
-    """Cluster all H'·W' feature vectors of every sample into ``k`` prototypes.
+    """Cluster the H'·W' feature vectors into ``k`` prototypes; assign every position of ``features``.
 
-    features: (N, H', W', D) activations of the target layer of the final model.
+    features: (N, H', W', D) activations of the target layer of the final model on the
+    explanation set. ``fit_features`` (M, H', W', D): fit PCA and K-Means on these instead (the
+    paper fits on all training samples, §2.2) and assign ``features`` to the nearest centroid.
     PCA keeps the fewest components that explain ``variance`` of the variance, at most
     ``max_components`` (spec: "95 % variance or 64 components", whichever is smaller).
     """
-    features = np.asarray(features)
-    if features.ndim != 4:
-        raise I2XError(f"features must be (N, H', W', D), got shape {features.shape}")
-    n, h, w, d = features.shape
-    x = features.reshape(-1, d).astype(np.float32, copy=False)  # (N*H*W, D)
-    if not np.all(np.isfinite(x)):
-        raise I2XError("features contain NaN or inf: the final model diverged; lower the learning rate")
-    if not (1 <= k <= x.shape[0]):
+    x, (n, h, w, d) = _vectors(features), np.shape(features)
+    x_fit = x if fit_features is None else _vectors(fit_features)
+    if not (1 <= k <= x_fit.shape[0]):
         raise I2XError(
-            f"prototypes k={k} must be between 1 and the number of feature vectors ({x.shape[0]} = N·H'·W'); "
+            f"prototypes k={k} must be between 1 and the number of feature vectors ({x_fit.shape[0]} = N·H'·W'); "
             "lower --prototypes"
         )
-    q = max(1, min(max_components, d, x.shape[0]))
-    pca = PCA(n_components=q, random_state=random_state).fit(x)
+    q = max(1, min(max_components, d, x_fit.shape[0]))
+    pca = PCA(n_components=q, random_state=random_state).fit(x_fit)
     cum = np.nan_to_num(np.cumsum(pca.explained_variance_ratio_), nan=1.0)  # NaN when all features are equal
     p = int(min(q, np.searchsorted(cum, variance - 1e-12) + 1))
     comps = pca.components_[:p]  # (P, D)
-    z = (x - pca.mean_) @ comps.T  # (N*H*W, P)
-    km = KMeans(n_clusters=k, n_init=n_init, random_state=random_state).fit(z)
+    z_fit = (x_fit - pca.mean_) @ comps.T  # (M*H*W, P)
+    km = KMeans(n_clusters=k, n_init=n_init, random_state=random_state).fit(z_fit)
+    z = z_fit if fit_features is None else (x - pca.mean_) @ comps.T  # (N*H*W, P)
+    labels = km.labels_ if fit_features is None else km.predict(z.astype(km.cluster_centers_.dtype))
     return Prototypes(
-        typical=typical_positions(z, km.labels_, km.cluster_centers_, (n, h, w), n_typical),
+        typical=typical_positions(z, labels, km.cluster_centers_, (n, h, w), n_typical),
         centroids=km.cluster_centers_.astype(np.float32),
-        assignments=km.labels_.reshape(n, h, w).astype(np.int32),
+        assignments=labels.reshape(n, h, w).astype(np.int32),
         pca_components=comps.astype(np.float32),
         pca_mean=pca.mean_.astype(np.float32),
         explained_variance=float(cum[p - 1]),
     )
+
+
+def _vectors(features: np.ndarray) -> np.ndarray:
+    """(N, H', W', D) -> (N·H'·W', D) float32, checked."""
+    features = np.asarray(features)
+    if features.ndim != 4:
+        raise I2XError(f"features must be (N, H', W', D), got shape {features.shape}")
+    x = features.reshape(-1, features.shape[-1]).astype(np.float32, copy=False)
+    if not np.all(np.isfinite(x)):
+        raise I2XError("features contain NaN or inf: the final model diverged; lower the learning rate")
+    return x
 
 
 def assign(features: np.ndarray, protos: Prototypes) -> np.ndarray:

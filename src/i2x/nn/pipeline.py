@@ -92,6 +92,7 @@ def run(
         train=partial(_train, model, x_train, y_train, cfg, rec, out, manifest, device, progress),
         predict_test=partial(_predict_test, model, splits.test, device),
         features=partial(features, model, x_exp, layer, cfg.record_batch_size, device),
+        train_features=partial(features, model, x_train, layer, cfg.record_batch_size, device),
     )
     run_stages(Context(out, manifest, cfg, y_exp.numpy(), list(tr.classes), hooks), progress)
     (out / "weights" / "train_state.pt").unlink(missing_ok=True)  # complete: final.pt is all a resume needs
