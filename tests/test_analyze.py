@@ -175,3 +175,19 @@ def test_cli_analyze_checkpoints(tmp_path, capsys):
     rc = main(["analyze", str(tmp_path / "ck")])  # no records, no weights: one line naming the fix
     err = capsys.readouterr().err
     assert rc == 2 and "--checkpoints" in err and len(err.strip().splitlines()) == 1
+
+
+def test_analyze_redoes_the_stages_whose_settings_changed(cli_run, tmp_path, capsys):
+    import json
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    protos = (run / "arrays" / "prototypes.npz").read_bytes()
+    assert main(["analyze", str(run), "--alpha", "0.5", "--device", "cpu"]) == 0
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["config"]["explain"]["alpha"] == 0.5 and m["stages"]["explain"]["settings"]["explain"]["alpha"] == 0.5
+    assert json.loads((run / "explanations.json").read_text())["significance"]["alpha"] == 0.5
+    assert (run / "arrays" / "prototypes.npz").read_bytes() == protos  # an explain setting: K-Means kept
+    assert main(["analyze", str(run), "--prototype-fit", "train", "--device", "cpu"]) == 2  # analyze has no train set
+    assert "--prototype-fit train" in capsys.readouterr().err

@@ -42,3 +42,15 @@ def test_deterministic_given_random_state(rng):
     f = rng.normal(size=(20, 3, 3, 5))
     a, b = prototypes(f, k=4, random_state=1), prototypes(f, k=4, random_state=1)
     np.testing.assert_array_equal(a.assignments, b.assignments)
+
+
+def test_prototypes_fit_on_other_features_assign_the_explanation_set(rng):
+    # the paper fits on the training set: centroids from fit_features, E assigned to the nearest
+    fit = np.concatenate([rng.normal(0, 0.1, (30, 2, 2, 3)), rng.normal(5, 0.1, (30, 2, 2, 3))])
+    e = np.concatenate([np.full((1, 2, 2, 3), 5.0), np.zeros((1, 2, 2, 3))])
+    p = prototypes(e, k=2, fit_features=fit, n_typical=1)
+    assert p.assignments.shape == (2, 2, 2)
+    assert len(set(p.assignments[0].ravel())) == 1 and len(set(p.assignments[1].ravel())) == 1
+    assert p.assignments[0, 0, 0] != p.assignments[1, 0, 0]
+    np.testing.assert_array_equal(assign(e, p), p.assignments)
+    assert prototypes(e[:1], k=4, fit_features=fit).k == 4  # K may exceed E's 4 vectors: the fit set has 240
