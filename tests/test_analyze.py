@@ -191,3 +191,42 @@ def test_analyze_redoes_the_stages_whose_settings_changed(cli_run, tmp_path, cap
     assert (run / "arrays" / "prototypes.npz").read_bytes() == protos  # an explain setting: K-Means kept
     assert main(["analyze", str(run), "--prototype-fit", "train", "--device", "cpu"]) == 2  # analyze has no train set
     assert "--prototype-fit train" in capsys.readouterr().err
+
+
+def test_finetune_a_run_made_with_your_own_model(tmp_path, capsys):
+    from i2x.data import Dataset
+
+    sp, x, y, xt, yt = _data()
+    model = _model()
+    r = i2x.run(
+        out=tmp_path / "r",
+        model=model,
+        train=torch.utils.data.TensorDataset(x, y),
+        layer="3",
+        epochs=1,
+        batch_size=50,
+        every=3,
+        prototypes=4,
+        min_cluster_size=3,
+        device="cpu",
+        progress=False,
+    )
+    assert r.manifest["config"]["model"] == "" and r.manifest["model"]["name"] == "Sequential"  # not "smallcnn"
+    # the CLI cannot rebuild the model: one line that says how to do it from Python
+    assert main(["finetune", str(r.path), "--pair", "0", "1", "--prototype", "0", "--quiet"]) == 2
+    assert "i2x.finetune(DIR, model=" in capsys.readouterr().err
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    test = Dataset(xt.numpy(), yt.numpy(), sp.train.classes, (0.0,), (1.0,))  # already normalised
+    res = i2x.finetune(
+        r.path,
+        model=model,
+        test=test,
+        pair=(0, 1),
+        prototype=0,
+        schedules="curated+full",
+        repeats=1,
+        controls="random-pair",
+        progress=False,
+    )
+    assert res.test_size == len(yt) and "random-pair" in res.controls
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the caller's weights restored

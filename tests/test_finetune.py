@@ -186,3 +186,54 @@ def test_cli_finetune(tiny_run, capsys):
     assert main(["finetune", str(tiny_run), "--pair", "3", "--quiet"]) == 2
     assert "--pair" in capsys.readouterr().err
     assert _sha(final) == h0
+
+
+def test_control_removals_draw_what_they_promise():
+    from i2x.analysis.finetune import control_removals
+
+    labels = np.repeat([0, 1, 2], 20)  # pair (0, 1): rows 0-39
+    contain = np.zeros((60, 5), dtype=bool)
+    contain[:12, 0] = True  # the I2X prototype: 12 pair samples
+    contain[20:31, 2] = True  # 11 pair samples: closest in count
+    contain[:30, 3] = True  # 30 pair samples
+    contain[40:, 4] = True  # class 2 only: not a prototype of the pair
+    contain[:12, 1] = True  # as close as it gets, but background
+    bg = np.array([False, True, False, False, False])
+    args = (contain, labels, 0, 1, 0, 12)
+    r1, _ = control_removals("random-pair", *args, seed=3, background=bg)
+    assert len(r1) == 12 and np.isin(labels[r1], (0, 1)).all()
+    np.testing.assert_array_equal(r1, control_removals("random-pair", *args, seed=3, background=bg)[0])  # per seed
+    assert not np.array_equal(r1, control_removals("random-pair", *args, seed=4, background=bg)[0])  # fresh draw
+    r2, info = control_removals("other-prototype", *args, seed=3, background=bg)
+    assert info["prototype"] == 2 and r2.tolist() == list(range(20, 31))
+    r3, _ = control_removals("random-any", *args, seed=3, background=bg)
+    assert len(r3) == 12 and len(set(r3.tolist())) == 12 and r3.min() >= 0 and r3.max() < 60
+    draws = np.concatenate([control_removals("random-any", *args, seed=s, background=bg)[0] for s in range(10)])
+    assert (labels[draws] == 2).any()  # any class, not only the pair
+
+
+def test_finetune_controls_are_paired_and_reported(tiny_run):
+    a, b, k, contain, labels = _pair_and_prototype(tiny_run)
+    res = finetune(
+        tiny_run,
+        pair=(a, b),
+        prototype=k,
+        schedules="full,curated+full",
+        repeats=2,
+        seed=5,
+        out=tiny_run / "ft_ctrl",
+        progress=False,
+    )
+    n_removed = len(labels) - len(res.curated_indices)
+    saved = json.loads((tiny_run / "ft_ctrl" / "results.json").read_text())
+    assert set(saved["controls"]) <= {"random-pair", "other-prototype", "random-any"}
+    assert {"random-pair", "random-any"} <= set(saved["controls"])
+    for name in ("random-pair", "random-any"):
+        c = saved["controls"][name]
+        assert c["removed"] == [n_removed, n_removed]
+        assert list(c["schedules"]) == ["curated+full"]  # only the schedules that use the curated set
+        assert [r["seed"] for r in c["schedules"]["curated+full"]["repeats"]] == [5, 6]  # the I2X arm's seeds
+    comps = saved["control_comparisons"]
+    assert {(c["control"], c["schedule"]) for c in comps} == {(n, "curated+full") for n in saved["controls"]}
+    assert all(c["seeds"] == [5, 6] for c in comps)
+    assert "control: random-pair" in (tiny_run / "ft_ctrl" / "table.md").read_text()

@@ -139,6 +139,11 @@ def test_finetune_summary_mean_and_sample_std():
     assert row["a_to_b"] == pytest.approx((3.0, 1.0)) and row["b_to_a"] == pytest.approx((2.0, 2.0))
     assert row["both"] == pytest.approx((5.0, np.std([6, 2, 7], ddof=1)))
     assert s["baseline"] == {"accuracy": pytest.approx(95.0), "both": 8}
+    ctrl = {"random-pair": {"schedules": {"full": {"repeats": reps[:2]}}, "removed": [3, 3]}}
+    s2 = finetune_summary(
+        {"pair": [0, 1], "schedules": {"full": {"repeats": reps}}, "baseline": base, "controls": ctrl}
+    )
+    assert list(s2["schedules"]) == ["full", "full [random-pair]"] and s2["schedules"]["full [random-pair]"]["n"] == 2
     assert finetune_summary({"schedules": "?"}) is None
     # only the format `i2x finetune` writes: a list of schedules or class names as the pair are not it
     assert (

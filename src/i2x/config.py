@@ -452,8 +452,67 @@ class FinetuneConfig:
         check=device_name,
         commands=("finetune",),
     )
+    controls: str = setting(
+        "random-pair,other-prototype,random-any",
+        "control arms run with the same seeds as the I2X arm (comma-separated, or none): the same number of "
+        "random samples of the pair removed; the samples of another non-background prototype of the pair "
+        "(closest in count); the same number of random samples of any class",
+        why="the I2X choice is only a feature once it beats removing samples at random (issue 12)",
+        check=lambda v: (
+            None
+            if v == "none" or set(v.split(",")) <= set(CONTROLS)
+            else f"must be none or a comma-separated subset of {', '.join(CONTROLS)}"
+        ),
+        commands=("finetune",),
+    )
 
     def validate(self) -> FinetuneConfig:
+        _check(self)
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+CONTROLS = ("random-pair", "other-prototype", "random-any")
+
+
+@dataclass(frozen=True)
+class FaithfulnessConfig:
+    """The settings of ``i2x faithfulness`` (prototype deletion on the final model, issue 12);
+    saved in ``faithfulness.json``."""
+
+    fill: str = setting(
+        "noisy-linear",
+        "what replaces a deleted region: noisy-linear (ROAD's imputation from the surrounding pixels), "
+        "mean (the dataset mean, 0 after normalisation) or blur",
+        why="ROAD (Rong et al. 2022): a constant fill leaks the region's shape; imputation from the "
+        "neighbours does not",
+        choices=("noisy-linear", "mean", "blur"),
+        commands=("faithfulness",),
+    )
+    random_draws: int = setting(
+        10,
+        "random deletions of the same number of cells per image (the null)",
+        why="enough for a per-image null mean; the cost grows linearly with it",
+        check=at_least(1),
+        commands=("faithfulness",),
+    )
+    seed: int = setting(
+        0, "seed of the random deletions and the imputation noise", why="reproducible", commands=("faithfulness",)
+    )
+    batch_size: int = setting(
+        256, "images per forward pass", why="fits 2 CPU cores' caches", check=at_least(1), commands=("faithfulness",)
+    )
+    device: str = setting(
+        "auto",
+        "auto, cpu or cuda",
+        why="the run's model, on the fastest device",
+        check=device_name,
+        commands=("faithfulness",),
+    )
+
+    def validate(self) -> FaithfulnessConfig:
         _check(self)
         return self
 
@@ -526,13 +585,16 @@ def resolve(
     return cfg.replace(**given).validate()
 
 
-def finetune_config(config: FinetuneConfig | None = None, **overrides) -> FinetuneConfig:
-    """:class:`FinetuneConfig` from ``config`` (or the defaults) and keyword overrides (None = not given)."""
-    cfg = config or FinetuneConfig()
+def command_config(cls, config=None, **overrides):
+    """A :class:`FinetuneConfig` / :class:`FaithfulnessConfig` from ``config`` (or the defaults)
+    and keyword overrides (None = not given); unknown names and bad values are errors."""
+    cfg = config or cls()
     given = {k: v for k, v in overrides.items() if v is not None}
-    unknown = [k for k in given if k not in _names(FinetuneConfig)]
+    unknown = [k for k in given if k not in _names(cls)]
     if unknown:
-        raise I2XError(f"{unknown[0]!r} is not a fine-tuning setting; see i2x.config.FinetuneConfig")
+        close = difflib.get_close_matches(unknown[0], _names(cls), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise I2XError(f"{unknown[0]!r} is not a setting of {cls.__name__}{hint}; see i2x.config.{cls.__name__}")
     return replace(cfg, **given).validate()
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import store
+from ..config import CONTROLS
 from ..errors import I2XError
 from .explain import confused_pairs
 
@@ -40,6 +41,42 @@ def curated_indices(contain: np.ndarray, labels: np.ndarray, a: int, b: int, k: 
     labels = np.asarray(labels)
     drop = np.isin(labels, (a, b)) & contain[:, k]  # (N,)
     return np.flatnonzero(~drop).astype(np.int64)
+
+
+def control_removals(
+    name: str,
+    contain: np.ndarray,
+    labels: np.ndarray,
+    a: int,
+    b: int,
+    k: int,
+    n_removed: int,
+    seed: int,
+    background: np.ndarray | None = None,
+) -> tuple[np.ndarray, dict]:
+    """Rows of E a control arm removes instead of the I2X choice, for one seed, and what it drew.
+
+    ``random-pair``: ``n_removed`` random samples of class a or b (a fresh draw per seed);
+    ``other-prototype``: the a/b samples containing another non-background prototype of the pair,
+    the one whose count is closest to ``n_removed`` (ties drawn with the seed);
+    ``random-any``: ``n_removed`` random samples of any class.
+    """
+    contain, labels = np.asarray(contain, dtype=bool), np.asarray(labels)
+    rng = np.random.default_rng([seed, CONTROLS.index(name)])
+    pair = np.flatnonzero(np.isin(labels, (a, b)))
+    if name == "random-pair":
+        return np.sort(rng.choice(pair, size=min(n_removed, len(pair)), replace=False)), {}
+    if name == "random-any":
+        return np.sort(rng.choice(len(labels), size=min(n_removed, len(labels)), replace=False)), {}
+    counts = contain[pair].sum(0)  # (K,) pair samples containing each prototype
+    ok = (counts > 0) & (np.arange(len(counts)) != k)
+    if background is not None:
+        ok &= ~np.asarray(background, dtype=bool)
+    if not ok.any():
+        return np.zeros(0, dtype=np.int64), {"prototype": None}
+    gap = np.where(ok, np.abs(counts - n_removed), np.iinfo(np.int64).max)
+    other = int(rng.choice(np.flatnonzero(gap == gap.min())))
+    return pair[contain[pair, other]], {"prototype": other}
 
 
 def parse_schedules(spec: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -117,6 +154,7 @@ class FinetuneResult:
     test_size: int
     timings: dict = field(default_factory=dict)
     path: Path | None = None
+    controls: dict = field(default_factory=dict)  # name -> {"schedules": {...}, "removed": [per seed], ...}
 
     @property
     def curated_size(self) -> int:
@@ -135,6 +173,19 @@ class FinetuneResult:
             "seeds": seeds,
             **paired_comparison([rx[s] for s in seeds], [ry[s] for s in seeds]),
         }
+
+    def control_comparisons(self, metric: str = "ab") -> list[dict]:
+        """The I2X arm against each control arm, schedule by schedule, paired over seeds
+        (x = I2X, y = control: a negative mean difference = I2X leaves fewer errors)."""
+        out = []
+        for name, c in self.controls.items():
+            for sched, arm in c["schedules"].items():
+                rx = {r["seed"]: r[metric] for r in self.schedules[sched]["repeats"]}
+                ry = {r["seed"]: r[metric] for r in arm["repeats"]}
+                seeds = [s for s in rx if s in ry]
+                pc = paired_comparison([rx[s] for s in seeds], [ry[s] for s in seeds])
+                out.append({"control": name, "schedule": sched, "metric": metric, "seeds": seeds, **pc})
+        return out
 
     def to_dict(self) -> dict:
         removed = np.setdiff1d(np.arange(self.explain_size), self.curated_indices)
@@ -155,6 +206,8 @@ class FinetuneResult:
             "baseline": self.baseline,
             "schedules": self.schedules,
             "comparison": self.comparison(),
+            "controls": self.controls,
+            "control_comparisons": self.control_comparisons(),
             "timings": self.timings,
         }
 
@@ -176,17 +229,12 @@ class FinetuneResult:
             f"| {bl['ab']} |"
         )
         for name, s in self.schedules.items():
-            lines.append(
-                f"| {name.replace('+', '→')} | {100 * s['accuracy_mean']:.2f} ± {100 * s['accuracy_std']:.2f} "
-                f"| {s['a_to_b_mean']:.2f} ± {s['a_to_b_std']:.2f} | {s['b_to_a_mean']:.2f} ± {s['b_to_a_std']:.2f} "
-                f"| {s['ab_mean']:.2f} ± {s['ab_std']:.2f} |"
-            )
+            lines.append(_row(name.replace("+", "→"), s))
+        for name, c in self.controls.items():
+            for sched, s in c["schedules"].items():
+                lines.append(_row(f"{sched.replace('+', '→')} [control: {name}]", s))
         c = self.comparison()
         if c is not None:
-
-            def p(v):
-                return "n/a" if v is None else f"{v:.3g}"
-
             lines += [
                 "",
                 f"Paired over seeds {c['seeds']}: {a}↔{b} errors of curated→full minus full→full = "
@@ -194,7 +242,28 @@ class FinetuneResult:
                 f"{c['x_more']}, tied in {c['ties']}; sign test p = {p(c['sign_test_p'])}, "
                 f"paired t p = {p(c['paired_t_p'])}.",
             ]
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines + self._control_lines()) + "\n"
+
+    def _control_lines(self) -> list[str]:
+        if not self.controls:
+            return []
+        a, b = self.names
+        lines = [
+            "",
+            f"Controls (same seeds; what each removed instead of the {self.explain_size - self.curated_size} "
+            f"I2X samples): " + "; ".join(f"{n}: {_removed_text(c)}" for n, c in self.controls.items()) + ".",
+            "",
+            f"| I2X arm vs control | schedule | {a}↔{b} errors, I2X − control | I2X fewer / more / tied "
+            "| sign test p | paired t p |",
+            "|---|---|---|---|---|---|",
+        ]
+        for c in self.control_comparisons():
+            lines.append(
+                f"| {c['control']} | {c['schedule'].replace('+', '→')} | {c['mean_diff']:+.2f} ± "
+                f"{c['std_diff']:.2f} | {c['x_fewer']} / {c['x_more']} / {c['ties']} | "
+                f"{p(c['sign_test_p'])} | {p(c['paired_t_p'])} |"
+            )
+        return lines
 
     def save(self, out: str | Path) -> Path:
         """results.json (arrays and numbers) first, then table.md; both written atomically."""
@@ -202,6 +271,24 @@ class FinetuneResult:
         store.save_json(out / "results.json", self.to_dict())
         store.atomic_write(out / "table.md", self.table())
         return out
+
+
+def p(v) -> str:
+    return "n/a" if v is None else f"{v:.3g}"
+
+
+def _row(label: str, s: dict) -> str:
+    return (
+        f"| {label} | {100 * s['accuracy_mean']:.2f} ± {100 * s['accuracy_std']:.2f} "
+        f"| {s['a_to_b_mean']:.2f} ± {s['a_to_b_std']:.2f} | {s['b_to_a_mean']:.2f} ± {s['b_to_a_std']:.2f} "
+        f"| {s['ab_mean']:.2f} ± {s['ab_std']:.2f} |"
+    )
+
+
+def _removed_text(c: dict) -> str:
+    n = sorted(set(c["removed"]))
+    counts = f"{n[0]}" if len(n) == 1 else f"{n[0]}-{n[-1]}"
+    return f"{counts} samples" + (f" (P-{c['prototype']})" if c.get("prototype") is not None else "")
 
 
 def resolve_pair(run, pair) -> tuple[int, int]:

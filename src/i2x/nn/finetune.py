@@ -16,6 +16,7 @@ from sklearn.metrics import confusion_matrix
 
 from ..analysis.finetune import (
     FinetuneResult,
+    control_removals,
     curated_indices,
     pair_counts,
     parse_schedules,
@@ -23,7 +24,7 @@ from ..analysis.finetune import (
     resolve_prototype,
     summarize,
 )
-from ..config import FinetuneConfig, finetune_config
+from ..config import FinetuneConfig, command_config
 from ..data import Dataset, load_splits
 from ..errors import I2XError
 from ..rundir import Run
@@ -36,48 +37,59 @@ def finetune(
     run_dir: str | Path,
     config: FinetuneConfig | None = None,
     *,
+    model: torch.nn.Module | None = None,
     test: Dataset | None = None,
     out: str | Path | None = None,
     progress: bool = True,
     **overrides,
 ) -> FinetuneResult:
-    """Guided fine-tuning of a finished run; writes ``out`` (default ``DIR/finetune``).
+    """Guided fine-tuning of a finished run, with control arms; writes ``out`` (default ``DIR/finetune``).
 
     Settings (:class:`~i2x.config.FinetuneConfig`) from ``config`` and keywords: ``pair`` (a, b) as
-    names or indices, or "auto" (most confused test pair); ``prototype`` an int or "auto" (top
-    uncertain prototype of the pair); ``schedules``, ``repeats``, ``lr``, ``seed``, ``batch_size``,
-    ``device``. ``test``: an :class:`i2x.data.Dataset` to evaluate on; default: the run's test set
-    reloaded from its config (needed when the run was made with custom ``splits``).
+    names or indices, or "auto"; ``prototype`` an int or "auto"; ``schedules``, ``repeats``, ``lr``,
+    ``seed``, ``batch_size``, ``device``, ``controls``. ``model``: the run's final model, for runs
+    made with your own model (built-in models are rebuilt from ``weights/final.pt``); its weights
+    are restored when fine-tuning ends. ``test``: an :class:`i2x.data.Dataset` to evaluate on;
+    default: the run's test set reloaded from its config (needed for custom ``splits``).
     """
     t_start = time.perf_counter()
-    fc = finetune_config(config, **overrides)
+    fc = command_config(FinetuneConfig, config, **overrides)
     run = Run(run_dir).check_complete("finetune")
     scheds = parse_schedules(fc.schedules)
     a, b = resolve_pair(run, fc.pair)
-    contain = run.arrays("intensity")["contain"]  # (N, K) bool
-    k = resolve_prototype(run, fc.prototype, a, b, contain.shape[1])
-    es = run.explain_set()
-    keep = _curated(contain, es["labels"], a, b, k, run.classes)
+    ia, es = run.arrays("intensity"), run.explain_set()
+    k = resolve_prototype(run, fc.prototype, a, b, ia["contain"].shape[1])
+    keep = _curated(ia["contain"], es["labels"], a, b, k, run.classes)
     m = run.manifest["data"]
     x_e, y_e = Dataset(es["images"], es["labels"], run.classes, tuple(m["mean"]), tuple(m["std"])).tensors()
+    dev = resolve_device(fc.device)
+    model = load_model(run.path, device=dev) if model is None else model.to(dev)
     t0 = time.perf_counter()
     x_t, y_t = _test_set(run, test).tensors()
     t_load = time.perf_counter() - t0
-    dev = resolve_device(fc.device)
-    model = load_model(run.path, device=dev)
-    base = {n: v.detach().clone() for n, v in model.state_dict().items()}  # final weights, in memory only
-    bs = int(fc.batch_size or run.config.batch_size)
-
-    def evaluate() -> dict:
-        pred = predict(model, x_t, device=dev).argmax(1)
-        cm = confusion_matrix(y_t.numpy(), pred, labels=np.arange(len(run.classes)))  # (C, C), rows = true
-        return {"accuracy": float((pred == y_t.numpy()).mean()), "confusion": cm.tolist(), **pair_counts(cm, a, b)}
-
-    baseline = evaluate()
-    sets = {"full": np.arange(len(y_e)), "curated": keep}
+    tuner = _Tuner(
+        model,
+        x_e,
+        y_e,
+        x_t,
+        y_t.numpy(),
+        len(run.classes),
+        (a, b),
+        fc.lr,
+        int(fc.batch_size or run.config.batch_size),
+        dev,
+        progress,
+    )
     seeds = tuple(int(fc.seed) + r for r in range(int(fc.repeats)))
-    results = _run_schedules(model, base, scheds, seeds, sets, x_e, y_e, fc.lr, bs, dev, evaluate, progress)
-    model.load_state_dict(base)
+    full = np.arange(len(y_e))
+    try:
+        baseline = tuner.evaluate()
+        results = tuner.arms(scheds, seeds, lambda s: {"full": full, "curated": keep})
+        names = [] if fc.controls == "none" else fc.controls.split(",")
+        args = (ia["contain"], es["labels"], a, b, k, len(full) - len(keep))
+        controls = {c: tuner.control(c, args, ia.get("background"), scheds, seeds) for c in names}
+    finally:
+        model.load_state_dict(tuner.base)
     res = FinetuneResult(
         pair=(a, b),
         names=(run.classes[a], run.classes[b]),
@@ -85,11 +97,12 @@ def finetune(
         explain_size=len(y_e),
         curated_indices=keep,
         lr=float(fc.lr),
-        batch_size=bs,
+        batch_size=tuner.bs,
         seeds=seeds,
         schedules=results,
         baseline=baseline,
         test_size=len(y_t),
+        controls={c: v for c, v in controls.items() if v is not None},
         timings={"load_test": round(t_load, 3), "total": round(time.perf_counter() - t_start, 3)},
     )
     out = Path(out) if out is not None else run.path / "finetune"
@@ -115,6 +128,11 @@ def _test_set(run: Run, test: Dataset | None) -> Dataset:
     if test is not None:
         return test
     cfg, m = run.config, run.manifest["data"]
+    if str(m.get("dataset", "")).startswith("user"):
+        raise I2XError(
+            f"{run.path} was made with your own data ({m['dataset']}, test: {m.get('test_source')}): "
+            "pass its test set from Python, finetune(DIR, test=i2x.data.Dataset(...))"
+        )
     test = load_splits(
         cfg.dataset, cfg.data_dir, seed=cfg.seed, test_subset=cfg.test_subset, subset_seed=cfg.explain_seed
     ).test
@@ -126,39 +144,60 @@ def _test_set(run: Run, test: Dataset | None) -> Dataset:
     return test
 
 
-def _run_schedules(
-    model,
-    base: dict,
-    scheds: list[str],
-    seeds: tuple[int, ...],
-    sets: dict,
-    x_e,
-    y_e,
-    lr: float,
-    bs: int,
-    dev,
-    evaluate,
-    progress: bool,
-) -> dict:
-    """Every schedule x seed from the final weights; per schedule its repeats and their summary."""
-    from tqdm.auto import tqdm
+class _Tuner:
+    """Fine-tunes one model from its final weights, arm by arm, and evaluates it on the test set."""
 
-    results = {s: {"repeats": []} for s in scheds}
-    bar = tqdm(total=len(scheds) * len(seeds), desc="finetune", disable=not progress, leave=False)
-    for sched in scheds:
-        for s in seeds:
-            t1 = time.perf_counter()
-            model.load_state_dict(base)
-            _train_schedule(model, sched, s, sets, x_e, y_e, lr, bs, dev)
-            t_ft = time.perf_counter() - t1
-            r = evaluate()
-            results[sched]["repeats"].append(
-                {"seed": s, **r, "seconds": round(time.perf_counter() - t1, 3), "finetune_seconds": round(t_ft, 3)}
-            )
-            bar.update(1)
-        results[sched].update(summarize(results[sched]["repeats"]))
-    bar.close()
-    return results
+    def __init__(
+        self, model, x_e, y_e, x_t, y_t: np.ndarray, n_classes: int, pair, lr: float, bs: int, dev, progress: bool
+    ):
+        self.model, self.x_e, self.y_e, self.x_t, self.y_t, self.n_classes = model, x_e, y_e, x_t, y_t, n_classes
+        self.pair, self.lr, self.bs, self.dev, self.progress = pair, lr, bs, dev, progress
+        self.base = {n: v.detach().clone() for n, v in model.state_dict().items()}  # final weights, in memory only
+
+    def evaluate(self) -> dict:
+        pred = predict(self.model, self.x_t, device=self.dev).argmax(1)
+        cm = confusion_matrix(self.y_t, pred, labels=np.arange(self.n_classes))  # (C, C), rows = true class
+        return {"accuracy": float((pred == self.y_t).mean()), "confusion": cm.tolist(), **pair_counts(cm, *self.pair)}
+
+    def arms(self, scheds: list[str], seeds: tuple[int, ...], sets_for) -> dict:
+        """Every schedule x seed from the final weights (``sets_for(seed)``: the rows of E of each
+        stage name); per schedule its repeats and their summary."""
+        from tqdm.auto import tqdm
+
+        results = {s: {"repeats": []} for s in scheds}
+        bar = tqdm(total=len(scheds) * len(seeds), desc="finetune", disable=not self.progress, leave=False)
+        for sched in scheds:
+            for s in seeds:
+                t1 = time.perf_counter()
+                self.model.load_state_dict(self.base)
+                _train_schedule(self.model, sched, s, sets_for(s), self.x_e, self.y_e, self.lr, self.bs, self.dev)
+                t_ft = time.perf_counter() - t1
+                r = self.evaluate()
+                results[sched]["repeats"].append(
+                    {"seed": s, **r, "seconds": round(time.perf_counter() - t1, 3), "finetune_seconds": round(t_ft, 3)}
+                )
+                bar.update(1)
+            results[sched].update(summarize(results[sched]["repeats"]))
+        bar.close()
+        return results
+
+    def control(self, name: str, args: tuple, background, scheds: list[str], seeds: tuple[int, ...]) -> dict | None:
+        """Control arm ``name``: the schedules that use the curated set, with the control's removal
+        (drawn per seed) in its place; None when the control has nothing to remove."""
+        draws = {s: control_removals(name, *args, s, background) for s in seeds}
+        if any(len(rows) == 0 for rows, _ in draws.values()):
+            return None
+        full = np.arange(len(self.y_e))
+        arms = self.arms(
+            [x for x in scheds if "curated" in x.split("+")],
+            seeds,
+            lambda s: {"full": full, "curated": np.setdiff1d(full, draws[s][0])},
+        )
+        info = {"removed": [int(len(draws[s][0])) for s in seeds]}
+        if name == "other-prototype":
+            info["prototypes"] = [draws[s][1]["prototype"] for s in seeds]
+            info["prototype"] = info["prototypes"][0] if len(set(info["prototypes"])) == 1 else None
+        return {"schedules": arms, **info}
 
 
 def _train_schedule(model, sched: str, seed: int, sets: dict, x_e, y_e, lr: float, bs: int, dev) -> None:

@@ -21,7 +21,7 @@ from ..data import Dataset, Splits, explanation_indices, from_torch, load_splits
 from ..errors import I2XError
 from ..rundir import Context, Hooks, Run, new_manifest, prepare_dir, run_stages, stage_done
 from .layers import resolve_layer
-from .models import build_model
+from .models import MODELS, build_model
 from .record import Recorder
 from .saliency import features
 from .train import iterations_per_epoch, load_state, predict, save_state
@@ -54,6 +54,8 @@ def run(
     """
     if isinstance(model, str):  # run(model="resnet50") names a built-in model
         overrides, model = {**overrides, "model": model}, None
+    elif model is not None:  # the caller's own model: no built-in name in the saved settings
+        overrides = {**overrides, "model": ""}
     out = Path(out)
     resumed = store.read_manifest(out) if resume and (out / store.MANIFEST).exists() else None
     cfg = _run_config(config, preset, overrides, resumed, out)  # bad settings fail before anything is written
@@ -400,6 +402,12 @@ def _check_fits(model, x, num_classes: int) -> None:
 def load_model(run_dir: str | Path, device="cpu"):
     """Rebuild the final model of a run directory (built-in models only)."""
     r = Run(run_dir)
+    if r.config.model not in MODELS:
+        raise I2XError(
+            f"{r.path} was made with your own model ({r.manifest['model']['name']}), which i2x cannot "
+            "rebuild from weights/final.pt: load it yourself and pass it from Python, e.g. "
+            "i2x.finetune(DIR, model=my_model) or i2x.analyze(DIR, my_model)"
+        )
     ck = load_state(Path(run_dir) / "weights" / "final.pt", map_location=device)
     shape = r.manifest["data"]["image_shape"]
     m = build_model(r.config.model, in_channels=shape[0], num_classes=len(r.classes))

@@ -467,7 +467,7 @@ def finetune_figure(summary: dict, classes: list[str]) -> Figure:
     names = list(summary["schedules"])
     rows = summary["schedules"].values()
     has_pair = all("both" in r for r in rows)
-    fig = new_figure(7.2, 3.0, left=0.7, bottom=0.85, wspace=0.35)
+    fig = new_figure(max(7.2, 0.6 * len(names) * 2), 3.0, left=0.7, bottom=1.2, wspace=0.25)  # control arms widen it
     axes = fig.subplots(1, 2 if has_pair else 1, squeeze=False).ravel()
     x = np.arange(len(names))
     acc = np.array([r["accuracy"] for r in rows])
@@ -488,5 +488,5 @@ def finetune_figure(summary: dict, classes: list[str]) -> Figure:
         if base.get("both") is not None:
             axes[1].axhline(base["both"], color="black", ls="--", lw=1)
     for ax in axes:
-        ax.set_xticks(x, [n.replace("+", "→") for n in names], rotation=20, ha="right", fontsize=8)
+        ax.set_xticks(x, [n.replace("+", "→") for n in names], rotation=35, ha="right", fontsize=7.5)
     return fig

@@ -110,13 +110,17 @@ def _mean_std(v: list[float]) -> tuple[float, float]:
 
 def finetune_summary(res: dict) -> dict | None:
     """Per schedule of ``i2x finetune``'s ``results.json``: mean ± std (ddof=1) of accuracy (%) and of
-    a→b, b→a, a↔b errors, from every repeat's accuracy and confusion matrix. None when ``res`` is
+    a→b, b→a, a↔b errors, from every repeat's accuracy and confusion matrix (control arms named
+    "schedule [control]"). None when ``res`` is
     not in that format (``pair`` [a, b], ``schedules`` name -> {"repeats": [...]}, ``baseline``)."""
     try:
         a, b = (int(x) for x in res["pair"])
-        sch, base = res["schedules"], res["baseline"]
+        base = res["baseline"]
+        arms = list(res["schedules"].items()) + [  # control arms: "curated+full [random-pair]"
+            (f"{sched} [{c}]", arm) for c, v in res.get("controls", {}).items() for sched, arm in v["schedules"].items()
+        ]
         out = {}
-        for name, s in sch.items():
+        for name, s in arms:
             reps = s["repeats"]
             acc = [100 * r["accuracy"] for r in reps]
             ab, ba = [r["confusion"][a][b] for r in reps], [r["confusion"][b][a] for r in reps]
