@@ -130,9 +130,9 @@ def test_argparse_only_in_the_cli():
 def test_every_setting_has_help_and_a_reason():
     from dataclasses import fields
 
-    from i2x.config import ExplainConfig, FinetuneConfig, RunConfig
+    from i2x.config import ExplainConfig, FaithfulnessConfig, FinetuneConfig, RunConfig
 
-    for cls in (RunConfig, ExplainConfig, FinetuneConfig):
+    for cls in (RunConfig, ExplainConfig, FinetuneConfig, FaithfulnessConfig):
         for f in fields(cls):
             assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help text"
             if f.name != "explain":

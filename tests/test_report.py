@@ -226,3 +226,15 @@ def test_tile_outlines_cell_in_prototype_colour_and_keeps_the_rest():
 def test_md_tables_escapes_and_skips_separator():
     h = md_tables("# Title\n| a | <b> |\n|---|:--:|\n| 1 | 2 |\n")
     assert h == "<p>Title</p><table><tr><th>a</th><th>&lt;b&gt;</th></tr><tr><td>1</td><td>2</td></tr></table>"
+
+
+def test_faithfulness_section_from_a_real_deletion_pass(report_run, tmp_path):
+    from i2x.nn.faithfulness import faithfulness
+
+    run = tmp_path / "run"
+    shutil.copytree(report_run, run, ignore=shutil.ignore_patterns("report"))
+    res = faithfulness(run, random_draws=2, device="cpu", progress=False)
+    html = report(run, svg=False).read_text()
+    assert 'id="faithfulness"' in html and 'href="#faithfulness"' in html
+    assert f"{res['summary']['deletions']} deletions" in html
+    assert (run / "report" / "fig" / "faithfulness.png").exists()

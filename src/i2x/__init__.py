@@ -9,7 +9,8 @@ Stage functions (see ``I2X-SPEC``):
 5. :func:`aggregate_clusters` — per-cluster ΔP and ΔI (Eq. 6-7)
 6. :func:`ridge` — W_t (Eq. 8); :func:`dynamics` runs 4-6 over every step
 7. :func:`explain` — structured explanations per class and per pair
-8. :func:`finetune` — explanation-guided fine-tuning
+8. :func:`finetune` — explanation-guided fine-tuning, against control arms
+9. :func:`faithfulness` — prototype deletion on the final model, against random deletion
 
 :func:`run` runs stages 1-7 into a run directory; :class:`Run` reads one back.
 
@@ -36,6 +37,7 @@ _LAZY = {
     "RunConfig": "config",
     "ExplainConfig": "config",
     "FinetuneConfig": "config",
+    "FaithfulnessConfig": "config",
     "PRESETS": "presets",
     "prototypes": "analysis.prototypes",
     "Prototypes": "analysis.prototypes",
@@ -58,6 +60,7 @@ _LAZY = {
     "analyze_checkpoints": "nn.pipeline",
     "load_model": "nn.pipeline",
     "finetune": "nn.finetune",
+    "faithfulness": "nn.faithfulness",
     "models": "nn.models",
 }
 

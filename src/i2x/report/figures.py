@@ -490,3 +490,20 @@ def finetune_figure(summary: dict, classes: list[str]) -> Figure:
     for ax in axes:
         ax.set_xticks(x, [n.replace("+", "→") for n in names], rotation=35, ha="right", fontsize=7.5)
     return fig
+
+
+def faithfulness_figure(f: dict, colors) -> Figure:
+    """Own-class deletion effect per prototype (mean and 95 % interval), filled where it beats random."""
+    rows = [r for r in f["prototypes"] if r["own_class"]["effect"] is not None]
+    fig = new_figure(max(6.0, 0.22 * len(rows) + 1.5), 2.8, left=0.9, bottom=0.6)
+    ax = fig.subplots()
+    for i, r in enumerate(rows):
+        o, c = r["own_class"], colors[r["prototype"]]
+        lo, hi = o.get("ci_low"), o.get("ci_high")
+        if lo is not None and hi is not None:
+            ax.plot([i, i], [lo, hi], color=c, lw=1.5)
+        ax.plot(i, o["effect"], "o", ms=5, color=c, mfc=c if r["beats_random"] else "white")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(range(len(rows)), [f"P-{r['prototype']}" for r in rows], rotation=90, fontsize=7)
+    ax.set_ylabel("Δ own-class confidence\nbeyond random deletion")
+    return fig

@@ -35,6 +35,7 @@ class RunData:
     explanations: dict
     finetune: dict | None
     finetune_table: str | None
+    faithfulness: dict | None = None  # DIR/faithfulness.json when `i2x faithfulness` wrote it
 
     @property
     def k(self) -> int:
@@ -82,25 +83,27 @@ def load_run(run_dir: str | Path) -> RunData:
         explanations=store.load_json(run_dir / "explanations.json"),
         finetune=ft,
         finetune_table=table,
+        faithfulness=_json_or_none(run_dir / "faithfulness.json"),
     )
+
+
+def _json_or_none(path: Path) -> dict | None:
+    """Another command's JSON output, or None when absent or unreadable (the report must not fail on it)."""
+    try:
+        res = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return res if isinstance(res, dict) else None
 
 
 def _finetune(run_dir: Path) -> tuple[dict | None, str | None]:
     """``DIR/finetune/results.json`` and ``table.md`` when ``i2x finetune`` wrote them; anything
     unreadable is treated as absent (the report must not fail on another stage's output)."""
-    d = run_dir / "finetune"
-    res = table = None
     try:
-        res = json.loads((d / "results.json").read_text())
-        if not isinstance(res, dict):
-            res = None
-    except (OSError, ValueError):
-        res = None
-    try:
-        table = (d / "table.md").read_text()
+        table = (run_dir / "finetune" / "table.md").read_text()
     except OSError:
         table = None
-    return res, table
+    return _json_or_none(run_dir / "finetune" / "results.json"), table
 
 
 def _mean_std(v: list[float]) -> tuple[float, float]:

@@ -427,6 +427,48 @@ class Page:
             )
         return f'<section id="finetune"><h2>Guided fine-tuning</h2>{"".join(parts)}</section>'
 
+    def faithfulness(self) -> str:
+        f = self.d.faithfulness
+        try:
+            s, rc, br = f["summary"], f["summary"]["rank_correlation"], f["summary"]["beats_random"]
+        except (TypeError, KeyError):
+            return ""
+        rho = (
+            "n/a" if rc.get("rho") is None else f"{rc['rho']:+.3f} (p = {_p(rc.get('p_value'))}, {rc['n_pairs']} pairs)"
+        )
+        share = "n/a" if br.get("share") is None else f"{100 * br['share']:.0f} %"
+        lines = [
+            f"<p>Each prototype's region was deleted ({E(f['config']['fill'])} fill) from the explanation-set images "
+            f"that contain it, against {f['config']['random_draws']} random deletions of as many cells in the same "
+            f"images; {s['deletions']} deletions. Spearman correlation between what the explanation says a "
+            f"prototype does for a class (Σ_t W_t[k,c]) and what deleting it does (minus the confidence change "
+            f"beyond random): <b>{rho}</b>. Prototypes whose deletion lowers the image's own class more than "
+            f"random (p &lt; {s.get('alpha', 0.05)}): <b>{share}</b> ({br['count']} of {br['tested']}; "
+            f"{br.get('count_holm', 'n/a')} after Holm).</p>"
+        ]
+        for p in f.get("pairs", []):
+            na, nb = (self.name(c) for c in (p["a"], p["b"]))
+            lines.append(
+                f"<p>Pair {na}↔{nb}, top uncertain {self.chip(p['prototype'])}: {_flips(p['a_to_b'], na, nb)}; "
+                f"{_flips(p['b_to_a'], nb, na)}.</p>"
+            )
+        fig = self.figure(
+            F.faithfulness_figure(f, self.colors),
+            "faithfulness",
+            "Deletion effect of each prototype on its images' own class (confidence change beyond random "
+            "deletion, mean and 95 % interval over images); filled: lower than random at p < alpha.",
+            "prototype deletion effects",
+        )
+        return f'<section id="faithfulness"><h2>Faithfulness: deleting prototypes</h2>{"".join(lines)}{fig}</section>'
+
+
+def _flips(f: dict, x: str, y: str) -> str:
+    if not f.get("n_images"):
+        return f"{x}→{y}: no image"
+    deleted, rand = 100 * (f["deleted_rate"] or 0), 100 * (f["random_rate"] or 0)
+    tail = f"(p = {_p(f.get('p_value'))}, {f['n_images']} images)"
+    return f"{x}→{y} flips {deleted:.1f} % after deleting it vs {rand:.1f} % after random deletion {tail}"
+
 
 def md_tables(text: str) -> str:
     """Markdown pipe tables to HTML tables; other lines as escaped paragraphs."""
@@ -464,14 +506,16 @@ def css() -> str:
 
 def build(d: RunData, fw: F.FigureWriter) -> str:
     pg = Page(d, fw)
-    sections = [pg.summary(), pg.gallery(), pg.classes(), pg.pairs(), pg.dynamics(), pg.finetune()]
+    sections = [pg.summary(), pg.gallery(), pg.classes(), pg.pairs(), pg.dynamics(), pg.finetune(), pg.faithfulness()]
     toc = [
         ("summary", "Summary"),
         ("prototypes", "Prototypes"),
         ("classes", "Classes"),
         ("pairs", "Confused pairs"),
         ("dynamics", "Dynamics"),
-    ] + ([("finetune", "Fine-tuning")] if sections[-1] else [])
+    ]
+    toc += [("finetune", "Fine-tuning")] if sections[-2] else []
+    toc += [("faithfulness", "Faithfulness")] if sections[-1] else []
     m = d.manifest
     title = f"I2X report: {m.get('data', {}).get('dataset', '')} · {m.get('model', {}).get('name', '')}"
     return (
