@@ -92,3 +92,18 @@ def test_bad_setting_names_the_field_in_python_and_the_flag_on_the_cli(capsys, t
     assert not (tmp_path / "x").exists()  # nothing written for a call that cannot run
     assert main(["run", "--out", str(tmp_path / "y"), "--epochs", "0"]) == 2
     assert "error: --epochs 0: must be ≥ 1" in capsys.readouterr().err
+
+
+def test_data_seed_moves_the_data_order_alone(tmp_path, tiny_args):
+    args = [*tiny_args, "--epochs", "1"]
+    runs = {}
+    for name, extra in (("a", []), ("b", ["--data-seed", "7"]), ("c", ["--data-seed", "0"])):
+        assert main(["run", "--out", str(tmp_path / name), *args, *extra]) == 0
+        runs[name] = tmp_path / name
+    first = {n: load_npz(sorted((r / "record").glob("ckpt_it*.npz"))[0])["confidences"] for n, r in runs.items()}
+    last = {n: load_npz(sorted((r / "record").glob("ckpt_it*.npz"))[-1])["confidences"] for n, r in runs.items()}
+    np.testing.assert_array_equal(first["a"], first["b"])  # the same initial weights (--seed)
+    assert not np.allclose(last["a"], last["b"])  # another data order
+    np.testing.assert_array_equal(last["a"], last["c"])  # --data-seed = --seed is the default
+    m = json.loads((runs["b"] / "manifest.json").read_text())
+    assert m["seeds"] == {"seed": 0, "data_seed": 7, "explain_seed": 42} and m["config"]["data_seed"] == 7

@@ -239,7 +239,7 @@ def new_manifest(cfg: RunConfig, data: dict, model: dict, old: dict | None = Non
     with the settings, data and model descriptions of this call."""
     m = old or {"versions": store.library_versions(), "stages": {}, "timings": {}, "metrics": {}}
     m["config"] = cfg.to_dict()
-    m["seeds"] = {"seed": cfg.seed, "explain_seed": cfg.explain_seed}
+    m["seeds"] = {"seed": cfg.seed, "data_seed": cfg.order_seed, "explain_seed": cfg.explain_seed}
     m["data"] = {**m.get("data", {}), **data}
     m["model"] = {**m.get("model", {}), **model}
     return m

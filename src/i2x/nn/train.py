@@ -64,7 +64,8 @@ def train(
     progress: bool = True,
 ) -> dict:
     """Train ``model`` in place with the training settings of ``cfg`` (epochs, batch_size, lr,
-    weight_decay, augment, seed); record at checkpoints; save a resumable state at each.
+    weight_decay, augment, seed; data order and augmentation from ``cfg.order_seed``); record at
+    checkpoints; save a resumable state at each.
 
     If ``state_path`` exists, training resumes from it. Returns {"iterations", "losses"}.
     """
@@ -104,7 +105,7 @@ def train(
     )
     while it < total:
         epoch, pos = divmod(it, ipe)
-        perm = torch.randperm(len(labels), generator=seeded_generator(cfg.seed, epoch))
+        perm = torch.randperm(len(labels), generator=seeded_generator(cfg.order_seed, epoch))
         model.train()
         for b in range(pos, ipe):
             idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
@@ -138,7 +139,7 @@ def _restore(state_path: Path | None, model, opt, sched, seed: int, device) -> t
 def _step(model, opt, sched, x, y, cfg: RunConfig, it: int, device) -> float:
     """One optimizer step on batch (x, y); augmentation is a function of (seed, iteration)."""
     if cfg.augment:
-        x = random_shift(x, seeded_generator(cfg.seed, 1_000_003, it))
+        x = random_shift(x, seeded_generator(cfg.order_seed, 1_000_003, it))
     x, y = x.to(device), y.to(device)
     loss = F.cross_entropy(model(x), y)
     if not torch.isfinite(loss):
