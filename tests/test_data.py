@@ -24,10 +24,12 @@ def write_fake_cifar(root, n_train=20, n_test=10, seed=0):
     rng = np.random.default_rng(seed)
     d = root / "cifar-10-batches-py"
     d.mkdir(parents=True)
-    batches = {}
+    batches, start = {}, 0
     for name, n in [*[(f"data_batch_{i}", n_train // 5) for i in range(1, 6)], ("test_batch", n_test)]:
         x = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-        y = [int(v) for v in np.arange(n) % 10]
+        start = 0 if name == "test_batch" else start
+        y = [int(v) for v in (start + np.arange(n)) % 10]  # the training batches together hold every class
+        start += n
         batches[name] = (x, y)
         with open(d / name, "wb") as fh:
             pickle.dump({b"data": x, b"labels": y}, fh)

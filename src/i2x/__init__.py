@@ -51,6 +51,7 @@ _LAZY = {
     "explain": "analysis.explain",
     "pair_explanation": "analysis.explain",
     "curated_indices": "analysis.finetune",
+    "compare": "analysis.compare",
     "Run": "rundir",
     "saliency": "nn.saliency",
     "features": "nn.saliency",

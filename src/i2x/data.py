@@ -69,8 +69,9 @@ class Dataset:
         x = torch.from_numpy(np.array(x, dtype=np.float32))
         if self.images.dtype == np.uint8:
             x = x / 255.0
-        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
-        std = torch.tensor(self.std).view(1, -1, 1, 1)
+        # float32 whatever the stored type (numpy float64 from a cache made the images Double)
+        mean = torch.tensor([float(v) for v in self.mean], dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor([float(v) for v in self.std], dtype=torch.float32).view(1, -1, 1, 1)
         return (x - mean) / std, torch.from_numpy(np.asarray(y, dtype=np.int64))
 
 
@@ -238,7 +239,12 @@ def load_imagefolder_split(root: str | os.PathLike, split: str, classes: list[st
             with np.load(cache) as z:
                 if np.array_equal(z["stamp"], stamp):
                     return Dataset(
-                        z["images"], z["labels"], found, tuple(z["mean"]), tuple(z["std"]), f"imagefolder:{root}"
+                        z["images"],
+                        z["labels"],
+                        found,
+                        tuple(map(float, z["mean"])),
+                        tuple(map(float, z["std"])),
+                        f"imagefolder:{root}",
                     )
         except (OSError, KeyError, ValueError):
             pass  # a broken cache is rebuilt

@@ -10,8 +10,11 @@ manifest lists it complete and its files read back (:func:`stage_done`).
 
 from __future__ import annotations
 
+import fcntl
+import os
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -50,9 +53,9 @@ class Context:
     _records: dict | None = field(default=None, repr=False)
 
     def records(self) -> dict[str, np.ndarray]:
-        """All checkpoint records (loaded once)."""
+        """All checkpoint records (loaded once); every checkpoint the manifest lists must be there."""
         if self._records is None:
-            self._records = store.load_records(self.out)
+            self._records = store.load_records(self.out, expected=self.manifest.get("checkpoints"))
         return self._records
 
     def arrays(self, stage: str) -> dict[str, np.ndarray]:
@@ -74,7 +77,35 @@ def _evaluate(ctx: Context) -> list[str]:
     metrics["test_accuracy"] = float((y_pred == y_true).mean())
     metrics["confused_pairs"] = [{"a": a, "b": b, "count": n} for a, b, n in confused_pairs(cm, top=5)]
     ctx.manifest["data"]["test_size"] = int(len(y_true))
+    for w in health_warnings(y_pred, metrics["test_accuracy"], ctx.classes):
+        warn(ctx.manifest, w)
     return ["arrays/evaluate.npz"]
+
+
+def health_warnings(y_pred: np.ndarray, accuracy: float, classes: list[str]) -> list[str]:
+    """What is wrong with a final model whose explanation should not be trusted: accuracy near
+    chance, or one class predicted for most images."""
+    out, C = [], len(classes)
+    if accuracy <= 1.5 / C:
+        out.append(
+            f"the final model is near chance ({100 * accuracy:.1f} % test accuracy, chance {100 / C:.1f} %): "
+            "its explanation describes a model that did not learn; train longer, lower the lr, or check "
+            "BatchNorm statistics"
+        )
+    top = np.bincount(np.asarray(y_pred, dtype=np.int64), minlength=C)
+    if len(y_pred) and top.max() > 0.9 * len(y_pred) and C > 1:
+        out.append(
+            f"the final model predicts {classes[int(top.argmax())]} for {100 * top.max() / len(y_pred):.0f} % "
+            "of the test images"
+        )
+    return out
+
+
+def warn(manifest: dict, text: str) -> None:
+    """Record a warning in the manifest (the summary, `i2x explain` and the report show them)."""
+    ws = manifest.setdefault("warnings", [])
+    if text not in ws:
+        ws.append(text)
 
 
 def _prototypes(ctx: Context) -> list[str]:
@@ -219,7 +250,8 @@ def run_stages(ctx: Context, progress: bool = False) -> None:
     bar = tqdm(STAGES, desc="i2x", disable=not progress, leave=False)
     redo = False
     for stage in bar:
-        if redo or not stage_done(ctx.out, ctx.manifest, stage.name, ctx.cfg):
+        ran = redo or not stage_done(ctx.out, ctx.manifest, stage.name, ctx.cfg)
+        if ran:
             bar.set_postfix(stage=stage.name)
             t0 = time.perf_counter()
             files = stage.run(ctx)
@@ -228,7 +260,10 @@ def run_stages(ctx: Context, progress: bool = False) -> None:
             ctx.manifest.setdefault("stages", {})[stage.name] = entry
             store.write_manifest(ctx.out, ctx.manifest)
             redo = True  # a stage redone: every later one read its output
-        if stage.name == "record":
+        external = not ctx.manifest["stages"]["record"].get("files") if stage.name == "record" else False
+        if stage.name == "record" and (ran or external or "checkpoints" not in ctx.manifest):
+            # the checkpoints on disk, when they were just recorded or come from the caller's own loop;
+            # else the run's own list, so that a lost record file is noticed, not silently skipped
             ctx.manifest["checkpoints"] = store.checkpoint_iterations(ctx.out)
     bar.close()
     store.write_manifest(ctx.out, ctx.manifest)
@@ -245,26 +280,84 @@ def new_manifest(cfg: RunConfig, data: dict, model: dict, old: dict | None = Non
     return m
 
 
+LOCK = ".i2x.lock"
+# what i2x writes into a run directory: a folder holding only these (and no manifest) is a failed start
+OURS = {"record", "weights", "arrays", "report", "finetune", "explanations.json", "faithfulness.json", LOCK}
+_HELD: dict[Path, list] = {}  # run directory -> [lock fd, depth] held by this process
+
+
+@contextmanager
+def run_lock(run_dir: str | Path):
+    """Own ``run_dir`` for the block: an OS lock (``flock`` on ``DIR/.i2x.lock``) that a second
+    process cannot take (it gets a RunDirError naming the holder's pid); the OS drops it when the
+    holder dies, so a stale lock never blocks. Re-entrant within a process."""
+    d = Path(run_dir).resolve()
+    if d in _HELD:
+        _HELD[d][1] += 1
+        try:
+            yield
+        finally:
+            _HELD[d][1] -= 1
+        return
+    d.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(d / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:  # a read-only run directory: nobody can write into it, so nothing to guard
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise RunDirError(
+            f"{d} is in use by another i2x process (pid {holder}): wait for it to end, or stop it, then retry"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _HELD[d] = [fd, 1]
+    try:
+        yield
+    finally:
+        del _HELD[d]
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
 def prepare_dir(out: Path, resume: bool, overwrite: bool) -> dict | None:
-    """Make ``out`` ready for a run; returns the manifest of the run to resume (None = new)."""
+    """Make ``out`` ready for a run; returns the manifest of the run to resume (None = new). A
+    folder left by a start that failed before any work was saved (only i2x's files, no complete
+    stage, no checkpoint record, no training state) does not block a retry: it is cleared."""
     import shutil
 
-    if out.exists() and any(out.iterdir()):
-        if overwrite:
-            shutil.rmtree(out)
-        elif resume:
-            for tmp in out.rglob(".*.tmp"):  # half-written files of the crashed run: never data
-                tmp.unlink()
-            return store.read_manifest(out) if (out / store.MANIFEST).exists() else None
-        else:
-            raise I2XError(
-                f"{out} already holds a run: resume it (i2x run --resume, run(resume=True)) "
-                "or replace it (--overwrite, run(overwrite=True))"
-            )
-    elif resume and not out.exists():
-        raise I2XError(f"--resume {out}: no such run directory; start it with `i2x run --out {out}`")
+    content = [p for p in out.iterdir() if p.name != LOCK] if out.exists() else []
+    progress = (out / "weights" / "train_state.pt").exists() or any((out / "record").glob("*ckpt_it*"))
+    failed_start = {p.name for p in content} <= OURS | {store.MANIFEST} and not (progress or _any_complete(out))
+    if content and (overwrite or (failed_start and not resume)):
+        for p in content:  # everything but the lock this process holds
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    elif content and resume:
+        for tmp in out.rglob(".*.tmp"):  # half-written files of the crashed run: never data
+            tmp.unlink()
+        return store.read_manifest(out) if (out / store.MANIFEST).exists() else None
+    elif content:
+        raise I2XError(
+            f"{out} already holds a run: resume it (i2x run --resume, run(resume=True)) "
+            "or replace it (--overwrite, run(overwrite=True))"
+        )
+    elif resume and not (out / store.MANIFEST).exists():
+        raise I2XError(f"--resume {out}: no such run directory (no manifest.json); start it with `i2x run --out {out}`")
     out.mkdir(parents=True, exist_ok=True)
     return None
+
+
+def _any_complete(out: Path) -> bool:
+    """Whether ``out`` holds a manifest that lists at least one complete stage."""
+    try:
+        m = store.read_manifest(out)
+    except RunDirError:
+        return (out / store.MANIFEST).exists()  # unreadable or another version: not ours to clear
+    return any(st.get("complete") for st in m.get("stages", {}).values())
 
 
 class Run:
@@ -309,7 +402,7 @@ class Run:
         return store.load_npz(self.path / "arrays" / f"{stage}.npz")
 
     def records(self, saliency: str = "all") -> dict[str, np.ndarray]:
-        return store.load_records(self.path, saliency)
+        return store.load_records(self.path, saliency, expected=self.manifest.get("checkpoints"))
 
     def explain_set(self) -> dict[str, np.ndarray]:
         return store.load_npz(self.path / "record" / "explain_set.npz")

@@ -16,6 +16,7 @@ complete and is itself written last.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -27,7 +28,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .errors import RunDirError
+from .errors import I2XError, RunDirError
 
 SCHEMA_VERSION = 2  # 2: p-values, background, selective containment (issue 11)
 MANIFEST = "manifest.json"
@@ -41,20 +42,51 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO
     if isinstance(data, str):
         data = data.encode("utf-8")
     write = (lambda fh: fh.write(data)) if isinstance(data, bytes) else data
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary readable files
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if _is_write_failure(exc):
+            raise StorageError(path, exc) from exc
         raise
     return path
+
+
+class StorageError(I2XError):
+    """A file could not be written (disk full, no permission, ...); nothing half-written remains."""
+
+    def __init__(self, path: Path, exc: BaseException):
+        err = getattr(exc, "errno", None) or _errno_in(exc)
+        reason = os.strerror(err) if err else str(exc).splitlines()[0][:120]
+        fix = "free disk space" if err == errno.ENOSPC else "check the folder's space and permissions"
+        super().__init__(
+            f"cannot write {path} ({reason}): {fix}, then continue with `i2x run --resume DIR` "
+            "(complete stages are kept)"
+        )
+
+
+def _errno_in(exc: BaseException) -> int | None:
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno:
+            return exc.errno
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _is_write_failure(exc: BaseException) -> bool:
+    """An OSError, or torch's RuntimeError around one ("PytorchStreamWriter failed writing ...")."""
+    if isinstance(exc, OSError):
+        return True
+    return isinstance(exc, RuntimeError) and ("writ" in str(exc).lower() or _errno_in(exc) is not None)
 
 
 def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
@@ -96,12 +128,15 @@ def checkpoint_iterations(run_dir: str | os.PathLike) -> list[int]:
     return sorted(_record_files(run_dir))
 
 
-def load_records(run_dir: str | os.PathLike, saliency: str = "all") -> dict[str, np.ndarray]:
+def load_records(
+    run_dir: str | os.PathLike, saliency: str = "all", expected: list[int] | None = None
+) -> dict[str, np.ndarray]:
     """Stack every checkpoint of ``run_dir/record`` (shards merged, rows sorted by sample index).
 
     Returns ``iterations`` (T+1,), ``sample_index`` (N,), ``confidences`` (T+1, N, C) and
     ``saliency``: (T+1, N, H', W') with ``saliency="all"``, the final checkpoint's only as
-    (1, N, H', W') with ``"last"`` (the report), absent with ``"none"``.
+    (1, N, H', W') with ``"last"`` (the report), absent with ``"none"``. ``expected``: the
+    iterations the manifest lists; a missing one is a RunDirError naming the file and the fix.
     """
     if saliency not in ("all", "last", "none"):
         raise ValueError(f"saliency={saliency!r} must be 'all', 'last' or 'none'")
@@ -110,6 +145,13 @@ def load_records(run_dir: str | os.PathLike, saliency: str = "all") -> dict[str,
     if not by_it:
         raise RunDirError(f"no checkpoint records in {d}: run `i2x run` (or a Recorder) first")
     its = sorted(by_it)
+    lost = sorted(set(expected or []) - set(its))
+    if lost:
+        raise RunDirError(
+            f"{d / f'ckpt_it{lost[0]:07d}.npz'} is missing ({len(lost)} of {len(expected)} checkpoint records lost): "
+            "a checkpoint cannot be re-recorded after training; restore the file, or start over with "
+            f"`i2x run --out {Path(run_dir)} --overwrite` (same seed and thread count = the same run)"
+        )
     ref, conf, sal = None, [], []
     for it in its:
         want_sal = saliency == "all" or (saliency == "last" and it == its[-1])

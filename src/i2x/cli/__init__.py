@@ -1,4 +1,6 @@
-"""Command line: ``i2x run | explain | analyze | report | finetune | faithfulness``, a thin layer over the Python API.
+"""Command line: ``i2x run | explain | analyze | report | finetune | faithfulness | compare``.
+
+A thin layer over the Python API.
 
 One module per subcommand, each with ``add_parser(sub)`` and ``cmd(args) -> int``; the flags of
 settings are generated from :mod:`i2x.config` (:mod:`i2x.cli.options`). Bad input exits with
@@ -12,9 +14,9 @@ import sys
 
 from ..config import ConfigError
 from ..errors import I2XError
-from . import analyze, explain, faithfulness, finetune, report, run
+from . import analyze, compare, explain, faithfulness, finetune, report, run
 
-COMMANDS = {m.NAME: m for m in (run, explain, analyze, report, finetune, faithfulness)}
+COMMANDS = {m.NAME: m for m in (run, explain, analyze, report, finetune, faithfulness, compare)}
 
 
 def build_parser() -> argparse.ArgumentParser:

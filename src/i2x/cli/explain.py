@@ -11,13 +11,19 @@ NAME = "explain"
 def add_parser(sub) -> None:
     p = sub.add_parser(NAME, help="print the structured explanation of a class or a class pair")
     p.add_argument("run_dir")
-    g = p.add_mutually_exclusive_group(required=True)
+    g = p.add_mutually_exclusive_group(required=False)  # neither: the run's summary
     g.add_argument("--class", dest="cls", help="class name or index")
     g.add_argument("--pair", nargs=2, metavar=("A", "B"), help="two class names or indices")
 
 
 def cmd(a) -> int:
-    print(explain_text(Run(a.run_dir).check_complete(), a.cls, a.pair))
+    r = Run(a.run_dir).check_complete()
+    if a.cls is None and a.pair is None:
+        from .run import summary
+
+        print(summary(r))
+    else:
+        print(explain_text(r, a.cls, a.pair))
     return 0
 
 

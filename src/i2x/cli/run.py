@@ -76,6 +76,7 @@ def summary(r, seconds: float | None = None) -> str:
     ]
     if ex.get("flagged_steps"):
         lines.append(f"  steps without any cluster (W_t = 0, flagged): {ex['flagged_steps']}")
+    lines += [f"  WARNING: {w}" for w in m.get("warnings", [])]
     fb = r.dynamics().fallback
     if fb is not None and fb.any():
         lines.append(

@@ -31,7 +31,7 @@ from ..analysis.faithfulness import (
 from ..config import FaithfulnessConfig, command_config
 from ..data import Dataset
 from ..errors import I2XError
-from ..rundir import Run
+from ..rundir import Run, run_lock
 from .pipeline import load_model
 from .utils import eval_mode, resolve_device
 
@@ -69,9 +69,14 @@ def faithfulness(
     ``model``: your own ``nn.Module`` for a run made with it (default: the run's built-in model
     rebuilt from ``weights/final.pt``); with ``device="auto"`` it stays on its own device.
     """
-    t_start = time.perf_counter()
     fc = command_config(FaithfulnessConfig, config, **overrides)
-    run = Run(run_dir).check_complete("faithfulness")
+    with run_lock(Run(run_dir).path):
+        return _faithfulness(Run(run_dir).check_complete("faithfulness"), fc, model, out, progress)
+
+
+def _faithfulness(run: Run, fc: FaithfulnessConfig, model, out, progress: bool) -> dict:
+    """:func:`faithfulness` with the run directory locked."""
+    t_start = time.perf_counter()
     x, labels, assign, bg = _inputs(run)
     pairs = uncertain_pairs(run.explanations())
     jobs = deletion_jobs(run.arrays("intensity")["contain"], bg, tuple(k for _, _, k in pairs))

@@ -27,7 +27,7 @@ from ..analysis.finetune import (
 from ..config import FinetuneConfig, command_config
 from ..data import Dataset, load_splits
 from ..errors import I2XError
-from ..rundir import Run
+from ..rundir import Run, run_lock
 from .pipeline import load_model
 from .train import predict
 from .utils import resolve_device, seeded_generator
@@ -52,9 +52,14 @@ def finetune(
     are restored when fine-tuning ends. ``test``: an :class:`i2x.data.Dataset` to evaluate on;
     default: the run's test set reloaded from its config (needed for custom ``splits``).
     """
-    t_start = time.perf_counter()
     fc = command_config(FinetuneConfig, config, **overrides)
-    run = Run(run_dir).check_complete("finetune")
+    with run_lock(Run(run_dir).path):
+        return _finetune(Run(run_dir).check_complete("finetune"), fc, model, test, out, progress)
+
+
+def _finetune(run: Run, fc: FinetuneConfig, model, test, out, progress: bool) -> FinetuneResult:
+    """:func:`finetune` with the run directory locked."""
+    t_start = time.perf_counter()
     scheds = parse_schedules(fc.schedules)
     a, b = resolve_pair(run, fc.pair)
     ia, es = run.arrays("intensity"), run.explain_set()

@@ -19,7 +19,7 @@ from .. import store
 from ..config import ConfigError, RunConfig, resolve
 from ..data import Dataset, Splits, explanation_indices, from_torch, load_splits, stratified_split
 from ..errors import I2XError
-from ..rundir import Context, Hooks, Run, new_manifest, prepare_dir, run_stages, stage_done
+from ..rundir import Context, Hooks, Run, new_manifest, prepare_dir, run_lock, run_stages, stage_done, warn
 from .layers import resolve_layer
 from .models import MODELS, build_model
 from .record import Recorder
@@ -59,13 +59,19 @@ def run(
     out = Path(out)
     resumed = store.read_manifest(out) if resume and (out / store.MANIFEST).exists() else None
     cfg = _run_config(config, preset, overrides, resumed, out)  # bad settings fail before anything is written
-    old = prepare_dir(out, resume, overwrite)
+    with run_lock(out):
+        return _run(cfg, out, prepare_dir(out, resume, overwrite), progress, _splits(cfg, splits, train, test), model)
+
+
+def _run(cfg: RunConfig, out: Path, old: dict | None, progress: bool, splits: Splits, model) -> Run:
+    """Stages 1-7 of :func:`run` in the locked, prepared ``out``."""
     device = resolve_device(cfg.device)
     torch.set_grad_enabled(True)
-    splits = _splits(cfg, splits, train, test)
     tr = splits.train
     eidx = explanation_indices(len(tr), cfg.explain_fraction, cfg.explain_seed)
     manifest = new_manifest(cfg, _data_info(splits, cfg, eidx), {}, old)
+    for w in _data_warnings(tr, eidx, cfg):
+        warn(manifest, w)
     store.write_manifest(out, manifest)
     # the raw images of E travel with the run, so a report can draw them without the dataset
     store.save_npz(out / "record" / "explain_set.npz", indices=eidx, labels=tr.labels[eidx], images=tr.images[eidx])
@@ -148,6 +154,31 @@ def _splits(cfg: RunConfig, splits: Splits | None, train, test) -> Splits:
         raise I2XError(f"test= images are {te.shape} but train= images are {tr.shape}: give both one shape")
     te.mean, te.std = tr.mean, tr.std  # normalise the test set with the training statistics
     return Splits(tr, te, "test= given by the caller")
+
+
+def _data_warnings(tr: Dataset, eidx: np.ndarray, cfg: RunConfig) -> list[str]:
+    """Data too small or odd for the method: a class without training images is an error; a class
+    missing from the explanation set, or an explanation set smaller than an HDBSCAN cluster, a warning."""
+    counts = np.bincount(tr.labels, minlength=len(tr.classes))
+    if (counts == 0).any():
+        empty = [tr.classes[c] for c in np.flatnonzero(counts == 0)]
+        raise I2XError(
+            f"class {', '.join(empty)} has no training image (of {len(tr)}): the model cannot learn it; "
+            "add images of it or drop it from the data (for image folders: remove its folder)"
+        )
+    out = []
+    missing = sorted(set(range(len(tr.classes))) - set(tr.labels[eidx].tolist()))
+    if missing:
+        out.append(
+            f"classes {', '.join(tr.classes[c] for c in missing)} have no sample in the explanation set "
+            f"({len(eidx)} images): they get no class explanation; raise explain_fraction"
+        )
+    if len(eidx) < cfg.min_cluster_size:
+        out.append(
+            f"the explanation set ({len(eidx)} images) is smaller than min_cluster_size "
+            f"{cfg.min_cluster_size}: every step falls back to smaller clusters"
+        )
+    return out
 
 
 def _data_info(splits: Splits, cfg: RunConfig, eidx: np.ndarray) -> dict:
@@ -247,6 +278,12 @@ def analyze(
             f"run_dir {out}: no record/ckpt_it*.npz; record with i2x.Recorder(..., out_dir={str(out)!r}) "
             "in your loop first, or use analyze_checkpoints() on saved state_dicts"
         )
+    with run_lock(out):
+        return _analyze(out, model, images, labels, classes, test, config, progress, overrides)
+
+
+def _analyze(out: Path, model, images, labels, classes, test, config, progress: bool, overrides: dict) -> Run:
+    """:func:`analyze` in the locked ``out``."""
     old = store.read_manifest(out) if (out / store.MANIFEST).exists() else None
     base = config or (RunConfig.from_dict(old["config"]) if old and old.get("config") else RunConfig(model=""))
     cfg = base.replace(**overrides).validate()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .. import store
 from ..errors import I2XError
+from ..rundir import run_lock
 from .figures import RC, FigureWriter
 from .load import load_run
 from .page import build
@@ -22,9 +23,16 @@ __all__ = ["report"]
 def report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, svg: bool = True) -> Path:
     """Write the report of ``run_dir`` into ``out`` (default ``run_dir/report``); returns the
     path of ``index.html``. ``svg=False`` skips the SVG copies (faster)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise I2XError(f"run directory {run_dir} does not exist: pass the --out DIR of an `i2x run`")
+    with run_lock(run_dir):
+        return _write(run_dir, out, svg)
+
+
+def _write(run_dir: Path, out, svg: bool) -> Path:
     import matplotlib
 
-    run_dir = Path(run_dir)
     d = load_run(run_dir)
     out = Path(out) if out is not None else run_dir / "report"
     if out.exists() and not out.is_dir():

@@ -56,7 +56,9 @@ def load_run(run_dir: str | Path) -> RunData:
             f"{run_dir}/record/explain_set.npz has no raw images (written by an older i2x): "
             f"re-run it with `i2x run --out {run_dir} --overwrite`"
         )
-    rec = store.load_records(run_dir, saliency="last")  # saliency of the final checkpoint only
+    rec = store.load_records(
+        run_dir, saliency="last", expected=m.get("checkpoints")
+    )  # saliency of the final checkpoint only
     its, conf, sal = rec["iterations"], rec["confidences"], rec["saliency"][0]
     arr = {
         s: store.load_npz(run_dir / "arrays" / f"{s}.npz") for s in ("evaluate", "prototypes", "intensity", "dynamics")

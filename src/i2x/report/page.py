@@ -87,6 +87,7 @@ class Page:
             ("background", self.background_text()),
             ("significance", E(self.significance_text())),
             ("test accuracy", f"<b>{100 * met['test_accuracy']:.2f} %</b>" if "test_accuracy" in met else "n/a"),
+            *[("warning", f'<b class="warn">{E(w)}</b>') for w in m.get("warnings", [])],
         ]
         tbl = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
         cm = d.confusion
