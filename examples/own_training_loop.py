@@ -76,16 +76,9 @@ def main(argv=None) -> None:
     rec.finalize(model, it)  # the final model is always a checkpoint
 
     # Stages 2-7 on the records; the test set gives the confusion matrix that picks the pairs.
+    # (the Recorder saved the explanation set into --out, so analyze finds it by itself)
     run = i2x.analyze(
-        a.out,
-        model,
-        images=x_exp,
-        labels=y_exp,
-        classes=splits.train.classes,
-        test=(x_test, y_test),
-        layer="10",
-        prototypes=16,
-        min_cluster_size=5,
+        a.out, model, classes=splits.train.classes, test=(x_test, y_test), layer="10", prototypes=16, min_cluster_size=5
     )
     acc = run.manifest["metrics"]["test_accuracy"]
     pair = run.explanations()["pairs"][0]

@@ -108,3 +108,25 @@ def test_resolve_layer_errors_name_meaningful_candidates():
         L.resolve_layer(m, m)
     with pytest.raises(I2XError, match="needs an example"):
         L.resolve_layer(m, None)
+
+
+def test_nested_torchvision_models_find_a_main_path_layer():
+    import torchvision
+
+    # MobileNetV3's `features` ends in 1x1 on 32x32, while features.8 is still 2x2: a Sequential's
+    # children are the main path, not branches of a block (the bug: "no layer ... larger than 1x1")
+    m = torchvision.models.mobilenet_v3_small(num_classes=3)
+    assert L.find_target_layer(m, torch.zeros(1, 3, 32, 32)) == "features.8"
+    assert L.find_target_layer(torchvision.models.resnet18(num_classes=3), torch.zeros(1, 3, 32, 32)) == "layer3"
+
+    class Pooled(nn.Module):  # the only spatial output lies inside a block that pools: the error lists it
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(x).mean((2, 3), keepdim=True)
+
+    m2 = nn.Sequential(Pooled(), nn.Flatten(), nn.Linear(2, 2))
+    with pytest.raises(I2XError, match=r"spatial outputs, last first: 0\.conv 2x4x4"):
+        L.find_target_layer(m2, torch.zeros(1, 1, 4, 4))

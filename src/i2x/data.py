@@ -323,11 +323,41 @@ def from_torch(dataset, classes: list[str] | None = None, name: str = "torch") -
         raise I2XError(f"train=/test= images must be (C, H, W), got {x.shape[1:]}; add ToTensor() to the transform")
     y = np.asarray(ys, dtype=np.int64)
     if classes is None:
-        classes = list(getattr(dataset, "classes", None) or [str(c) for c in range(int(y.max()) + 1)])
+        classes = list(_classes_of(dataset) or [str(c) for c in range(int(y.max()) + 1)])
     if x.dtype == np.uint8:
         return Dataset(x, y, list(classes), *channel_stats(x), name)
     c = x.shape[1]
     return Dataset(x.astype(np.float32), y, list(classes), (0.0,) * c, (1.0,) * c, name)
+
+
+def _classes_of(dataset) -> list[str] | None:
+    """A torch dataset's class names: its ``.classes``, or those of the dataset it wraps
+    (``torch.utils.data.Subset`` and similar wrappers keep the original under ``.dataset``)."""
+    for _ in range(8):
+        if dataset is None:
+            return None
+        names = getattr(dataset, "classes", None)
+        if names:
+            return [str(c) for c in names]
+        dataset = getattr(dataset, "dataset", None)
+    return None
+
+
+def as_dataset(obj, classes: list[str] | None = None, name: str = "data") -> Dataset:
+    """An i2x :class:`Dataset` from an i2x Dataset, a torch ``Dataset`` (``Subset`` included) or an
+    ``(images, labels)`` pair of arrays or tensors (float images are taken as normalised)."""
+    if isinstance(obj, Dataset):
+        return obj
+    if isinstance(obj, (tuple, list)) and len(obj) == 2:
+        x, y = (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v) for v in obj)
+        if x.ndim != 4 or len(x) != len(y):
+            raise I2XError(f"{name}: (images, labels) must be (N, C, H, W) and (N,), got {x.shape} and {y.shape}")
+        y = y.astype(np.int64)
+        classes = list(classes or [str(c) for c in range(int(y.max()) + 1)])
+        if x.dtype == np.uint8:
+            return Dataset(x, y, classes, *channel_stats(x), name)
+        return Dataset(x.astype(np.float32), y, classes, (0.0,) * x.shape[1], (1.0,) * x.shape[1], name)
+    return from_torch(obj, classes=classes, name=name)
 
 
 def stratified_split(labels: np.ndarray, held_out: int | float, seed: int) -> tuple[np.ndarray, np.ndarray]:

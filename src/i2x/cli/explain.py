@@ -71,20 +71,21 @@ def pair_text(r: Run, pair: list[str]) -> list[str]:
     a, b = (r.class_index(x, "--pair") for x in pair)
     if a == b:
         raise I2XError("--pair needs two different classes")
-    pe, T = r.pair_explanation(a, b), r.dynamics().W.shape[0]
+    pe, flagged = r.pair_explanation(a, b), r.dynamics().flagged
+    T = len(flagged)
     cm, sig = r.arrays("evaluate")["confusion"], r.explanations().get("significance", {})
     na, nb = names[a], names[b]
     test = f"permutation p × {T} steps < {sig['alpha']}" if sig.get("calibrated") else "every non-zero sign"
     out = [
         f"Pair {na} vs {nb}: test errors {na}→{nb} {cm[a, b]}, {nb}→{na} {cm[b, a]}",
         f"  contribution d_t[k] = W_t[k,{na}] − W_t[k,{nb}] per step: + favours {na}, - favours {nb} at a "
-        f"significant step ({test}), · not significant",
+        f"significant step ({test}), · not significant, × not measured (no cluster, W_t = 0)",
         "  reliable prototypes (significant, one sign throughout):",
     ]
     for p in pe["reliable"]:
         out.append(
             f"    P-{p['prototype']}: favours {names[p['favours']]}{_p(p)} (Σd={p['total_contribution']:+.3g}; "
-            f"{_contain(p, na, nb)})  {_signs(p, a, T)}"
+            f"{_contain(p, na, nb)})  {_signs(p, a, flagged)}"
         )
     if not pe["reliable"]:
         out.append("    none")
@@ -93,7 +94,7 @@ def pair_text(r: Run, pair: list[str]) -> list[str]:
         steps = ", ".join(f"T{s}" for s in p["sign_changes_at"])
         out.append(
             f"    P-{p['prototype']}{_p(p)}: {p['sign_flips']} sign changes (at {steps}); "
-            f"{_contain(p, na, nb)}  {_signs(p, a, T)}"
+            f"{_contain(p, na, nb)}  {_signs(p, a, flagged)}"
         )
     if not pe["uncertain"]:
         out.append("    none")
@@ -107,8 +108,8 @@ def _p(p: dict) -> str:
     return "" if p.get("p_value") is None else f" (p = {p['p_value']:.2g})"
 
 
-def _signs(p: dict, a: int, T: int) -> str:
-    s = ["·"] * T
+def _signs(p: dict, a: int, flagged) -> str:
+    s = ["×" if f else "·" for f in flagged]
     for st in p["significant_steps"]:
         s[st["step"]] = "+" if st["favours"] == a else "-"
     return "".join(s)

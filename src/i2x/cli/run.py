@@ -52,12 +52,9 @@ def cmd(a) -> int:
         overwrite=a.overwrite,
         progress=not a.quiet,
         preset=a.preset,
+        report=not a.no_report,
         **given(a, _SETTINGS),
     )
-    if not a.no_report:
-        from ..report import report
-
-        report(r.path)
     print(summary(r, time.perf_counter() - t0))
     return 0
 

@@ -25,11 +25,11 @@ from ..analysis.finetune import (
     summarize,
 )
 from ..config import FinetuneConfig, command_config
-from ..data import Dataset, load_splits
+from ..data import Dataset, as_dataset, load_splits
 from ..errors import I2XError
 from ..rundir import Run, run_lock
 from .pipeline import load_model
-from .train import predict
+from .train import batch_rows, iterations_per_epoch, predict
 from .utils import resolve_device, seeded_generator
 
 
@@ -38,7 +38,7 @@ def finetune(
     config: FinetuneConfig | None = None,
     *,
     model: torch.nn.Module | None = None,
-    test: Dataset | None = None,
+    test=None,
     out: str | Path | None = None,
     progress: bool = True,
     **overrides,
@@ -131,7 +131,7 @@ def _curated(contain, labels, a: int, b: int, k: int, names: list[str]) -> np.nd
 def _test_set(run: Run, test: Dataset | None) -> Dataset:
     """The caller's test set, or the run's own test subset reloaded as ``i2x.run`` drew it."""
     if test is not None:
-        return test
+        return as_dataset(test, classes=run.classes, name="test")
     cfg, m = run.config, run.manifest["data"]
     if str(m.get("dataset", "")).startswith("user"):
         raise I2XError(
@@ -214,8 +214,9 @@ def _train_schedule(model, sched: str, seed: int, sets: dict, x_e, y_e, lr: floa
         for stage, set_name in enumerate(sched.split("+")):
             rows = sets[set_name]
             perm = rows[torch.randperm(len(rows), generator=seeded_generator(seed, stage)).numpy()]  # batch order
-            for i in range(0, len(perm), bs):
-                idx = torch.from_numpy(perm[i : i + bs])
+            ipe = iterations_per_epoch(len(perm), bs)
+            for b in range(ipe):
+                idx = torch.from_numpy(batch_rows(perm, b, ipe, bs))
                 loss = torch.nn.functional.cross_entropy(model(x_e[idx].to(dev)), y_e[idx].to(dev))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

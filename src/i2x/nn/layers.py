@@ -43,11 +43,17 @@ def spatial_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, t
     return [(n, s) for n, s in _outputs(model, example) if _is_spatial(s)]
 
 
-def _main_path_spatial(outputs: list[tuple[str, tuple[int, ...] | None]]) -> list[tuple[str, tuple[int, ...]]]:
-    """Spatial modules none of whose enclosing modules produced a non-spatial output: a branch
+def _main_path_spatial(
+    outputs: list[tuple[str, tuple[int, ...] | None]], model: nn.Module | None = None
+) -> list[tuple[str, tuple[int, ...]]]:
+    """Spatial modules none of whose enclosing *blocks* produced a non-spatial output: a branch
     inside a block that pools to 1x1 (InceptionV3's Mixed_7a on 75x75 input) is not on the main
-    path of h, so it must not be chosen as the target layer."""
-    flat = {n for n, s in outputs if not _is_spatial(s)}
+    path of h, so it must not be chosen as the target layer. Sequential containers do not count
+    as blocks: their children are the stages of the main path (torchvision's MobileNet/EfficientNet
+    ``features`` ends in 1x1 on small inputs while ``features.8`` is still 2x2)."""
+    mods = dict(model.named_modules()) if model is not None else {}
+    chains = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+    flat = {n for n, s in outputs if not _is_spatial(s) and not isinstance(mods.get(n), chains)}
     keep = []
     for n, s in outputs:
         if not _is_spatial(s):
@@ -71,11 +77,17 @@ def find_target_layer(model: nn.Module, example: torch.Tensor) -> str:
     cached = _DETECTED.get(model, {}).get(key)
     if cached is not None and cached in dict(model.named_modules()):
         return cached
-    order = _main_path_spatial(_outputs(model, example))
+    outputs = _outputs(model, example)
+    order = _main_path_spatial(outputs, model)
     if not order:
+        spatial = [f"{n} {'x'.join(map(str, s))}" for n, s in outputs if _is_spatial(s)][::-1][:12]
         raise I2XError(
-            "no layer of the model outputs a spatial map larger than 1x1 on this input: "
-            "pass a larger image size or name the layer with layer=..."
+            "no layer on the model's main path outputs a spatial map larger than 1x1 on this input: "
+            + (
+                f"name one with layer=... (spatial outputs, last first: {', '.join(spatial)})"
+                if spatial
+                else "pass a larger image size, or name a convolutional block with layer=..."
+            )
         )
     try:
         _DETECTED.setdefault(model, {})[key] = order[-1][0]

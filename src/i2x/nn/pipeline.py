@@ -17,7 +17,7 @@ import torch
 
 from .. import store
 from ..config import ConfigError, RunConfig, resolve
-from ..data import Dataset, Splits, explanation_indices, from_torch, load_splits, stratified_split
+from ..data import Dataset, Splits, as_dataset, explanation_indices, load_splits, stratified_split
 from ..errors import I2XError
 from ..rundir import Context, Hooks, Run, new_manifest, prepare_dir, run_lock, run_stages, stage_done, warn
 from .layers import resolve_layer
@@ -41,9 +41,11 @@ def run(
     train=None,
     test=None,
     preset: str | None = None,
+    report: bool = True,
     **overrides,
 ) -> Run:
-    """Train with recording and run every analysis stage; returns the :class:`Run`.
+    """Train with recording and run every analysis stage; returns the :class:`Run`. Writes the
+    HTML report (``DIR/report/index.html``) unless ``report=False``, as ``i2x run`` does.
 
     Settings: ``config`` (a :class:`RunConfig`) or ``preset`` (a name in :data:`i2x.PRESETS`),
     changed by keyword (``run(epochs=2, rho=0.9, out=...)``); on ``resume`` the run's own settings
@@ -60,7 +62,12 @@ def run(
     resumed = store.read_manifest(out) if resume and (out / store.MANIFEST).exists() else None
     cfg = _run_config(config, preset, overrides, resumed, out)  # bad settings fail before anything is written
     with run_lock(out):
-        return _run(cfg, out, prepare_dir(out, resume, overwrite), progress, _splits(cfg, splits, train, test), model)
+        r = _run(cfg, out, prepare_dir(out, resume, overwrite), progress, _splits(cfg, splits, train, test), model)
+        if report:
+            from ..report import report as write_report
+
+            write_report(out)
+        return r
 
 
 def _run(cfg: RunConfig, out: Path, old: dict | None, progress: bool, splits: Splits, model) -> Run:
@@ -145,11 +152,11 @@ def _splits(cfg: RunConfig, splits: Splits | None, train, test) -> Splits:
             test_subset=cfg.test_subset,
             subset_seed=cfg.explain_seed,
         )
-    tr = from_torch(train, name="user (train=)")
+    tr = as_dataset(train, name="user (train=)")
     if test is None:
         rest, held = stratified_split(tr.labels, 0.2, cfg.seed)
         return Splits(tr.subset(rest), tr.subset(held), "stratified 20% hold-out of train= (no test= given)")
-    te = from_torch(test, classes=tr.classes, name="test")
+    te = as_dataset(test, classes=tr.classes, name="test")
     if te.shape != tr.shape:
         raise I2XError(f"test= images are {te.shape} but train= images are {tr.shape}: give both one shape")
     te.mean, te.std = tr.mean, tr.std  # normalise the test set with the training statistics
@@ -323,9 +330,14 @@ def _explain_tensors(out: Path, old: dict | None, images, labels) -> tuple[torch
     """The explanation set as tensors: the caller's (saved into the run) or the run's own."""
     es_path = out / "record" / "explain_set.npz"
     if images is None:
-        if not es_path.exists() or not old or "data" not in old:
-            raise I2XError(f"analyze({out}): pass images= and labels= (the explanation set your Recorder used)")
-        es, d = store.load_npz(es_path), old["data"]
+        if not es_path.exists():
+            raise I2XError(
+                f"analyze({out}): no record/explain_set.npz; pass images= and labels= (the explanation "
+                "set your Recorder used)"
+            )
+        es, d = store.load_npz(es_path), (old or {}).get("data", {})
+        if es["images"].dtype != np.uint8:  # a Recorder's: the normalised tensors it was given
+            return torch.from_numpy(es["images"]), torch.from_numpy(es["labels"].astype(np.int64))
         return Dataset(es["images"], es["labels"], d["classes"], tuple(d["mean"]), tuple(d["std"])).tensors()
     x = torch.as_tensor(images, dtype=torch.float32)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
@@ -340,10 +352,7 @@ def _analyze_predictions(model, test, classes, y_exp, probs_e, manifest: dict, d
     if test is None:
         manifest["data"]["test_source"] = "explanation set (no test set given to analyze)"
         return y_exp.numpy(), probs_e.argmax(1)
-    if isinstance(test, (tuple, list)):
-        xt, yt = torch.as_tensor(test[0], dtype=torch.float32), torch.as_tensor(np.asarray(test[1]))
-    else:
-        xt, yt = from_torch(test, classes=classes, name="test").tensors()
+    xt, yt = as_dataset(test, classes=classes, name="test").tensors()
     manifest["data"]["test_source"] = "test= given to analyze"
     return yt.numpy().astype(np.int64), predict(model, xt, device=device).argmax(1)
 

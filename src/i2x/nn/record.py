@@ -89,8 +89,17 @@ class Recorder:
         if self.dir is None:
             self.memory[iteration] = rec
         else:
+            self._save_explain_set()
             save_npz(self.path(iteration), **rec)
         return rec
+
+    def _save_explain_set(self) -> None:
+        """``record/explain_set.npz`` (the images as given, labels, sample indices) unless the run
+        already wrote one, so that ``i2x.analyze(DIR, model)`` finds the explanation set."""
+        path = self.dir / "explain_set.npz"
+        if self.shard is None and not path.exists():
+            images = self.images.detach().cpu().numpy().astype(np.float32)
+            save_npz(path, indices=np.asarray(self.sample_index), labels=self.labels, images=images)
 
     def step(self, model: nn.Module, iteration: int) -> bool:
         """Call after every optimizer step (and once with iteration 0 before training)."""

@@ -35,7 +35,14 @@ def random_shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> t
 
 
 def iterations_per_epoch(n: int, batch_size: int) -> int:
-    return math.ceil(n / batch_size)
+    """Batches per epoch: ceil(n / batch_size), except that a last batch of one sample joins the
+    one before it (BatchNorm cannot train on a single sample)."""
+    return n // batch_size if n > batch_size and n % batch_size == 1 else math.ceil(n / batch_size)
+
+
+def batch_rows(perm, b: int, ipe: int, batch_size: int):
+    """Rows of batch ``b`` of an epoch ordered by ``perm`` (the last batch takes the rest)."""
+    return perm[b * batch_size :] if b == ipe - 1 else perm[b * batch_size : (b + 1) * batch_size]
 
 
 def save_state(path: Path, state: dict) -> None:
@@ -108,7 +115,7 @@ def train(
         perm = torch.randperm(len(labels), generator=seeded_generator(cfg.order_seed, epoch))
         model.train()
         for b in range(pos, ipe):
-            idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            idx = batch_rows(perm, b, ipe, cfg.batch_size)
             loss = _step(model, opt, sched, images[idx], labels[idx], cfg, it, device)
             it += 1
             losses.append(loss)

@@ -70,7 +70,7 @@ def load_run(run_dir: str | Path) -> RunData:
         classes=[str(c) for c in m["data"]["classes"]],
         iterations=its,
         labels=es["labels"].astype(np.int64),
-        images=es["images"],
+        images=display_images(es["images"], m["data"].get("mean"), m["data"].get("std")),
         confidences=conf,
         saliency=sal,
         assignments=arr["prototypes"]["assignments"],
@@ -87,6 +87,21 @@ def load_run(run_dir: str | Path) -> RunData:
         finetune_table=table,
         faithfulness=_json_or_none(run_dir / "faithfulness.json"),
     )
+
+
+def display_images(images: np.ndarray, mean, std) -> np.ndarray:
+    """(N, C, H, W) images as uint8 for display, whatever their stored form: uint8 as they are;
+    float images (stored normalised, e.g. by ``i2x.analyze`` on tensors) un-normalised with the
+    run's mean/std, then stretched to 0..255 between their 0.5 and 99.5 percentiles."""
+    x = np.asarray(images)
+    if x.dtype == np.uint8:
+        return x
+    c = x.shape[1]
+    mean = np.asarray(mean if mean is not None else [0.0] * c, dtype=np.float64).reshape(1, -1, 1, 1)
+    std = np.asarray(std if std is not None else [1.0] * c, dtype=np.float64).reshape(1, -1, 1, 1)
+    x = x.astype(np.float64) * std + mean
+    lo, hi = np.percentile(x, [0.5, 99.5]) if x.size else (0.0, 1.0)
+    return (255 * np.clip((x - lo) / max(hi - lo, 1e-12), 0, 1)).round().astype(np.uint8)
 
 
 def _json_or_none(path: Path) -> dict | None:

@@ -142,7 +142,7 @@ class Page:
                     "one image each, with the target-layer cell outlined in the prototype's colour (the cell, not the "
                     "full receptive field, which is larger). "
                     "Under each name: the classes whose samples contain it most often. "
-                    'Read a row as "what this prototype looks like": a stroke end, a corner, a loop …',
+                    f'Read a row as "what this prototype looks like": {self.looks_like()} …',
                     f"prototype gallery {i + 1}",
                 )
             )
@@ -338,6 +338,10 @@ class Page:
             + "".join(out)
             + "</section>"
         )
+
+    def looks_like(self) -> str:
+        name = str(self.d.manifest.get("data", {}).get("dataset", "")).lower()
+        return "a stroke end, a corner, a loop" if "mnist" in name or "digits" in name else "a part, an edge, a texture"
 
     def significance_text(self) -> str:
         sig = self.d.explanations.get("significance", {})

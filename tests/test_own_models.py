@@ -1,0 +1,128 @@
+"""Your own model, data and loop, first class (issue 14): torchvision models with no layer named, a
+hand-written CNN with in-place ReLUs, and a Recorder-driven loop, each through
+run/analyze -> explain -> report -> finetune(model=) -> faithfulness(model=)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import i2x
+from i2x.cli import main
+
+CLASSES = ["red", "green", "blue"]
+
+
+def _data(n: int = 60, seed: int = 0):
+    """3-channel 32x32 images whose class is the brightest colour channel, wrapped in Subsets."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    x = torch.rand(n, 3, 32, 32, generator=g) * 0.5
+    x[torch.arange(n), y] += 0.5
+    ds = torch.utils.data.TensorDataset(x, y)
+    ds.classes = CLASSES  # a dataset's own class names travel through Subset
+    return torch.utils.data.Subset(ds, range(n))
+
+
+def _hand_cnn():
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 3),
+    )
+
+
+MODELS = {
+    "mobilenet_v3_small": lambda: torchvision.models.mobilenet_v3_small(num_classes=3),
+    "resnet18": lambda: torchvision.models.resnet18(num_classes=3),
+    "hand_cnn_inplace_relu": _hand_cnn,
+}
+
+
+def _downstream(r, model, test, capsys):
+    """explain -> report -> finetune(model=) -> faithfulness(model=) on a finished run."""
+    assert main(["explain", str(r.path)]) == 0 and "test accuracy" in capsys.readouterr().out
+    assert main(["explain", str(r.path), "--class", "red"]) == 0 and "Class red" in capsys.readouterr().out
+    from i2x.report import report
+
+    html = report(r.path, svg=False).read_text()
+    assert "Class red" in html
+    contain, labels = r.arrays("intensity")["contain"], r.explain_set()["labels"]
+    k = int(np.argmax(contain[np.isin(labels, (0, 1))].sum(0)))
+    res = i2x.finetune(
+        r.path,
+        model=model,
+        test=test,
+        pair=("red", "green"),
+        prototype=k,
+        schedules="curated+full",
+        repeats=1,
+        controls="random-pair",
+        progress=False,
+    )
+    assert res.names == ("red", "green") and res.test_size == len(test)
+    f = i2x.faithfulness(r.path, model=model, random_draws=2, progress=False)
+    assert (
+        f["summary"]["deletions"] > 0 and json.loads((r.path / "faithfulness.json").read_text())["classes"] == CLASSES
+    )
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_your_model_through_every_command(name, tmp_path, capsys):
+    torch.manual_seed(0)
+    model = MODELS[name]()
+    train, test = _data(60), _data(30, seed=1)
+    r = i2x.run(
+        out=tmp_path / name,
+        model=model,
+        train=train,
+        test=test,
+        epochs=1,
+        batch_size=20,
+        every=1,
+        prototypes=4,
+        min_cluster_size=3,
+        explain_fraction=0.5,
+        device="cpu",
+        progress=False,
+    )
+    m = r.manifest
+    assert m["data"]["classes"] == CLASSES  # from the Subset's underlying dataset
+    assert m["config"]["model"] == "" and m["model"]["name"] == type(model).__name__
+    h = {"mobilenet_v3_small": "features.", "resnet18": "layer", "hand_cnn_inplace_relu": ""}[name]
+    assert m["model"]["layer"].startswith(h) and len(m["model"]["feature_shape"]) == 3
+    assert (r.path / "report" / "index.html").exists()  # i2x.run writes the report, as the CLI does
+    _downstream(r, model, test, capsys)
+
+
+def test_recorder_loop_then_every_command(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = _hand_cnn()
+    train, test = _data(60), _data(30, seed=1)
+    x = torch.stack([train[i][0] for i in range(len(train))])
+    y = torch.stack([train[i][1] for i in range(len(train))])
+    rec = i2x.Recorder(x[:30], y[:30].numpy(), every=2, out_dir=tmp_path / "loop")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    rec.step(model, 0)  # the untrained model is the first checkpoint
+    for it in range(1, 7):
+        idx = torch.randint(0, 60, (20,))
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        rec.step(model, it)
+    rec.finalize(model, 6)
+    # the README's call, as written: the Recorder saved the explanation set
+    r = i2x.analyze(tmp_path / "loop", model, classes=CLASSES, test=test, prototypes=4, min_cluster_size=3)
+    assert r.manifest["checkpoints"] == [0, 2, 4, 6] and r.manifest["data"]["classes"] == CLASSES
+    _downstream(r, model, test, capsys)
