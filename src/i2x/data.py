@@ -400,6 +400,19 @@ def load_splits(
     return Splits(tr, te, src)
 
 
+def splits_for(cfg) -> Splits:
+    """The train/test splits a :class:`~i2x.config.RunConfig` names (dataset, data_dir, subsets)."""
+    return load_splits(
+        cfg.dataset,
+        cfg.data_dir,
+        seed=cfg.seed,
+        download=cfg.download,
+        train_subset=cfg.train_subset,
+        test_subset=cfg.test_subset,
+        subset_seed=cfg.explain_seed,
+    )
+
+
 def _load_splits(name: str, data_dir, seed: int, download: bool) -> Splits:
     data_dir = data_dir if data_dir is not None else default_data_dir()
     if data_dir is not None and not Path(data_dir).is_dir():

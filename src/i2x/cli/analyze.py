@@ -37,15 +37,13 @@ def cmd(a) -> int:
             )
         print(summary(analyze(a.run_dir, load_model(a.run_dir), **over)))
         return 0
-    from ..data import explanation_indices, load_splits
+    from ..data import explanation_indices, splits_for
     from ..nn.models import build_model
 
     if not (a.model and a.dataset):
         raise I2XError("--checkpoints needs --model NAME and --dataset NAME (the architecture and data they come from)")
     cfg = resolve(over)
-    sp = load_splits(
-        cfg.dataset, cfg.data_dir, seed=cfg.seed, train_subset=cfg.train_subset, subset_seed=cfg.explain_seed
-    )
+    sp = splits_for(cfg)
     x, y = sp.train.tensors(explanation_indices(len(sp.train), cfg.explain_fraction, cfg.explain_seed))
     model = build_model(cfg.model, in_channels=sp.train.shape[0], num_classes=len(sp.train.classes))
     r = analyze_checkpoints(

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from ..config import FaithfulnessConfig
-from .options import add_settings, given
+from .options import add_run_command, given
 
 NAME = "faithfulness"
 _SETTINGS: list[str] = []
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(NAME, help="delete each prototype's region against random deletion (final model)")
-    p.add_argument("run_dir")
-    p.add_argument("--out", default=None, help="output file (default DIR/faithfulness.json)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _SETTINGS[:] = add_settings(
-        p.add_argument_group("settings (i2x.config.FaithfulnessConfig)"), FaithfulnessConfig, NAME
+    _SETTINGS[:] = add_run_command(
+        sub,
+        NAME,
+        "delete each prototype's region against random deletion (final model)",
+        FaithfulnessConfig,
+        "output file (default DIR/faithfulness.json)",
     )
 
 

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from ..config import FinetuneConfig
-from .options import add_settings, given
+from .options import add_run_command, given
 
 NAME = "finetune"
 _SETTINGS: list[str] = []
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(NAME, help="explanation-guided fine-tuning (paper Table 1) of a finished run")
-    p.add_argument("run_dir")
-    p.add_argument("--out", default=None, help="output folder (default DIR/finetune)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _SETTINGS[:] = add_settings(p.add_argument_group("settings (i2x.config.FinetuneConfig)"), FinetuneConfig, NAME)
+    _SETTINGS[:] = add_run_command(
+        sub,
+        NAME,
+        "explanation-guided fine-tuning (paper Table 1) of a finished run",
+        FinetuneConfig,
+        "output folder (default DIR/finetune)",
+    )
 
 
 def cmd(a) -> int:

@@ -46,3 +46,13 @@ def add_settings(parser: argparse.ArgumentParser, cls, command: str) -> list[str
 def given(args: argparse.Namespace, names: list[str]) -> dict:
     """The settings given on the command line (flags left out are absent)."""
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def add_run_command(sub, name: str, help: str, cls, out_help: str) -> list[str]:
+    """A subcommand on a finished run: ``RUN_DIR``, ``--out``, ``--quiet`` and the flags of the
+    settings ``cls`` declares for ``name``; returns the settings' names."""
+    p = sub.add_parser(name, help=help)
+    p.add_argument("run_dir", help="a finished run directory (i2x run --out DIR)")
+    p.add_argument("--out", default=None, help=out_help)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return add_settings(p.add_argument_group(f"settings (i2x.config.{cls.__name__})"), cls, name)

@@ -25,7 +25,7 @@ from ..analysis.finetune import (
     summarize,
 )
 from ..config import FinetuneConfig, command_config
-from ..data import Dataset, as_dataset, load_splits
+from ..data import Dataset, as_dataset, splits_for
 from ..errors import I2XError
 from ..rundir import Run, run_lock
 from .pipeline import load_model
@@ -138,9 +138,7 @@ def _test_set(run: Run, test: Dataset | None) -> Dataset:
             f"{run.path} was made with your own data ({m['dataset']}, test: {m.get('test_source')}): "
             "pass its test set from Python, finetune(DIR, test=i2x.data.Dataset(...))"
         )
-    test = load_splits(
-        cfg.dataset, cfg.data_dir, seed=cfg.seed, test_subset=cfg.test_subset, subset_seed=cfg.explain_seed
-    ).test
+    test = splits_for(cfg).test
     if len(test) != m["test_size"]:
         raise I2XError(
             f"the run was evaluated on {m['test_size']} test images but reloading {cfg.dataset!r} gives "

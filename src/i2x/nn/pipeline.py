@@ -17,7 +17,7 @@ import torch
 
 from .. import store
 from ..config import ConfigError, RunConfig, resolve
-from ..data import Dataset, Splits, as_dataset, explanation_indices, load_splits, stratified_split
+from ..data import Dataset, Splits, as_dataset, explanation_indices, splits_for, stratified_split
 from ..errors import I2XError
 from ..rundir import Context, Hooks, Run, new_manifest, prepare_dir, run_lock, run_stages, stage_done, warn
 from .layers import resolve_layer
@@ -143,15 +143,7 @@ def _splits(cfg: RunConfig, splits: Splits | None, train, test) -> Splits:
     if splits is not None:
         return splits
     if train is None:
-        return load_splits(
-            cfg.dataset,
-            cfg.data_dir,
-            seed=cfg.seed,
-            download=cfg.download,
-            train_subset=cfg.train_subset,
-            test_subset=cfg.test_subset,
-            subset_seed=cfg.explain_seed,
-        )
+        return splits_for(cfg)
     tr = as_dataset(train, name="user (train=)")
     if test is None:
         rest, held = stratified_split(tr.labels, 0.2, cfg.seed)
