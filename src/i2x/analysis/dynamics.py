@@ -84,13 +84,25 @@ def ridge_penalty(delta_i: np.ndarray, lam: float, scale: str = "relative") -> f
     per-sample energy of the step's intensity changes, mean_i ‖ΔI_i‖² / K (the mean eigenvalue of
     the per-sample ΔIᵀΔI / N). W then does not change with the scale of the intensities, and λ
     does not change when the samples are permuted (what the permutation test needs). An all-zero
-    ΔI gets λ = 1 (its W is 0 whatever λ)."""
+    ΔI gets λ = 1 (its W is 0 whatever λ). The fits themselves run on ΔI / :func:`intensity_scale`."""
     if scale == "absolute":
         return float(lam)
-    energy = (
-        float((np.asarray(delta_i, dtype=np.float64) ** 2).sum(1).mean() / delta_i.shape[1]) if len(delta_i) else 0.0
-    )
-    return lam * energy if energy > 0 else 1.0
+    s = intensity_scale(delta_i)
+    d = np.asarray(delta_i, dtype=np.float64)
+    return lam * s * s if d.size and np.abs(d).max() > 0 else 1.0
+
+
+def intensity_scale(delta_i: np.ndarray) -> float:
+    """The RMS size of a step's intensity changes, sqrt(mean_i ‖ΔI_i‖² / K) (1 for none), computed
+    without squaring tiny numbers. Fits run on ΔI / scale with λ / scale², so that changes of
+    1e-156 cannot underflow λ (W(ΔI, λ) = W(ΔI / s, λ / s²) / s)."""
+    d = np.asarray(delta_i, dtype=np.float64)
+    if not d.size:
+        return 1.0
+    m = np.abs(d).max()
+    if m == 0 or not np.isfinite(m):
+        return 1.0
+    return float(m * np.sqrt(((d / m) ** 2).sum(1).mean() / d.shape[1]))
 
 
 def clusters_with_fallback(delta_p: np.ndarray, min_cluster_size: int = 10) -> tuple[np.ndarray, int]:
@@ -222,7 +234,7 @@ def dynamics(
 ) -> Dynamics:
     """Stages 4-6 over every step. confidences (T+1, N, C), intensities (T+1, N, K); ``labels``
     (N,) true classes, only used for ``class_delta``. ``lam_scale``: ``relative``
-    (:func:`ridge_penalty`) or ``absolute``. ``fallback``: a step where HDBSCAN finds no cluster
+    (:func:`ridge_penalty`, scale-free) or ``absolute``. ``fallback``: a step where HDBSCAN finds no cluster
     is clustered again (:func:`clusters_with_fallback`) instead of W_t = 0. ``permutations`` > 0
     adds permutation p-values (:func:`permutation_pvalues`), seeded by (``seed``, step)."""
     p, inten = _check_inputs(confidences, intensities)
@@ -238,12 +250,15 @@ def dynamics(
             labs[t], fb[t] = clusters_with_fallback(dp, min_cluster_size)
         else:
             labs[t] = confidence_clusters(dp, min_cluster_size)
-        step = _Step(labs[t])
+        step, sc = _Step(labs[t]), intensity_scale(di)
+        di_n = di / sc  # unit RMS: W(ΔI, λ) = W(ΔI / s, λ / s²) / s
+        lam_n = lam if lam_scale == "relative" else min(lam / sc**2, 1e300)
         ncl[t], lams[t] = len(step.ids), ridge_penalty(di, lam, lam_scale)
-        W[t] = _fit(step, dp, di, tau, lams[t])[0]
-        if permutations and ncl[t]:
+        W_n = _fit(step, dp, di_n, tau, lam_n)[0]
+        W[t] = W_n / sc
+        if permutations and ncl[t]:  # p-values do not depend on the scale: computed on ΔI / s
             rng = np.random.default_rng([seed, t])
-            p_W[t], p_pair[t] = permutation_pvalues(step, dp, di, W[t], tau, lams[t], permutations, rng)
+            p_W[t], p_pair[t] = permutation_pvalues(step, dp, di_n, W_n, tau, lam_n, permutations, rng)
     return Dynamics(
         W, labs, ncl, ncl == 0, _class_delta(p, labels), fb if fallback else None, lams, p_W, p_pair, permutations
     )
