@@ -116,13 +116,13 @@ def test_analyze_checkpoints_of_saved_state_dicts(tmp_path):
         i2x.analyze_checkpoints(ck, bad, tmp_path / "o3", images=x[:5], labels=y[:5].numpy())
 
 
-def test_run_with_torch_datasets(tmp_path):
+def _user_run(tmp_path, model):
+    """A run with the caller's model and a torch Dataset (no test set: 20 % held out)."""
     sp, x, y, xt, yt = _data()
-    train = torch.utils.data.TensorDataset(x, y)
     r = i2x.run(
         out=tmp_path / "r",
-        model=_model(),
-        train=train,
+        model=model,
+        train=torch.utils.data.TensorDataset(x, y),
         layer="3",
         epochs=1,
         batch_size=50,
@@ -132,6 +132,11 @@ def test_run_with_torch_datasets(tmp_path):
         device="cpu",
         progress=False,
     )
+    return r, sp, xt, yt
+
+
+def test_run_with_torch_datasets(tmp_path):
+    r, *_ = _user_run(tmp_path, _model())
     m = r.manifest
     assert (
         m["data"]["train_size"] == 240
@@ -196,21 +201,8 @@ def test_analyze_redoes_the_stages_whose_settings_changed(cli_run, tmp_path, cap
 def test_finetune_a_run_made_with_your_own_model(tmp_path, capsys):
     from i2x.data import Dataset
 
-    sp, x, y, xt, yt = _data()
     model = _model()
-    r = i2x.run(
-        out=tmp_path / "r",
-        model=model,
-        train=torch.utils.data.TensorDataset(x, y),
-        layer="3",
-        epochs=1,
-        batch_size=50,
-        every=3,
-        prototypes=4,
-        min_cluster_size=3,
-        device="cpu",
-        progress=False,
-    )
+    r, sp, xt, yt = _user_run(tmp_path, model)
     assert r.manifest["config"]["model"] == "" and r.manifest["model"]["name"] == "Sequential"  # not "smallcnn"
     # the CLI cannot rebuild the model: one line that says how to do it from Python
     assert main(["finetune", str(r.path), "--pair", "0", "1", "--prototype", "0", "--quiet"]) == 2
