@@ -244,25 +244,30 @@ def test_planted_effect_gets_the_smallest_p_and_noise_does_not():
 
 
 def _exact_p(dp, di, labels, lam, tau=0.05):
-    """Exact two-sided permutation p-values of W (K, C) over all row permutations of ΔI, with the
-    clusters (``labels``) fixed: an independent Eq. 6-8 (:func:`aggregate_clusters` + normal equations)."""
+    """Exact two-sided permutation p-values of W (K, C) and of d[k, a, b] = W[k, a] − W[k, b] (K, C, C)
+    over all row permutations of ΔI, with the clusters (``labels``) fixed: an independent Eq. 6-8
+    (:func:`aggregate_clusters` + normal equations). Ties count (|null| ≥ |observed|)."""
 
     def fit(x):
         P, I, _ = aggregate_clusters(dp, x, labels, tau)
         return np.linalg.solve(I.T @ I + lam * np.eye(I.shape[1]), I.T @ P)
 
     w0 = fit(di)
-    count, total = np.zeros_like(w0), 0
+    d0 = w0[:, :, None] - w0[:, None, :]
+    cw, cd, total = np.zeros_like(w0), np.zeros_like(d0), 0
     for perm in itertools.permutations(range(len(di))):
-        count += np.abs(fit(di[list(perm)])) >= np.abs(w0) * (1 - 1e-9)
+        w = fit(di[list(perm)])
+        cw += np.abs(w) >= np.abs(w0) * (1 - 1e-9)
+        cd += np.abs(w[:, :, None] - w[:, None, :]) >= np.abs(d0) * (1 - 1e-9)
         total += 1
-    return count / total
+    return cw / total, cd / total
 
 
 def test_permutation_p_values_match_exact_enumeration_with_clusters_fixed():
     """The null of docs/METHOD.md: ΔI's rows permuted, HDBSCAN labels (a function of Δp) kept. On 6
-    samples the exact p over all 720 permutations is the reference; p-values computed without
-    permuting (observed vs itself: p = 1) or with the clusters redrawn differ from it."""
+    samples the exact p over all 720 permutations is the reference (the observed partition itself
+    recurs in 36 of them: ties count); p-values computed without permuting (observed vs itself:
+    p = 1) or with the clusters redrawn differ from it."""
     rng = np.random.default_rng(3)
     n = 6
     conf = np.zeros((2, n, 2))
@@ -272,9 +277,11 @@ def test_permutation_p_values_match_exact_enumeration_with_clusters_fixed():
     inten[1, :3, 0] += 1.5
     d = dynamics(conf, inten, None, min_cluster_size=3, permutations=4000, seed=0)
     assert d.n_clusters[0] == 2 and d.fallback[0] == 0
-    exact = _exact_p(conf[1] - conf[0], inten[1] - inten[0], d.labels[0], d.lam[0])
-    np.testing.assert_allclose(d.p_W[0], exact, atol=0.03)
-    assert exact.min() <= 0.05 and exact.max() >= 0.3  # the case separates a real effect from noise
+    exact_w, exact_d = _exact_p(conf[1] - conf[0], inten[1] - inten[0], d.labels[0], d.lam[0])
+    np.testing.assert_allclose(d.p_W[0], exact_w, atol=0.03)
+    off = ~np.eye(2, dtype=bool)
+    np.testing.assert_allclose(d.p_pair[0][:, off], exact_d[:, off], atol=0.03)
+    assert exact_w.min() <= 0.05 and exact_w.max() >= 0.3  # the case separates a real effect from noise
 
 
 def test_permutation_pvalues_function_on_fixed_clusters():

@@ -1,0 +1,391 @@
+"""The stage table without torch (issue 17): `run_stages` on hooks that return made-up records,
+predictions and features, so that every stage's output is checked against the analysis function
+called with the run's own settings (non-default ones, so a setting wired to the wrong stage shows),
+the manifest it writes, and which stages a second call skips or redoes. Runs in about a second,
+which is what makes mutation testing of src/i2x/rundir.py affordable (docs/TESTING.md)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from i2x import store
+from i2x.analysis.dynamics import dynamics
+from i2x.analysis.explain import explain
+from i2x.analysis.intensity import background_prototypes, containment, intensity, saliency_density
+from i2x.analysis.prototypes import prototypes
+from i2x.config import ConfigError, RunConfig
+from i2x.errors import I2XError, RunDirError
+from i2x.rundir import (
+    LOCK,
+    STAGE_NAMES,
+    Context,
+    Hooks,
+    Run,
+    _any_complete,
+    health_warnings,
+    new_manifest,
+    prepare_dir,
+    run_stages,
+    stage_done,
+    warn,
+)
+
+CLASSES = ["zero", "one", "two"]
+ITS = [0, 4, 8, 12, 13]
+N, C, H, D = 30, 3, 3, 5
+
+
+def _cfg(**kw) -> RunConfig:
+    """Settings off their defaults, each read by one stage."""
+    base = dict(
+        prototypes=4,
+        seed=5,
+        pca_variance=0.9,
+        contain_quantile=0.5,
+        background_saliency=0.8,
+        min_cluster_size=4,
+        tau=0.1,
+        ridge_lambda=3.0,
+        permutations=19,
+        rho=0.9,
+        alpha=0.2,
+        top=2,
+    )
+    return RunConfig().replace(**{**base, **kw}).validate()
+
+
+class Fake:
+    """Made-up data of one run: E's labels, confidences and maps at every checkpoint, test-set
+    predictions, final-model features; and hooks that count how often the model was asked."""
+
+    def __init__(self, out: Path, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.out = out
+        self.labels = np.arange(N) % C
+        g = np.arange(N) % 2  # two groups whose confidence moves apart at every step
+        self.conf = np.zeros((len(ITS), N, C))
+        self.conf[0] = 1 / C
+        for t in range(1, len(ITS)):
+            step = np.where(g[:, None] == 0, [0.05, -0.03, -0.02], [-0.04, 0.02, 0.02]) * (1 if t % 2 else -1)
+            self.conf[t] = self.conf[t - 1] + step
+        self.sal = rng.random((len(ITS), N, H, H)).astype(np.float32)
+        self.sal[:, g == 0, 0, :] += np.arange(len(ITS))[:, None, None].astype(np.float32)
+        self.feats = rng.normal(size=(N, H, H, D)).astype(np.float32)
+        self.feats[:, -1, :, 0] += 20.0  # the bottom row is its own prototype ...
+        self.sal[:, :, -1, :] *= 0.01  # ... where the model does not look: background
+        self.train_feats = rng.normal(size=(2 * N, H, H, D)).astype(np.float32)
+        self.y_true = np.repeat(np.arange(C), 10)
+        self.y_pred = self.y_true.copy()
+        self.y_pred[[0, 1, 2, 10]] = [1, 1, 2, 0]  # 0→1 twice, 0→2 once, 1→0 once: asymmetric
+        self.calls = {"train": 0, "predict_test": 0, "features": 0, "train_features": 0}
+
+    def train(self) -> list[str]:
+        self.calls["train"] += 1
+        store.save_npz(
+            self.out / "record" / "explain_set.npz",
+            indices=np.arange(N),
+            labels=self.labels,
+            images=np.zeros((N, 1, 2, 2), np.uint8),
+        )
+        for t, it in enumerate(ITS):
+            store.save_npz(
+                self.out / "record" / f"ckpt_it{it:07d}.npz",
+                iteration=np.int64(it),
+                sample_index=np.arange(N),
+                confidences=self.conf[t].astype(np.float32),
+                saliency=self.sal[t],
+            )
+        (self.out / "weights").mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(self.out / "weights" / "final.pt", "w") as z:
+            z.writestr("model", "weights")
+        return ["weights/final.pt"]
+
+    def predict_test(self):
+        self.calls["predict_test"] += 1
+        return self.y_true, self.y_pred
+
+    def features(self):
+        self.calls["features"] += 1
+        return self.feats
+
+    def train_features(self):
+        self.calls["train_features"] += 1
+        return self.train_feats
+
+    def hooks(self, train_features: bool = True) -> Hooks:
+        return Hooks(self.train, self.predict_test, self.features, self.train_features if train_features else None)
+
+    def context(self, cfg: RunConfig, manifest: dict | None = None, **kw) -> Context:
+        data = {"classes": CLASSES, "explain_size": N}
+        m = manifest if manifest is not None else new_manifest(cfg, data, {"name": "fake", "layer": "x"})
+        return Context(self.out, m, cfg, self.labels, CLASSES, self.hooks(**kw))
+
+
+def _run(tmp_path: Path, cfg: RunConfig | None = None, **kw) -> tuple[Fake, Context]:
+    fake = Fake(tmp_path / "run")
+    fake.out.mkdir(parents=True)
+    ctx = fake.context(cfg or _cfg(), **kw)
+    run_stages(ctx)
+    return fake, ctx
+
+
+def _npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _same(got: dict, want: dict) -> None:
+    assert set(got) == set(want)
+    for k in want:
+        np.testing.assert_allclose(np.asarray(got[k], float), np.asarray(want[k], float), rtol=1e-6, err_msg=k)
+
+
+def test_every_stage_is_its_function_of_the_run_settings(tmp_path):
+    cfg = _cfg()
+    fake, ctx = _run(tmp_path, cfg)
+    out, m = fake.out, ctx.manifest
+    assert fake.calls == {"train": 1, "predict_test": 1, "features": 1, "train_features": 0}
+    assert m["checkpoints"] == ITS
+    # evaluate: rows = true class
+    ev = _npz(out / "arrays" / "evaluate.npz")
+    cm = np.zeros((C, C), int)
+    np.add.at(cm, (fake.y_true, fake.y_pred), 1)
+    np.testing.assert_array_equal(ev["confusion"], cm)
+    assert cm[0, 1] == 2 and cm[1, 0] == 1
+    np.testing.assert_array_equal(ev["y_pred"], fake.y_pred)
+    assert m["metrics"]["test_accuracy"] == pytest.approx(26 / 30) and m["data"]["test_size"] == 30
+    assert m["metrics"]["confused_pairs"] == [{"a": 0, "b": 1, "count": 3}, {"a": 0, "b": 2, "count": 1}]
+    # prototypes (Eq. 3) of the final features with K, the PCA variance and the seed of the run
+    pr = _npz(out / "arrays" / "prototypes.npz")
+    _same(pr, prototypes(fake.feats, 4, 0.9, cfg.pca_max_components, random_state=5).to_arrays())
+    assert m["model"]["feature_shape"] == [H, H, D] and m["model"]["name"] == "fake"
+    assert m["model"]["prototype_fit"] == {"on": "explain", "vectors": N * H * H}
+    # intensity (Eq. 4) at every checkpoint, containment at the run's quantile, background at its threshold
+    ia = _npz(out / "arrays" / "intensity.npz")
+    a = pr["assignments"]
+    onehot = (a[..., None] == np.arange(4)).astype(np.float64)
+    np.testing.assert_allclose(ia["intensity"], np.einsum("tnhw,nhwk->tnk", fake.sal, onehot), rtol=1e-5)
+    assert ia["intensity"].dtype == np.float32
+    np.testing.assert_array_equal(ia["contain"], containment(a, 4, fake.sal[-1], 0.5))
+    assert not np.array_equal(ia["contain"], containment(a, 4, fake.sal[-1], 0.75))  # the quantile matters
+    dens = saliency_density(a, fake.sal[-1], 4)
+    np.testing.assert_allclose(ia["density"], dens)
+    np.testing.assert_array_equal(ia["background"], background_prototypes(dens, 0.8))
+    # dynamics (Eq. 5-8) with every dynamics setting of the run
+    dy = _npz(out / "arrays" / "dynamics.npz")
+    want = dynamics(
+        fake.conf.astype(np.float32), ia["intensity"], fake.labels, 4, 0.1, 3.0,
+        lam_scale="relative", fallback=True, permutations=19, seed=5,
+    )  # fmt: skip
+    _same(dy, want.to_arrays())
+    assert m["metrics"]["explained_coverage"] == round(want.coverage(), 4)
+    # the explanation with the explain settings, the confusion matrix, p-values and background
+    ex = json.loads((out / "explanations.json").read_text())
+    want = explain(
+        want.W, ia["contain"], fake.labels, want.class_delta, confusion=ev["confusion"], flagged=want.flagged,
+        classes=CLASSES, cfg=cfg.explain, p_W=want.p_W, p_pair=want.p_pair, background=ia["background"],
+        permutations=19,
+    )  # fmt: skip
+    assert ex == json.loads(json.dumps({**want, "checkpoints": ITS}))
+    assert ex["config"]["rho"] == 0.9 and ex["significance"]["alpha"] == 0.2 and ex["background"]
+
+
+def test_the_manifest_lists_each_stage_with_its_files_settings_and_time(tmp_path):
+    cfg = _cfg()
+    fake, ctx = _run(tmp_path, cfg)
+    m = store.read_manifest(fake.out)  # what is on disk, not only in memory
+    assert list(m["stages"]) == list(STAGE_NAMES) and set(m["timings"]) == set(STAGE_NAMES)
+    assert all(isinstance(v, float) and v >= 0 for v in m["timings"].values())
+    st = m["stages"]
+    assert st["record"] == {"complete": True, "files": ["weights/final.pt"], "settings": {}}
+    assert st["evaluate"] == {"complete": True, "files": ["arrays/evaluate.npz"], "settings": {}}
+    assert st["prototypes"]["settings"] == {
+        "prototypes": 4, "prototype_fit": "explain", "pca_variance": 0.9, "pca_max_components": 64, "seed": 5,
+        "layer": None,
+    }  # fmt: skip
+    assert st["intensity"] == {
+        "complete": True,
+        "files": ["arrays/intensity.npz"],
+        "settings": {"intensity_reduce": "sum", "contain_quantile": 0.5, "background_saliency": 0.8},
+    }
+    assert st["dynamics"]["settings"] == {
+        "min_cluster_size": 4, "tau": 0.1, "ridge_lambda": 3.0, "ridge_scale": "relative", "cluster_fallback": True,
+        "permutations": 19, "seed": 5,
+    }  # fmt: skip
+    assert st["explain"]["files"] == ["explanations.json"]
+    assert st["explain"]["settings"] == {"explain": cfg.to_dict()["explain"]}
+    assert m["checkpoints"] == ITS and m["config"] == cfg.to_dict()
+    r = Run(fake.out)
+    assert r.missing_stages() == [] and r.check_complete() is r and r.classes == CLASSES
+
+
+def test_a_second_call_skips_done_stages_and_a_changed_setting_redoes_the_rest(tmp_path):
+    cfg = _cfg()
+    fake, ctx = _run(tmp_path, cfg)
+    for name in STAGE_NAMES:
+        assert stage_done(fake.out, ctx.manifest, name, cfg)
+    before = {f: (fake.out / f).read_bytes() for f in ("arrays/prototypes.npz", "arrays/dynamics.npz")}
+    run_stages(fake.context(cfg, ctx.manifest))
+    assert fake.calls == {"train": 1, "predict_test": 1, "features": 1, "train_features": 0}  # nothing asked again
+    # an intensity setting: intensity and every later stage redone, prototypes kept
+    cfg2 = cfg.replace(contain_quantile=0.25)
+    assert not stage_done(fake.out, ctx.manifest, "intensity", cfg2)
+    assert stage_done(fake.out, ctx.manifest, "prototypes", cfg2) and stage_done(fake.out, ctx.manifest, "intensity")
+    run_stages(fake.context(cfg2, ctx.manifest))
+    assert fake.calls["features"] == 1 and fake.calls["predict_test"] == 1
+    assert (fake.out / "arrays" / "prototypes.npz").read_bytes() == before["arrays/prototypes.npz"]
+    m = store.read_manifest(fake.out)
+    assert m["stages"]["intensity"]["settings"]["contain_quantile"] == 0.25
+    ia = _npz(fake.out / "arrays" / "intensity.npz")
+    pr = _npz(fake.out / "arrays" / "prototypes.npz")
+    np.testing.assert_array_equal(ia["contain"], containment(pr["assignments"], 4, fake.sal[-1], 0.25))
+    dy = _npz(fake.out / "arrays" / "dynamics.npz")
+    assert dy["permutations"] == 19  # redone after intensity, with its own settings
+    # a stage file that does not read back is redone, and every stage after it
+    (fake.out / "arrays" / "evaluate.npz").write_bytes(b"broken")
+    assert not stage_done(fake.out, m, "evaluate")
+    run_stages(fake.context(cfg2, m))
+    assert fake.calls["predict_test"] == 2 and fake.calls["features"] == 2
+    assert _npz(fake.out / "arrays" / "evaluate.npz")["confusion"].shape == (C, C)
+
+
+def test_stage_done_reads_the_manifest_entry():
+    m = {"stages": {"explain": {"complete": True, "files": []}, "dynamics": {"complete": False, "files": []}}}
+    assert stage_done("/nonexistent", m, "explain") and stage_done("/nonexistent", m, "explain", _cfg())
+    assert not stage_done("/nonexistent", m, "dynamics") and not stage_done("/nonexistent", m, "record")
+    m["stages"]["explain"]["settings"] = {"explain": _cfg().to_dict()["explain"]}
+    assert stage_done("/nonexistent", m, "explain", _cfg()) and not stage_done(
+        "/nonexistent", m, "explain", RunConfig()
+    )
+    m["stages"]["explain"]["files"] = ["explanations.json"]
+    assert not stage_done("/nonexistent", m, "explain")
+
+
+def test_prototypes_fitted_on_the_training_set(tmp_path):
+    fake, ctx = _run(tmp_path, _cfg(prototype_fit="train"))
+    assert fake.calls["train_features"] == 1 and fake.calls["features"] == 1
+    pr = _npz(fake.out / "arrays" / "prototypes.npz")
+    want = prototypes(fake.feats, 4, 0.9, 64, random_state=5, fit_features=fake.train_feats).to_arrays()
+    _same(pr, want)
+    assert ctx.manifest["model"]["prototype_fit"] == {"on": "train", "vectors": 2 * N * H * H}
+    other = Fake(tmp_path / "no-train")
+    other.out.mkdir()
+    with pytest.raises(ConfigError, match="prototype_fit"):
+        run_stages(other.context(_cfg(prototype_fit="train"), train_features=False))
+
+
+def test_mean_intensity_reduce_is_wired(tmp_path):
+    fake, _ = _run(tmp_path, _cfg(intensity_reduce="mean", contain_quantile=0.0))
+    ia = _npz(fake.out / "arrays" / "intensity.npz")
+    a = _npz(fake.out / "arrays" / "prototypes.npz")["assignments"]
+    np.testing.assert_allclose(ia["intensity"], intensity(fake.sal, a, 4, "mean"), rtol=1e-6)
+    np.testing.assert_array_equal(ia["contain"], containment(a, 4))  # quantile 0: any cell counts
+
+
+def test_records_from_the_caller_loop_set_the_checkpoints(tmp_path):
+    fake = Fake(tmp_path / "run")
+    fake.train()  # records written by the caller's own loop, before the stages
+    cfg = _cfg()
+    ctx = fake.context(cfg)
+    ctx.hooks.train = lambda: []
+    run_stages(ctx)
+    assert ctx.manifest["checkpoints"] == ITS and ctx.manifest["stages"]["record"]["files"] == []
+    # records are read once per context
+    r1 = ctx.records()
+    assert ctx.records() is r1
+    # a record lost after the run: named, not silently skipped
+    (fake.out / "record" / f"ckpt_it{ITS[2]:07d}.npz").unlink()
+    ctx2 = fake.context(cfg, store.read_manifest(fake.out))
+    with pytest.raises(RunDirError, match=f"ckpt_it{ITS[2]:07d}.npz is missing"):
+        ctx2.records()
+
+
+def test_health_warnings_at_their_boundaries():
+    classes = ["a", "b", "c", "d"]
+    near = health_warnings(np.arange(8) % 4, 1.5 / 4, classes)  # accuracy = 1.5 / C: near chance
+    assert near == [
+        "the final model is near chance (37.5 % test accuracy, chance 25.0 %): its explanation describes a model "
+        "that did not learn; train longer, lower the lr, or check BatchNorm statistics"
+    ]
+    assert health_warnings(np.arange(8) % 4, 0.4, classes) == []
+    one = np.array([2] * 19 + [0])  # 95 % "c"
+    assert health_warnings(one, 0.9, classes) == ["the final model predicts c for 95 % of the test images"]
+    assert health_warnings(np.array([2] * 9 + [0]), 0.9, classes) == []  # exactly 90 %: not "most"
+    assert not any("predicts" in w for w in health_warnings(np.array([0, 0]), 1.0, ["only"]))  # one class
+    assert health_warnings(np.zeros(0, int), 1.0, classes) == []
+
+
+def test_warn_records_each_warning_once():
+    m: dict = {}
+    warn(m, "x")
+    warn(m, "y")
+    warn(m, "x")
+    assert m["warnings"] == ["x", "y"]
+
+
+def test_new_manifest_fresh_and_resumed():
+    cfg = _cfg(explain_seed=9)
+    m = new_manifest(cfg, {"classes": CLASSES}, {"name": "fake"})
+    assert m["stages"] == {} and m["timings"] == {} and m["metrics"] == {} and "numpy" in m["versions"]
+    assert m["config"] == cfg.to_dict() and m["data"] == {"classes": CLASSES} and m["model"] == {"name": "fake"}
+    assert m["seeds"] == {"seed": 5, "data_seed": cfg.order_seed, "explain_seed": 9}
+    old = {"versions": {"i2x": "old"}, "stages": {"record": {}}, "timings": {"record": 1.0}, "metrics": {"x": 1}}
+    old |= {"data": {"classes": CLASSES, "train_size": 10}, "model": {"name": "old", "layer": "l"}}
+    r = new_manifest(cfg, {"test_size": 5}, {"name": "new"}, old)
+    assert r is old and r["stages"] == {"record": {}} and r["timings"] == {"record": 1.0} and r["metrics"] == {"x": 1}
+    assert r["data"] == {"classes": CLASSES, "train_size": 10, "test_size": 5}
+    assert r["model"] == {"name": "new", "layer": "l"} and r["versions"] == {"i2x": "old"}
+
+
+def test_run_reader_names_classes_and_missing_stages(tmp_path):
+    fake, _ = _run(tmp_path)
+    r = Run(fake.out)
+    assert r.class_index("one") == 1 and r.class_index("2") == 2 and r.class_index(0) == 0
+    with pytest.raises(I2XError, match="class 'seven' is not a class of this run; classes: zero, one, two"):
+        r.class_index("seven")
+    with pytest.raises(I2XError, match="^--pair '3' is not"):
+        r.class_index("3", "--pair")
+    pe = r.pair_explanation(0, 1)
+    assert (pe["a"], pe["b"]) == (0, 1) and "uncertain" in pe
+    m = store.read_manifest(fake.out)
+    m["stages"]["dynamics"]["complete"] = False
+    del m["stages"]["explain"]
+    store.write_manifest(fake.out, m)
+    r = Run(fake.out)
+    assert r.missing_stages() == ["dynamics", "explain"]
+    with pytest.raises(RunDirError, match=r"\(missing stages: dynamics, explain\): finish it with `i2x run --resume"):
+        r.check_complete("report")
+    with pytest.raises(RunDirError, match="before `i2x report`"):
+        r.check_complete("report")
+
+
+def test_prepare_dir_new_existing_failed_and_resumed(tmp_path):
+    out = tmp_path / "r"
+    assert prepare_dir(out, resume=False, overwrite=False) is None and out.is_dir()
+    with pytest.raises(I2XError, match="no such run directory"):
+        prepare_dir(tmp_path / "nothing", resume=True, overwrite=False)
+    fake, _ = _run(tmp_path / "x")
+    run = fake.out
+    (run / LOCK).write_text("1\n")
+    with pytest.raises(I2XError, match="already holds a run: resume it"):
+        prepare_dir(run, resume=False, overwrite=False)
+    (run / "arrays" / ".evaluate.npz.tmp").write_bytes(b"half")
+    m = prepare_dir(run, resume=True, overwrite=False)
+    assert m["checkpoints"] == ITS and not (run / "arrays" / ".evaluate.npz.tmp").exists()
+    assert prepare_dir(run, resume=False, overwrite=True) is None
+    assert [p.name for p in run.iterdir()] == [LOCK]  # everything but the lock is gone
+    # a failed start (a manifest without complete stages, no records): cleared for a retry
+    store.write_manifest(run, {"stages": {}})
+    assert not _any_complete(run)
+    assert prepare_dir(run, resume=False, overwrite=False) is None and not (run / "manifest.json").exists()
+    # someone else's files are never cleared
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(I2XError, match="already holds a run"):
+        prepare_dir(run, resume=False, overwrite=False)
+    (run / "manifest.json").write_text("{not json")
+    assert _any_complete(run)  # unreadable: not ours to clear
