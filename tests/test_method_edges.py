@@ -60,6 +60,15 @@ def test_prototypes_defaults_are_the_documented_settings(rng):
     np.testing.assert_array_equal(r.assignments.ravel(), KMeans(5, n_init=3, random_state=7).fit(z).labels_)
 
 
+def test_prototypes_default_n_init_and_component_cap():
+    f = np.random.default_rng(5).normal(size=(8, 3, 3, 10)).astype(np.float32)  # n_init 3 and 4 differ here
+    a, b = prototypes(f), prototypes(f, n_init=3)
+    np.testing.assert_array_equal(a.assignments, b.assignments)
+    assert not np.array_equal(a.assignments, prototypes(f, n_init=4).assignments)
+    wide = np.random.default_rng(0).normal(size=(10, 3, 3, 70)).astype(np.float32)  # 90 vectors of 70 channels
+    assert prototypes(wide, k=2, variance=0.99999).pca_components.shape == (64, 70)  # at most 64 by default
+
+
 def test_prototypes_saved_dtypes():
     p = prototypes(_features(np.random.default_rng(1)), k=4)
     assert p.centroids.dtype == np.float32 and p.pca_components.dtype == np.float32
@@ -130,7 +139,7 @@ def test_prototype_errors_are_one_line_and_name_the_fix():
     bad = f.copy()
     bad[0, 0, 0, 0] = np.nan
     with pytest.raises(
-        I2XError, match="features contain NaN or inf: the final model diverged; lower the learning rate"
+        I2XError, match="^features contain NaN or inf: the final model diverged; lower the learning rate$"
     ):
         prototypes(bad, k=1)
 
@@ -192,7 +201,7 @@ def test_containment_needs_positive_saliency_and_returns_bools():
     got = containment(a, 4, s, 0.5)
     assert got.dtype == bool and got.tolist() == [[False, False, False, True]]
     assert containment(a, 5).dtype == bool and containment(a, 5).tolist() == [[True, True, True, True, False]]
-    with pytest.raises(I2XError, match=r"containment\(quantile=\.\.\.\) needs the saliency maps it thresholds"):
+    with pytest.raises(I2XError, match=r"^containment\(quantile=\.\.\.\) needs the saliency maps it thresholds$"):
         containment(a, 4, None, 0.5)
 
 
@@ -360,6 +369,9 @@ def test_aggregate_and_ridge_defaults():
     np.testing.assert_allclose(I2, di)
     np.testing.assert_allclose(ridge(di, dp), np.linalg.solve(di.T @ di + np.eye(3), di.T @ dp))  # λ = 1
     assert ridge_penalty(di, 2.0) == pytest.approx(2.0 * ((100 + 0.36 + 0.3025) + 4.0) / 2 / 3)
+    small = np.array([[0.5, 0.0], [0.0, 0.1]])  # changes below 1: still λ = lam · mean energy, not 1
+    assert ridge_penalty(small, 10.0) == pytest.approx(10.0 * (0.25 + 0.01) / 2 / 2)
+    assert ridge_penalty(np.zeros((2, 2)), 10.0) == 1.0
 
 
 def test_dynamics_from_arrays_of_an_old_run_and_coverage_without_change():
@@ -411,6 +423,11 @@ def test_key_checkpoint_ordering_and_skips():
     W[2, 0, 1] = -1.0
     kc = key_checkpoints(W, delta, 0, [0, 1], ExplainConfig())
     assert kc[1]["prototypes"][1]["against"] == [{"class": 1, "weight": -1.0}]
+    # a negative key weight: a class with W exactly +1.0 is against it
+    W2 = np.zeros((1, 2, 3))
+    W2[0, 0, 0], W2[0, 0, 1] = -0.7, 1.0
+    kc2 = key_checkpoints(W2, -delta[:1], 0, [0], ExplainConfig())
+    assert kc2[0]["prototypes"][0]["against"] == [{"class": 1, "weight": 1.0}]
     # a prototype whose p ≥ α is skipped, the next one still counts
     p_W = np.full((T, K, C), 0.01)
     p_W[2, 1, 0] = 0.5
@@ -483,6 +500,13 @@ def test_explain_passes_its_settings_to_every_part():
     got = sorted(tuple(g["prototypes"]) for g in ex["classes"]["0"]["specialized"])
     want = specialized_prototypes(contain, labels, 0, [2], groups=2, rho_group=0.5)
     assert got == sorted(tuple(g["prototypes"]) for g in want) == [(0,), (1,)]
+    # rho_group reaches the sub-groups: P-3 in 2 of the 3 samples of one sub-group (67 %)
+    contain[0, 3] = contain[1, 3] = True
+    for rho_group, has in ((0.5, True), (0.9, False)):
+        cfg = ExplainConfig(groups=2, rho_group=rho_group)
+        ex = explain(np.zeros((2, 4, 2)), contain, labels, np.zeros((2, 2)), cfg=cfg)
+        assert any(3 in g["prototypes"] for g in ex["classes"]["0"]["specialized"]) is has
+    contain[0, 3] = contain[1, 3] = False
     # top and the flagged steps reach the pairs and the key checkpoints
     W = np.zeros((3, 4, 2))
     W[:, 0, 0] = W[:, 1, 0] = [1.0, -1.0, 1.0]

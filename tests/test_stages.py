@@ -45,13 +45,14 @@ def _cfg(**kw) -> RunConfig:
     base = dict(
         prototypes=4,
         seed=5,
-        pca_variance=0.9,
+        pca_variance=0.99,
+        pca_max_components=3,
         contain_quantile=0.5,
         background_saliency=0.8,
         min_cluster_size=4,
         tau=0.1,
         ridge_lambda=3.0,
-        permutations=19,
+        permutations=199,
         rho=0.9,
         alpha=0.2,
         top=2,
@@ -63,7 +64,7 @@ class Fake:
     """Made-up data of one run: E's labels, confidences and maps at every checkpoint, test-set
     predictions, final-model features; and hooks that count how often the model was asked."""
 
-    def __init__(self, out: Path, seed: int = 0):
+    def __init__(self, out: Path, seed: int = 0, same_step: int | None = None):
         rng = np.random.default_rng(seed)
         self.out = out
         self.labels = np.arange(N) % C
@@ -72,12 +73,16 @@ class Fake:
         self.conf[0] = 1 / C
         for t in range(1, len(ITS)):
             step = np.where(g[:, None] == 0, [0.05, -0.03, -0.02], [-0.04, 0.02, 0.02]) * (1 if t % 2 else -1)
+            if same_step == t - 1:  # every sample moves alike at this step: one cluster of all
+                step = np.tile([0.013, -0.006, -0.007], (N, 1))
             self.conf[t] = self.conf[t - 1] + step
         self.sal = rng.random((len(ITS), N, H, H)).astype(np.float32)
-        self.sal[:, g == 0, 0, :] += np.arange(len(ITS))[:, None, None].astype(np.float32)
+        self.sal[:, g == 0, 0, :] += 2.0 * np.arange(len(ITS))[:, None, None] % 3  # tracks group 0's moves
         self.feats = rng.normal(size=(N, H, H, D)).astype(np.float32)
         self.feats[:, -1, :, 0] += 20.0  # the bottom row is its own prototype ...
         self.sal[:, :, -1, :] *= 0.01  # ... where the model does not look: background
+        self.feats[:, 1, :, 1] += 20.0  # the middle row too, with a density between 0.5 and 0.8
+        self.sal[:, :, 1, :] *= 0.75
         self.train_feats = rng.normal(size=(2 * N, H, H, D)).astype(np.float32)
         self.y_true = np.repeat(np.arange(C), 10)
         self.y_pred = self.y_true.copy()
@@ -145,54 +150,85 @@ def _same(got: dict, want: dict) -> None:
         np.testing.assert_allclose(np.asarray(got[k], float), np.asarray(want[k], float), rtol=1e-6, err_msg=k)
 
 
-def test_every_stage_is_its_function_of_the_run_settings(tmp_path):
-    cfg = _cfg()
-    fake, ctx = _run(tmp_path, cfg)
+def _check_all(fake: Fake, ctx: Context, cfg: RunConfig) -> dict:
+    """Every stage's file = the analysis function of the previous stage's file with the run's settings."""
     out, m = fake.out, ctx.manifest
-    assert fake.calls == {"train": 1, "predict_test": 1, "features": 1, "train_features": 0}
     assert m["checkpoints"] == ITS
     # evaluate: rows = true class
     ev = _npz(out / "arrays" / "evaluate.npz")
     cm = np.zeros((C, C), int)
     np.add.at(cm, (fake.y_true, fake.y_pred), 1)
     np.testing.assert_array_equal(ev["confusion"], cm)
-    assert cm[0, 1] == 2 and cm[1, 0] == 1
+    assert ev["confusion"].dtype == np.int64 and cm[0, 1] == 2 and cm[1, 0] == 1
     np.testing.assert_array_equal(ev["y_pred"], fake.y_pred)
+    np.testing.assert_array_equal(ev["y_true"], fake.y_true)
     assert m["metrics"]["test_accuracy"] == pytest.approx(26 / 30) and m["data"]["test_size"] == 30
     assert m["metrics"]["confused_pairs"] == [{"a": 0, "b": 1, "count": 3}, {"a": 0, "b": 2, "count": 1}]
-    # prototypes (Eq. 3) of the final features with K, the PCA variance and the seed of the run
+    # prototypes (Eq. 3) of the final features with K, the PCA settings and the seed of the run
     pr = _npz(out / "arrays" / "prototypes.npz")
-    _same(pr, prototypes(fake.feats, 4, 0.9, cfg.pca_max_components, random_state=5).to_arrays())
+    k = cfg.prototypes
+    _same(pr, prototypes(fake.feats, k, cfg.pca_variance, cfg.pca_max_components, random_state=cfg.seed).to_arrays())
     assert m["model"]["feature_shape"] == [H, H, D] and m["model"]["name"] == "fake"
     assert m["model"]["prototype_fit"] == {"on": "explain", "vectors": N * H * H}
     # intensity (Eq. 4) at every checkpoint, containment at the run's quantile, background at its threshold
     ia = _npz(out / "arrays" / "intensity.npz")
     a = pr["assignments"]
-    onehot = (a[..., None] == np.arange(4)).astype(np.float64)
-    np.testing.assert_allclose(ia["intensity"], np.einsum("tnhw,nhwk->tnk", fake.sal, onehot), rtol=1e-5)
+    q = cfg.contain_quantile or None
+    np.testing.assert_allclose(ia["intensity"], intensity(fake.sal, a, k, cfg.intensity_reduce), rtol=1e-5)
     assert ia["intensity"].dtype == np.float32
-    np.testing.assert_array_equal(ia["contain"], containment(a, 4, fake.sal[-1], 0.5))
-    assert not np.array_equal(ia["contain"], containment(a, 4, fake.sal[-1], 0.75))  # the quantile matters
-    dens = saliency_density(a, fake.sal[-1], 4)
+    np.testing.assert_array_equal(ia["contain"], containment(a, k, fake.sal[-1] if q else None, q))
+    dens = saliency_density(a, fake.sal[-1], k)
     np.testing.assert_allclose(ia["density"], dens)
-    np.testing.assert_array_equal(ia["background"], background_prototypes(dens, 0.8))
+    np.testing.assert_array_equal(ia["background"], background_prototypes(dens, cfg.background_saliency))
     # dynamics (Eq. 5-8) with every dynamics setting of the run
     dy = _npz(out / "arrays" / "dynamics.npz")
     want = dynamics(
-        fake.conf.astype(np.float32), ia["intensity"], fake.labels, 4, 0.1, 3.0,
-        lam_scale="relative", fallback=True, permutations=19, seed=5,
+        fake.conf.astype(np.float32), ia["intensity"], fake.labels, cfg.min_cluster_size, cfg.tau, cfg.ridge_lambda,
+        lam_scale=cfg.ridge_scale, fallback=cfg.cluster_fallback, permutations=cfg.permutations, seed=cfg.seed,
     )  # fmt: skip
     _same(dy, want.to_arrays())
     assert m["metrics"]["explained_coverage"] == round(want.coverage(), 4)
-    # the explanation with the explain settings, the confusion matrix, p-values and background
+    # the explanation with the explain settings, the confusion matrix, p-values, flagged steps and background
     ex = json.loads((out / "explanations.json").read_text())
     want = explain(
         want.W, ia["contain"], fake.labels, want.class_delta, confusion=ev["confusion"], flagged=want.flagged,
         classes=CLASSES, cfg=cfg.explain, p_W=want.p_W, p_pair=want.p_pair, background=ia["background"],
-        permutations=19,
+        permutations=cfg.permutations,
     )  # fmt: skip
     assert ex == json.loads(json.dumps({**want, "checkpoints": ITS}))
-    assert ex["config"]["rho"] == 0.9 and ex["significance"]["alpha"] == 0.2 and ex["background"]
+    return {"ev": ev, "pr": pr, "ia": ia, "dy": dy, "ex": ex}
+
+
+def test_every_stage_is_its_function_of_the_run_settings(tmp_path):
+    cfg = _cfg()
+    fake, ctx = _run(tmp_path, cfg)
+    assert fake.calls == {"train": 1, "predict_test": 1, "features": 1, "train_features": 0}
+    got = _check_all(fake, ctx, cfg)
+    a = got["pr"]["assignments"]
+    # each setting changes its stage's output here, so a setting left out of the wiring shows
+    assert got["pr"]["pca_components"].shape[0] == 3
+    assert not np.array_equal(got["ia"]["contain"], containment(a, 4, fake.sal[-1], 0.75))
+    dens = got["ia"]["density"]
+    assert not np.array_equal(got["ia"]["background"], background_prototypes(dens, 0.5))
+    assert got["ex"]["config"]["rho"] == 0.9 and got["ex"]["significance"]["alpha"] == 0.2 and got["ex"]["background"]
+
+
+def test_the_other_settings_are_wired_too(tmp_path):
+    """Mean intensity, any-cell containment, absolute λ, no cluster fallback (three flagged steps: groups of
+    15 < min_cluster_size 16; step 0 moves every sample alike, one cluster)."""
+    cfg = _cfg(
+        intensity_reduce="mean", contain_quantile=0.0, ridge_scale="absolute", cluster_fallback=False,
+        min_cluster_size=16,
+    )  # fmt: skip
+    fake = Fake(tmp_path / "run", same_step=0)
+    fake.out.mkdir()
+    ctx = fake.context(cfg)
+    run_stages(ctx)
+    got = _check_all(fake, ctx, cfg)
+    assert got["dy"]["flagged"].tolist() == [False, True, True, True] and got["ex"]["flagged_steps"] == [1, 2, 3]
+    cov = ctx.manifest["metrics"]["explained_coverage"]
+    assert 0 < cov < 1 and len(str(cov).split(".")[1]) == 4  # rounded to 4 decimals
+    assert "fallback" not in got["dy"] and (got["dy"]["lam"] == 3.0).all()
 
 
 def test_the_manifest_lists_each_stage_with_its_files_settings_and_time(tmp_path):
@@ -205,7 +241,7 @@ def test_the_manifest_lists_each_stage_with_its_files_settings_and_time(tmp_path
     assert st["record"] == {"complete": True, "files": ["weights/final.pt"], "settings": {}}
     assert st["evaluate"] == {"complete": True, "files": ["arrays/evaluate.npz"], "settings": {}}
     assert st["prototypes"]["settings"] == {
-        "prototypes": 4, "prototype_fit": "explain", "pca_variance": 0.9, "pca_max_components": 64, "seed": 5,
+        "prototypes": 4, "prototype_fit": "explain", "pca_variance": 0.99, "pca_max_components": 3, "seed": 5,
         "layer": None,
     }  # fmt: skip
     assert st["intensity"] == {
@@ -215,7 +251,7 @@ def test_the_manifest_lists_each_stage_with_its_files_settings_and_time(tmp_path
     }
     assert st["dynamics"]["settings"] == {
         "min_cluster_size": 4, "tau": 0.1, "ridge_lambda": 3.0, "ridge_scale": "relative", "cluster_fallback": True,
-        "permutations": 19, "seed": 5,
+        "permutations": 199, "seed": 5,
     }  # fmt: skip
     assert st["explain"]["files"] == ["explanations.json"]
     assert st["explain"]["settings"] == {"explain": cfg.to_dict()["explain"]}
@@ -245,7 +281,7 @@ def test_a_second_call_skips_done_stages_and_a_changed_setting_redoes_the_rest(t
     pr = _npz(fake.out / "arrays" / "prototypes.npz")
     np.testing.assert_array_equal(ia["contain"], containment(pr["assignments"], 4, fake.sal[-1], 0.25))
     dy = _npz(fake.out / "arrays" / "dynamics.npz")
-    assert dy["permutations"] == 19  # redone after intensity, with its own settings
+    assert dy["permutations"] == 199  # redone after intensity, with its own settings
     # a stage file that does not read back is redone, and every stage after it
     (fake.out / "arrays" / "evaluate.npz").write_bytes(b"broken")
     assert not stage_done(fake.out, m, "evaluate")
@@ -270,7 +306,7 @@ def test_prototypes_fitted_on_the_training_set(tmp_path):
     fake, ctx = _run(tmp_path, _cfg(prototype_fit="train"))
     assert fake.calls["train_features"] == 1 and fake.calls["features"] == 1
     pr = _npz(fake.out / "arrays" / "prototypes.npz")
-    want = prototypes(fake.feats, 4, 0.9, 64, random_state=5, fit_features=fake.train_feats).to_arrays()
+    want = prototypes(fake.feats, 4, 0.99, 3, random_state=5, fit_features=fake.train_feats).to_arrays()
     _same(pr, want)
     assert ctx.manifest["model"]["prototype_fit"] == {"on": "train", "vectors": 2 * N * H * H}
     other = Fake(tmp_path / "no-train")
@@ -389,3 +425,178 @@ def test_prepare_dir_new_existing_failed_and_resumed(tmp_path):
         prepare_dir(run, resume=False, overwrite=False)
     (run / "manifest.json").write_text("{not json")
     assert _any_complete(run)  # unreadable: not ours to clear
+
+
+def test_evaluate_keeps_every_class_lists_five_pairs_and_warns(tmp_path):
+    from i2x.rundir import _evaluate
+
+    classes = [f"c{i}" for i in range(6)]
+    y_true = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 0, 1, 2, 3])  # class 5 never occurs
+    y_pred = np.array([1, 2, 0, 3, 3, 4, 4, 0, 0, 1, 0, 1, 2, 0])  # 9 confused pairs, 3 of 14 right
+    manifest = {"data": {}}  # an old manifest: no metrics yet
+    ctx = Context(tmp_path, manifest, _cfg(), np.zeros(3, int), classes, Hooks(None, lambda: (y_true, y_pred), None))
+    assert _evaluate(ctx) == ["arrays/evaluate.npz"]
+    ev = _npz(tmp_path / "arrays" / "evaluate.npz")
+    assert ev["confusion"].shape == (6, 6) and ev["confusion"].dtype == np.int64 and ev["confusion"][5].sum() == 0
+    np.testing.assert_array_equal(ev["y_true"], y_true)
+    pairs = manifest["metrics"]["confused_pairs"]
+    assert [(p["a"], p["b"], p["count"]) for p in pairs] == [(0, 1, 2), (0, 3, 2), (0, 2, 1), (0, 4, 1), (1, 3, 1)]
+    assert manifest["data"]["test_size"] == 14 and manifest["metrics"]["test_accuracy"] == pytest.approx(3 / 14)
+    assert manifest["warnings"] == health_warnings(y_pred, 3 / 14, classes)
+    assert "near chance" in manifest["warnings"][0]
+
+
+def test_one_class_predicted_for_most_images_with_two_classes():
+    w = health_warnings(np.array([1] * 19 + [0]), 0.95, ["a", "b"])
+    assert w == ["the final model predicts b for 95 % of the test images"]
+
+
+def test_training_fit_without_a_training_set_names_the_setting(tmp_path):
+    fake = Fake(tmp_path / "run")
+    fake.out.mkdir()
+    with pytest.raises(ConfigError) as e:
+        run_stages(fake.context(_cfg(prototype_fit="train"), train_features=False))
+    assert str(e.value) == "prototype_fit='train': this analysis has no training set; use explain"
+
+
+def test_progress_bar_only_when_asked(tmp_path, capsys):
+    fake = Fake(tmp_path / "run")
+    fake.out.mkdir()
+    run_stages(fake.context(_cfg()))
+    assert capsys.readouterr().err == ""
+    m = store.read_manifest(fake.out)
+    assert all(0 <= v < 60 and round(v, 3) == v for v in m["timings"].values())
+    m["stages"]["explain"]["complete"] = False
+    run_stages(fake.context(_cfg(), m), progress=True)
+    err = capsys.readouterr().err
+    assert "i2x" in err and "stage=explain" in err
+
+
+def test_a_manifest_without_stages_timings_or_metrics(tmp_path):
+    fake = Fake(tmp_path / "run")
+    fake.out.mkdir()
+    cfg = _cfg()
+    m = {"config": cfg.to_dict(), "data": {"classes": CLASSES}, "model": {"name": "fake"}}
+    run_stages(fake.context(cfg, m))
+    assert list(m["stages"]) == list(STAGE_NAMES) and set(m["timings"]) == set(STAGE_NAMES)
+    assert "explained_coverage" in m["metrics"] and "test_accuracy" in m["metrics"]
+    assert stage_done(fake.out, {"stages": {"explain": {"complete": True}}}, "explain")  # no file list: done
+    assert not stage_done(fake.out, {}, "explain")
+
+
+def test_which_checkpoints_the_manifest_lists(tmp_path):
+    cfg = _cfg()
+    # the caller's own loop (record files = []): the checkpoints on disk, re-read at every call
+    fake = Fake(tmp_path / "own-loop")
+    fake.train()
+    ctx = fake.context(cfg)
+    ctx.hooks.train = lambda: []
+    run_stages(ctx)
+    store.save_npz(
+        fake.out / "record" / "ckpt_it0000020.npz",
+        iteration=np.int64(20),
+        sample_index=np.arange(N),
+        confidences=fake.conf[-1].astype(np.float32),
+        saliency=fake.sal[-1],
+    )
+    run_stages(fake.context(cfg, ctx.manifest))
+    assert ctx.manifest["checkpoints"] == [*ITS, 20]
+    # i2x's own run: the manifest's list stays, so that a lost record is noticed, not skipped
+    fake2, ctx2 = _run(tmp_path / "i2x", cfg)
+    (fake2.out / "record" / f"ckpt_it{ITS[1]:07d}.npz").unlink()
+    run_stages(fake2.context(cfg, ctx2.manifest))
+    assert ctx2.manifest["checkpoints"] == ITS
+    assert store.read_manifest(fake2.out)["checkpoints"] == ITS
+    # a manifest without the list (an older run): read from disk
+    del ctx2.manifest["checkpoints"]
+    run_stages(fake2.context(cfg, ctx2.manifest))
+    assert ctx2.manifest["checkpoints"] == [i for i in ITS if i != ITS[1]]
+
+
+def test_prepare_dir_sees_work_in_progress(tmp_path):
+    # records or a training state without a manifest: work to resume, never cleared as a failed start
+    rec = tmp_path / "rec"
+    Fake(rec).train()
+    (rec / "weights" / "final.pt").unlink()
+    with pytest.raises(I2XError, match="already holds a run"):
+        prepare_dir(rec, resume=False, overwrite=False)
+    assert prepare_dir(rec, resume=True, overwrite=False) is None  # no manifest yet: a new manifest
+    state = tmp_path / "state"
+    (state / "weights").mkdir(parents=True)
+    (state / "weights" / "train_state.pt").write_bytes(b"state")
+    with pytest.raises(I2XError, match="already holds a run"):
+        prepare_dir(state, resume=False, overwrite=False)
+    # records and a manifest that lists no complete stage: still work in progress
+    store.write_manifest(rec, {"stages": {"record": {"complete": False}}})
+    with pytest.raises(I2XError) as e:
+        prepare_dir(rec, resume=False, overwrite=False)
+    assert str(e.value) == (
+        f"{rec} already holds a run: resume it (i2x run --resume, run(resume=True)) "
+        "or replace it (--overwrite, run(overwrite=True))"
+    )
+    # every folder i2x writes, but nothing saved in them: a failed start, cleared
+    full = tmp_path / "full"
+    for name in ("record", "weights", "arrays", "report", "finetune"):
+        (full / name).mkdir(parents=True)
+    for name in ("explanations.json", "faithfulness.json", LOCK):
+        (full / name).write_text("{}")
+    store.write_manifest(full, {"stages": {}})
+    assert prepare_dir(full, resume=False, overwrite=False) is None
+    assert [p.name for p in full.iterdir()] == [LOCK]  # all but the lock (which this process would hold)
+    deep = tmp_path / "a" / "b" / "c"
+    assert prepare_dir(deep, resume=False, overwrite=False) is None and deep.is_dir()
+
+
+def test_any_complete_reads_the_stages(tmp_path):
+    store.write_manifest(tmp_path, {"stages": {"record": {"complete": True}}})
+    assert _any_complete(tmp_path)
+    store.write_manifest(tmp_path, {"stages": {"record": {"complete": False}}})
+    assert not _any_complete(tmp_path)
+    store.write_manifest(tmp_path, {})
+    assert not _any_complete(tmp_path)
+
+
+def test_run_reader_loads_what_the_stages_wrote(tmp_path):
+    from i2x.analysis.explain import pair_explanation
+
+    fake, _ = _run(tmp_path)
+    r = Run(fake.out)
+    rec = r.records()
+    assert rec["iterations"].tolist() == ITS and rec["saliency"].shape == (len(ITS), N, H, H)
+    np.testing.assert_allclose(rec["confidences"], fake.conf, atol=1e-7)
+    assert r.records("last")["saliency"].shape == (1, N, H, H)
+    assert r.prototypes().k == 4 and r.prototypes().typical is not None
+    assert r.explanations() == json.loads((fake.out / "explanations.json").read_text())
+    dyn, ia = r.dynamics(), r.arrays("intensity")
+    for a, b in ((0, 1), (2, 1)):
+        want = pair_explanation(
+            dyn.W, ia["contain"], fake.labels, a, b, r.config.explain, p_pair=dyn.p_pair, background=ia["background"]
+        )
+        assert r.pair_explanation(a, b) == want
+    listed = r.pair_explanation(0, 1)["uncertain"]
+    assert listed and listed[0]["p_value"] is not None
+    k = listed[0]["prototype"]
+    # the run's own settings, p-values and background prototypes reach it
+    m = store.read_manifest(fake.out)
+    m["config"]["explain"]["alpha"] = 0.001
+    store.write_manifest(fake.out, m)
+    assert Run(fake.out).pair_explanation(0, 1)["uncertain"] == []
+    m["config"]["explain"]["alpha"] = 0.2
+    store.write_manifest(fake.out, m)
+    store.save_npz(fake.out / "arrays" / "intensity.npz", **{**ia, "background": np.arange(4) == k})
+    assert k not in [u["prototype"] for u in Run(fake.out).pair_explanation(0, 1)["uncertain"]]
+    store.save_npz(fake.out / "arrays" / "intensity.npz", **ia)
+    store.save_npz(fake.out / "arrays" / "dynamics.npz", **{n: v for n, v in dyn.to_arrays().items() if n != "p_pair"})
+    assert Run(fake.out).pair_explanation(0, 1)["uncertain"][0]["p_value"] is None  # uncalibrated without p
+    (fake.out / "record" / f"ckpt_it{ITS[2]:07d}.npz").unlink()
+    with pytest.raises(RunDirError, match="is missing"):
+        Run(fake.out).records()
+    m = store.read_manifest(fake.out)
+    m["stages"]["explain"]["complete"] = False
+    store.write_manifest(fake.out, m)
+    with pytest.raises(RunDirError) as e:
+        Run(fake.out).check_complete()
+    assert str(e.value).endswith(f"(missing stages: explain): finish it with `i2x run --resume {fake.out}`")
+    del m["stages"]
+    store.write_manifest(fake.out, m)
+    assert Run(fake.out).missing_stages() == list(STAGE_NAMES)
