@@ -77,8 +77,16 @@ def main(argv=None) -> None:
 
     # Stages 2-7 on the records; the test set gives the confusion matrix that picks the pairs.
     # (the Recorder saved the explanation set into --out, so analyze finds it by itself)
+    # train= fits the prototypes on the whole training set, as the paper does (streamed a batch at a time)
     run = i2x.analyze(
-        a.out, model, classes=splits.train.classes, test=(x_test, y_test), layer="10", prototypes=16, min_cluster_size=5
+        a.out,
+        model,
+        classes=splits.train.classes,
+        test=(x_test, y_test),
+        train=(x_train, y_train),
+        layer="10",
+        prototypes=16,
+        min_cluster_size=5,
     )
     acc = run.manifest["metrics"]["test_accuracy"]
     pair = run.explanations()["pairs"][0]

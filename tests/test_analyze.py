@@ -78,6 +78,18 @@ def test_analyze_without_records_or_test(tmp_path):
     r = i2x.analyze(tmp_path, model, images=x[:40], labels=y[:40], prototypes=4, min_cluster_size=3)
     assert "explanation set" in r.manifest["data"]["test_source"]  # said, not hidden
     assert r.manifest["data"]["classes"] == [str(c) for c in range(10)]
+    assert r.manifest["model"]["prototype_fit"]["on"] == "explain"  # no train= given: fitted where it can
+    # with the training data: fitted on all of it (streamed), E assigned to those prototypes
+    r = i2x.analyze(tmp_path, model, train=torch.utils.data.TensorDataset(x, y), prototypes=4, min_cluster_size=3)
+    cells = int(np.prod(r.manifest["model"]["feature_shape"][:2]))
+    assert r.manifest["model"]["prototype_fit"] == {
+        "on": "train",
+        "vectors": len(x) * cells,
+        "pca_vectors": len(x) * cells,
+    }
+    feats = i2x.features(model, x, layer="3")
+    want = i2x.prototypes(i2x.features(model, x[:40], layer="3"), 4, random_state=0, fit_features=feats)
+    np.testing.assert_array_equal(r.arrays("prototypes")["assignments"], want.assignments)
 
 
 def test_analyze_checkpoints_of_saved_state_dicts(tmp_path):
@@ -194,8 +206,19 @@ def test_analyze_redoes_the_stages_whose_settings_changed(cli_run, tmp_path, cap
     assert m["config"]["explain"]["alpha"] == 0.5 and m["stages"]["explain"]["settings"]["explain"]["alpha"] == 0.5
     assert json.loads((run / "explanations.json").read_text())["significance"]["alpha"] == 0.5
     assert (run / "arrays" / "prototypes.npz").read_bytes() == protos  # an explain setting: K-Means kept
-    assert main(["analyze", str(run), "--prototype-fit", "train", "--device", "cpu"]) == 2  # analyze has no train set
-    assert "--prototype-fit train" in capsys.readouterr().err
+    m = json.loads((run / "manifest.json").read_text())
+    cells = int(np.prod(m["model"]["feature_shape"][:2]))
+    assert m["model"]["prototype_fit"]["on"] == "train"  # the default: the whole training set (the paper)
+    assert m["model"]["prototype_fit"]["vectors"] == m["data"]["train_size"] * cells
+    assert main(["analyze", str(run), "--prototype-fit", "explain", "--device", "cpu"]) == 0  # a stage setting
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["model"]["prototype_fit"] == {"on": "explain", "vectors": m["data"]["explain_size"] * cells} | {
+        "pca_vectors": m["data"]["explain_size"] * cells
+    }
+    assert (run / "arrays" / "prototypes.npz").read_bytes() != protos  # redone
+    # back to the training set: the CLI reloads the run's own built-in training data
+    assert main(["analyze", str(run), "--prototype-fit", "train", "--device", "cpu"]) == 0
+    assert (run / "arrays" / "prototypes.npz").read_bytes() == protos
 
 
 def test_finetune_a_run_made_with_your_own_model(tmp_path, capsys):

@@ -126,3 +126,25 @@ def test_recorder_loop_then_every_command(tmp_path, capsys):
     r = i2x.analyze(tmp_path / "loop", model, classes=CLASSES, test=test, prototypes=4, min_cluster_size=3)
     assert r.manifest["checkpoints"] == [0, 2, 4, 6] and r.manifest["data"]["classes"] == CLASSES
     _downstream(r, model, test, capsys)
+
+
+def test_readme_own_loop_block_runs_as_written(tmp_path):
+    """The README's own-loop block, executed verbatim with its names bound to tiny data."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "i2x.Recorder(" in b)
+    torch.manual_seed(0)
+    train, test = _data(60), _data(30, seed=1)
+    x = torch.stack([train[i][0] for i in range(len(train))])
+    y = torch.stack([train[i][1] for i in range(len(train))])
+    xt = torch.stack([test[i][0] for i in range(len(test))])
+    yt = torch.stack([test[i][1] for i in range(len(test))])
+    names = {"i2x": i2x, "model": _hand_cnn(), "DIR": str(tmp_path / "loop"), "n_iterations": 4, "names": CLASSES}
+    names |= {"x_explain": x[:30], "y_explain": y[:30].numpy(), "x_train": x, "y_train": y, "x_test": xt, "y_test": yt}
+    exec(compile(block, "README.md", "exec"), names)  # the library's defaults, K = 32 included
+    r = names["run"]
+    assert r.manifest["checkpoints"] == [0, 4]  # every=40: the untrained model and the final one
+    assert r.manifest["model"]["prototype_fit"]["on"] == "train" and r.manifest["data"]["classes"] == CLASSES
+    assert (tmp_path / "loop" / "explanations.json").exists()

@@ -90,7 +90,14 @@ def test_preset_cifar10_resnet50_once_per_epoch(tmp_path):
     assert rc == 0
     m = _manifest(out)
     assert m["config"]["every_epoch"] and m["config"]["model"] == "resnet50"
-    assert m["checkpoints"] == [0, 2, 4]  # 20 images / batch 10 = 2 iterations per epoch
+    # 20 images / batch 10 = 2 iterations per epoch: once per epoch would give 3 checkpoints, so this
+    # 4-iteration run checkpoints every iteration (min_checkpoints 8) ...
+    assert m["checkpoints"] == [0, 1, 2, 3, 4] and m["schedule"] == {"every": 1, "iterations": 4}
+    # ... unless the schedule is given: --every-epoch keeps once per epoch
+    rc = _run_preset(
+        "paper-cifar10-resnet50", str(tmp_path / "data"), tmp_path / "r2", "--epochs 2 --batch-size 10 --every-epoch"
+    )
+    assert rc == 0 and _manifest(tmp_path / "r2")["checkpoints"] == [0, 2, 4]
     assert m["data"]["classes"][3] == "cat" and m["data"]["image_shape"] == [3, 32, 32]
     assert m["model"]["feature_shape"] == [4, 4, 2048]
 
@@ -103,7 +110,7 @@ def test_preset_mnist_inceptionv3(tmp_path):
     m = _manifest(out)
     assert m["config"]["model"] == "inceptionv3" and m["config"]["every"] == 40
     assert m["model"]["layer"] == "Mixed_7c" and m["model"]["feature_shape"] == [4, 4, 2048]
-    assert m["checkpoints"] == [0, 2]  # untrained and final: 2 iterations < every=40
+    assert m["checkpoints"] == [0, 1, 2]  # 2 iterations < every=40: every iteration (min_checkpoints)
     rec = np.load(out / "record" / "ckpt_it0000002.npz")
     assert rec["saliency"].shape == (4, 4, 4) and rec["confidences"].shape == (4, 10)
 
@@ -137,3 +144,23 @@ def test_resume_without_flags_keeps_the_runs_settings(tmp_path, capsys):
     # a changed setting is still refused, in one line naming --resume
     assert main(["run", "--resume", str(out), "--epochs", "3", "--quiet", "--no-report"]) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def test_a_short_run_checkpoints_more_often_unless_the_schedule_was_given():
+    from i2x.nn.pipeline import _every, _n_checkpoints
+
+    # the README's CPU-sized command: 1,000 images, batch 128, 1 epoch = 8 iterations; every 40 gave 2 checkpoints
+    cfg = resolve({"dataset": "mnist5k", "epochs": 1, "train_subset": 1000}, "paper-mnist-resnet50")
+    assert cfg.every == 40 and cfg.min_checkpoints == 8
+    assert _every(cfg, 1000) == 1 and _n_checkpoints(8, 1) == 9
+    # long enough: the schedule as configured (the demo: 8 epochs of 79 iterations, every 40 = 17 checkpoints)
+    demo = resolve({})
+    assert _every(demo, 5000) == 40 and _n_checkpoints(8 * 79, 40) == 17
+    # a once-per-epoch preset cut to 3 epochs (4 checkpoints) gets 8: every 3 * 79 // 7 iterations
+    cifar = resolve({"epochs": 3, "batch_size": 64}, "paper-cifar10-resnet50")
+    assert _every(cifar, 5000) == 3 * 79 // 7 and _n_checkpoints(3 * 79, _every(cifar, 5000)) >= 8
+    # given explicitly, a schedule is kept as given (min_checkpoints 0), and both can be given
+    for given in ({"every": 40}, {"every_epoch": True}):
+        c = resolve({"epochs": 1, "train_subset": 1000, **given}, "paper-mnist-resnet50")
+        assert c.min_checkpoints == 0 and _every(c, 1000) == (40 if "every" in given else 8)
+    assert resolve({"every": 40, "min_checkpoints": 8}).min_checkpoints == 8

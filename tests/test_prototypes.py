@@ -54,3 +54,55 @@ def test_prototypes_fit_on_other_features_assign_the_explanation_set(rng):
     assert p.assignments[0, 0, 0] != p.assignments[1, 0, 0]
     np.testing.assert_array_equal(assign(e, p), p.assignments)
     assert prototypes(e[:1], k=4, fit_features=fit).k == 4  # K may exceed E's 4 vectors: the fit set has 240
+
+
+def _clustered(rng, n: int, k: int = 6, d: int = 40, hw: int = 3):
+    """(n, hw, hw, d) features where every vector is one of k planted patterns plus noise, and
+    (n, hw, hw) which pattern."""
+    centers = np.random.default_rng(99).normal(0, 4.0, size=(k, d))  # the same patterns in every call
+    which = rng.integers(0, k, size=(n, hw, hw))
+    return (centers[which] + rng.normal(0, 1.0, size=(n, hw, hw, d))).astype(np.float32), which
+
+
+def test_streamed_training_fit_equals_the_in_memory_fit(rng):
+    from sklearn.metrics import adjusted_rand_score
+
+    from i2x.analysis.prototypes import FeatureStream
+
+    (train, _), (e, planted) = _clustered(rng, 300), _clustered(rng, 40)
+    seen = []
+
+    def batches(idx):
+        for i in range(0, len(idx), 16):
+            seen.append(len(idx[i : i + 16]))
+            yield train[idx[i : i + 16]]
+
+    stream = FeatureStream(len(train), batches)
+    full = prototypes(e, k=6, random_state=3, fit_features=train)  # in memory
+    got = prototypes(e, k=6, random_state=3, fit_features=stream)
+    # the PCA sees every vector (300 x 9 < the sample cap): the same fit, batch by batch
+    np.testing.assert_array_equal(got.assignments, full.assignments)
+    assert max(seen) == 16 and sum(seen) == 2 * len(train)  # one PCA pass and one projection pass
+    # PCA on a seeded sample of 50 images' vectors: the same partition of E (adjusted Rand)
+    small = prototypes(e, k=6, random_state=3, fit_features=stream, pca_sample=450)
+    assert adjusted_rand_score(full.assignments.ravel(), small.assignments.ravel()) >= 0.95
+    # and K-Means on the training set finds the planted patterns in E
+    assert adjusted_rand_score(planted.ravel(), got.assignments.ravel()) >= 0.95
+
+
+def test_feature_stream_of_a_model_equals_its_features():
+    import torch
+
+    from i2x.nn.saliency import feature_stream, features
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(3))
+    x = torch.randn(11, 1, 8, 8)
+    model(x[:1])
+    whole = features(model, x, layer="1", batch_size=4)
+    s = feature_stream(model, x, layer="1", batch_size=4)
+    idx = np.array([0, 3, 4, 10])
+    parts = list(s.batches(idx))
+    assert s.n == 11 and [len(p) for p in parts] == [4]
+    np.testing.assert_allclose(np.concatenate(parts), whole[idx], rtol=1e-6)
+    np.testing.assert_allclose(np.concatenate(list(s.batches(np.arange(11)))), whole, rtol=1e-6)

@@ -17,7 +17,7 @@ from i2x import store
 from i2x.analysis.dynamics import dynamics
 from i2x.analysis.explain import explain
 from i2x.analysis.intensity import background_prototypes, containment, intensity, saliency_density
-from i2x.analysis.prototypes import prototypes
+from i2x.analysis.prototypes import FeatureStream, prototypes
 from i2x.config import ConfigError, RunConfig
 from i2x.errors import I2XError, RunDirError
 from i2x.rundir import (
@@ -44,6 +44,7 @@ def _cfg(**kw) -> RunConfig:
     """Settings off their defaults, each read by one stage."""
     base = dict(
         prototypes=4,
+        prototype_fit="explain",  # the tests of the training-set fit ask for it
         seed=5,
         pca_variance=0.99,
         pca_max_components=3,
@@ -120,7 +121,7 @@ class Fake:
 
     def train_features(self):
         self.calls["train_features"] += 1
-        return self.train_feats
+        return FeatureStream.of_array(self.train_feats, batch=7)  # streamed in uneven batches
 
     def hooks(self, train_features: bool = True) -> Hooks:
         return Hooks(self.train, self.predict_test, self.features, self.train_features if train_features else None)
@@ -169,7 +170,7 @@ def _check_all(fake: Fake, ctx: Context, cfg: RunConfig) -> dict:
     k = cfg.prototypes
     _same(pr, prototypes(fake.feats, k, cfg.pca_variance, cfg.pca_max_components, random_state=cfg.seed).to_arrays())
     assert m["model"]["feature_shape"] == [H, H, D] and m["model"]["name"] == "fake"
-    assert m["model"]["prototype_fit"] == {"on": "explain", "vectors": N * H * H}
+    assert m["model"]["prototype_fit"] == {"on": "explain", "vectors": N * H * H, "pca_vectors": N * H * H}
     # intensity (Eq. 4) at every checkpoint, containment at the run's quantile, background at its threshold
     ia = _npz(out / "arrays" / "intensity.npz")
     a = pr["assignments"]
@@ -308,7 +309,11 @@ def test_prototypes_fitted_on_the_training_set(tmp_path):
     pr = _npz(fake.out / "arrays" / "prototypes.npz")
     want = prototypes(fake.feats, 4, 0.99, 3, random_state=5, fit_features=fake.train_feats).to_arrays()
     _same(pr, want)
-    assert ctx.manifest["model"]["prototype_fit"] == {"on": "train", "vectors": 2 * N * H * H}
+    assert ctx.manifest["model"]["prototype_fit"] == {
+        "on": "train",
+        "vectors": 2 * N * H * H,
+        "pca_vectors": 2 * N * H * H,
+    }
     other = Fake(tmp_path / "no-train")
     other.out.mkdir()
     with pytest.raises(ConfigError, match="prototype_fit"):
@@ -456,7 +461,10 @@ def test_training_fit_without_a_training_set_names_the_setting(tmp_path):
     fake.out.mkdir()
     with pytest.raises(ConfigError) as e:
         run_stages(fake.context(_cfg(prototype_fit="train"), train_features=False))
-    assert str(e.value) == "prototype_fit='train': this analysis has no training set; use explain"
+    assert str(e.value) == (
+        "prototype_fit='train': this analysis has no training set: pass train= (your training data) "
+        "or prototype_fit='explain'"
+    )
 
 
 def test_progress_bar_only_when_asked(tmp_path, capsys):

@@ -266,6 +266,13 @@ class RunConfig:
     every_epoch: bool = setting(
         False, "one checkpoint per epoch instead of every --every iterations", why="the paper on CIFAR-10"
     )
+    min_checkpoints: int = setting(
+        8,
+        "a shorter run checkpoints more often, so that it has at least this many checkpoints (0 = never); "
+        "a schedule given with --every / --every-epoch is kept as given",
+        why="a preset's schedule on a CPU-sized run gave 2 checkpoints (8 iterations, every 40): no dynamics to fit",
+        check=at_least(0),
+    )
     method: str = setting(
         "gradcam", "saliency method (gradcam, gradcam++, layercam, xgradcam)", why="the paper uses GradCAM"
     )
@@ -287,9 +294,10 @@ class RunConfig:
         commands=ANALYZE,
     )
     prototype_fit: str = setting(
-        "explain",
-        "fit the prototypes (PCA + K-Means) on the explanation set, or on the whole training set (the paper)",
-        why="the explanation set fits in memory at any scale; 'train' holds all training features in memory",
+        "train",
+        "fit the prototypes (PCA + K-Means) on the whole training set (the paper), or on the explanation set",
+        why="the paper (§2.2) fits on all training samples; streamed, a batch at a time, memory holds only "
+        "the PCA-projected vectors; analyze() without train= fits on the explanation set",
         choices=("explain", "train"),
         commands=ANALYZE,
     )
@@ -585,7 +593,8 @@ def resolve(
     """The one precedence rule: defaults < ``preset`` < ``base`` (a resumed run's config) < ``explicit``.
 
     ``explicit`` values of None mean "not given". ``every`` given without ``every_epoch``
-    switches a preset's once-per-epoch schedule off; giving both is an error.
+    switches a preset's once-per-epoch schedule off; giving both is an error. A schedule given
+    explicitly (``every`` or ``every_epoch``) is kept as given (``min_checkpoints`` 0 unless given).
     """
     given = {k: v for k, v in _flat(explicit or {}).items() if v is not None}
     if given.get("every_epoch") and "every" in given:
@@ -597,6 +606,8 @@ def resolve(
         cfg = cfg.replace(**(base.to_dict() if isinstance(base, RunConfig) else base))
     if "every" in given:
         given.setdefault("every_epoch", False)
+    if "every" in given or given.get("every_epoch"):
+        given.setdefault("min_checkpoints", 0)  # the caller's own schedule, as given
     return cfg.replace(**given).validate()
 
 

@@ -25,7 +25,7 @@ from . import store
 from .analysis.dynamics import Dynamics, dynamics
 from .analysis.explain import confused_pairs, explain, pair_explanation
 from .analysis.intensity import background_prototypes, containment, intensity, saliency_density
-from .analysis.prototypes import Prototypes, prototypes
+from .analysis.prototypes import FeatureStream, Prototypes, pca_sample_images, prototypes
 from .config import ConfigError, RunConfig
 from .errors import I2XError, RunDirError
 
@@ -37,7 +37,7 @@ class Hooks:
     train: Callable[[], list[str]]  # stage 1: train + record
     predict_test: Callable[[], tuple[np.ndarray, np.ndarray]]  # (y_true, y_pred) for the confusion matrix
     features: Callable[[], np.ndarray]  # final model's (N, H', W', D) on E
-    train_features: Callable[[], np.ndarray] | None = None  # the same on the whole training set (if any)
+    train_features: Callable[[], FeatureStream] | None = None  # the same on the training set, streamed (if any)
 
 
 @dataclass
@@ -109,20 +109,27 @@ def warn(manifest: dict, text: str) -> None:
 
 
 def _prototypes(ctx: Context) -> list[str]:
-    """Stage 2 (Eq. 3): K-Means prototypes of the final model's features on E."""
+    """Stage 2 (Eq. 3): K-Means prototypes of the final model's features, fitted on E or on the
+    whole training set (streamed, as in the paper), and E's assignment maps."""
     feats, c = ctx.hooks.features(), ctx.cfg
     fit = None
     if c.prototype_fit == "train":
         if ctx.hooks.train_features is None:
-            raise ConfigError("prototype_fit", "train", "this analysis has no training set; use explain")
+            raise ConfigError(
+                "prototype_fit",
+                "train",
+                "this analysis has no training set: pass train= (your training data) or prototype_fit='explain'",
+            )
         fit = ctx.hooks.train_features()
     protos = prototypes(
         feats, c.prototypes, c.pca_variance, c.pca_max_components, random_state=c.seed, fit_features=fit
     )
     store.save_npz(ctx.out / "arrays" / "prototypes.npz", **protos.to_arrays())
     ctx.manifest["model"]["feature_shape"] = list(feats.shape[1:])
-    vectors = int(np.prod((fit if fit is not None else feats).shape[:3]))
-    ctx.manifest["model"]["prototype_fit"] = {"on": c.prototype_fit, "vectors": vectors}
+    cells = int(np.prod(feats.shape[1:3]))
+    vectors = (fit.n if fit is not None else len(feats)) * cells
+    pca = vectors if fit is None else pca_sample_images(fit.n, cells) * cells
+    ctx.manifest["model"]["prototype_fit"] = {"on": c.prototype_fit, "vectors": vectors, "pca_vectors": pca}
     return ["arrays/prototypes.npz"]
 
 

@@ -3,6 +3,7 @@ spatial features, and the per-sample assignment maps A(x). Pure numpy / scikit-l
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +50,26 @@ class Prototypes:
         )
 
 
+@dataclass(frozen=True)
+class FeatureStream:
+    """The final model's features of ``n`` images (the training set), computed a batch at a time so
+    they are never held whole: ``batches(indices)`` yields (B, H', W', D) arrays of the images at the
+    sorted ``indices``, in order. :func:`i2x.nn.saliency.feature_stream` makes one from a model."""
+
+    n: int
+    batches: Callable[[np.ndarray], Iterable[np.ndarray]]
+
+    @classmethod
+    def of_array(cls, features: np.ndarray, batch: int = 256) -> FeatureStream:
+        """A stream over features already in memory (tests, small data)."""
+        return cls(len(features), lambda idx: (features[idx[i : i + batch]] for i in range(0, len(idx), batch)))
+
+
+# PCA of a streamed fit sees at most this many vectors (a seeded sample of whole images): 64k × 2,048
+# channels = 512 MB, 32× more vectors than dimensions; the K-Means sees every vector, projected.
+PCA_SAMPLE_VECTORS = 65_536
+
+
 def prototypes(
     features: np.ndarray,
     k: int = 32,
@@ -57,40 +78,75 @@ def prototypes(
     n_init: int = 3,
     random_state: int = 0,
     n_typical: int = 8,
-    fit_features: np.ndarray | None = None,
+    fit_features: np.ndarray | FeatureStream | None = None,
+    pca_sample: int = PCA_SAMPLE_VECTORS,
 ) -> Prototypes:
     """Cluster the H'·W' feature vectors into ``k`` prototypes; assign every position of ``features``.
 
     features: (N, H', W', D) activations of the target layer of the final model on the
     explanation set. ``fit_features`` (M, H', W', D): fit PCA and K-Means on these instead (the
-    paper fits on all training samples, §2.2) and assign ``features`` to the nearest centroid.
-    PCA keeps the fewest components that explain ``variance`` of the variance, at most
-    ``max_components`` (spec: "95 % variance or 64 components", whichever is smaller).
+    paper fits on all training samples, §2.2) and assign ``features`` to the nearest centroid; a
+    :class:`FeatureStream` is never held whole: PCA is fitted on a seeded sample of its images
+    (at most ``pca_sample`` vectors; all of them when it has fewer), every vector is projected as it
+    streams, and K-Means runs on the projected vectors. PCA keeps the fewest components that
+    explain ``variance`` of the variance, at most ``max_components`` (spec: "95 % variance or 64
+    components", whichever is smaller).
     """
-    x, (n, h, w, d) = _vectors(features), np.shape(features)
-    x_fit = x if fit_features is None else _vectors(fit_features)
-    if not (1 <= k <= x_fit.shape[0]):
-        raise I2XError(
-            f"prototypes k={k} must be between 1 and the number of feature vectors ({x_fit.shape[0]} = N·H'·W'); "
-            "lower --prototypes"
+    x, (n, h, w, _) = _vectors(features), np.shape(features)
+    if fit_features is None:
+        pca, p, cum = _pca(x, k, variance, max_components, random_state)
+        z_fit = z = _project(x, pca, p)  # (N*H*W, P)
+    else:
+        stream = fit_features if isinstance(fit_features, FeatureStream) else FeatureStream.of_array(fit_features)
+        pca, p, cum = _pca(
+            _pca_sample(stream, h * w, pca_sample, random_state), k, variance, max_components, random_state
         )
-    q = max(1, min(max_components, d, x_fit.shape[0]))
-    pca = PCA(n_components=q, random_state=random_state).fit(x_fit)
-    cum = np.nan_to_num(np.cumsum(pca.explained_variance_ratio_), nan=1.0)  # NaN when all features are equal
-    p = int(min(q, np.searchsorted(cum, variance - 1e-12) + 1))
-    comps = pca.components_[:p]  # (P, D)
-    z_fit = (x_fit - pca.mean_) @ comps.T  # (M*H*W, P)
+        z_fit = np.concatenate([_project(_vectors(b), pca, p) for b in stream.batches(np.arange(stream.n))])
+        _check_k(k, len(z_fit))
+        z = _project(x, pca, p)
     km = KMeans(n_clusters=k, n_init=n_init, random_state=random_state).fit(z_fit)
-    z = z_fit if fit_features is None else (x - pca.mean_) @ comps.T  # (N*H*W, P)
     labels = km.labels_ if fit_features is None else km.predict(z.astype(km.cluster_centers_.dtype))
     return Prototypes(
         typical=typical_positions(z, labels, km.cluster_centers_, (n, h, w), n_typical),
         centroids=km.cluster_centers_.astype(np.float32),
         assignments=labels.reshape(n, h, w).astype(np.int32),
-        pca_components=comps.astype(np.float32),
+        pca_components=pca.components_[:p].astype(np.float32),
         pca_mean=pca.mean_.astype(np.float32),
         explained_variance=float(cum[p - 1]),
     )
+
+
+def _check_k(k: int, vectors: int) -> None:
+    if not (1 <= k <= vectors):
+        raise I2XError(
+            f"prototypes k={k} must be between 1 and the number of feature vectors ({vectors} = N·H'·W'); "
+            "lower --prototypes"
+        )
+
+
+def _pca(x: np.ndarray, k: int, variance: float, max_components: int, random_state: int):
+    """PCA of the vectors ``x``; (fitted PCA, P = components kept, cumulative variance ratios)."""
+    _check_k(k, x.shape[0])
+    q = max(1, min(max_components, x.shape[1], x.shape[0]))
+    pca = PCA(n_components=q, random_state=random_state).fit(x)
+    cum = np.nan_to_num(np.cumsum(pca.explained_variance_ratio_), nan=1.0)  # NaN when all features are equal
+    return pca, int(min(q, np.searchsorted(cum, variance - 1e-12) + 1)), cum
+
+
+def _project(x: np.ndarray, pca: PCA, p: int) -> np.ndarray:
+    return ((x - pca.mean_) @ pca.components_[:p].T).astype(np.float32, copy=False)
+
+
+def pca_sample_images(n: int, cells: int, vectors: int = PCA_SAMPLE_VECTORS) -> int:
+    """How many of ``n`` images (``cells`` vectors each) a streamed fit's PCA sees: at most ``vectors``."""
+    return min(n, max(1, vectors // max(cells, 1)))
+
+
+def _pca_sample(stream: FeatureStream, cells: int, vectors: int, seed: int) -> np.ndarray:
+    """The vectors of a seeded sample of the stream's images, at most ``vectors`` of them (whole images)."""
+    m = pca_sample_images(stream.n, cells, vectors)
+    idx = np.arange(stream.n) if m == stream.n else np.sort(np.random.default_rng(seed).choice(stream.n, m, False))
+    return np.concatenate([_vectors(b) for b in stream.batches(idx)])
 
 
 def _vectors(features: np.ndarray) -> np.ndarray:

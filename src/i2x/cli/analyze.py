@@ -35,7 +35,7 @@ def cmd(a) -> int:
                 f"{a.run_dir} has no weights/final.pt: pass --checkpoints DIR --model NAME --dataset NAME, "
                 "or call i2x.analyze(run_dir, model=...) from Python"
             )
-        print(summary(analyze(a.run_dir, load_model(a.run_dir), **over)))
+        print(summary(analyze(a.run_dir, load_model(a.run_dir), train=_run_train_set(a.run_dir, over), **over)))
         return 0
     from ..data import explanation_indices, splits_for
     from ..nn.models import build_model
@@ -54,7 +54,19 @@ def cmd(a) -> int:
         labels=y.numpy(),
         classes=sp.train.classes,
         test=sp.test.tensors(),
+        train=sp.train if cfg.prototype_fit == "train" else None,
         config=cfg,
     )
     print(summary(r))
     return 0
+
+
+def _run_train_set(run_dir: str, over: dict):
+    """The training set of a built-in run whose prototypes are fitted on it (None otherwise)."""
+    from ..data import splits_for
+    from ..rundir import Run
+
+    r = Run(run_dir)
+    cfg = r.config.replace(**over)
+    built_in = r.manifest.get("data", {}).get("dataset") == cfg.dataset  # not the caller's train= data
+    return splits_for(cfg).train if cfg.prototype_fit == "train" and built_in else None

@@ -55,7 +55,8 @@ def cmd(a) -> int:
         report=not a.no_report,
         **given(a, _SETTINGS),
     )
-    print(summary(r, time.perf_counter() - t0))
+    if r is not None:  # under torchrun only rank 0 returns the run
+        print(summary(r, time.perf_counter() - t0))
     return 0
 
 

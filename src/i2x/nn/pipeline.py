@@ -9,6 +9,8 @@ from its last complete checkpoint or stage.
 from __future__ import annotations
 
 import re
+import time
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -20,10 +22,11 @@ from ..config import ConfigError, RunConfig, resolve
 from ..data import Dataset, Splits, as_dataset, explanation_indices, splits_for, stratified_split
 from ..errors import I2XError
 from ..rundir import Context, Hooks, Run, new_manifest, prepare_dir, run_lock, run_stages, stage_done, warn
+from .distributed import World, setup
 from .layers import resolve_layer
 from .models import MODELS, build_model
 from .record import Recorder
-from .saliency import features
+from .saliency import feature_stream, features
 from .train import iterations_per_epoch, load_state, predict, save_state
 from .train import train as train_model
 from .utils import eval_mode, resolve_device
@@ -61,27 +64,35 @@ def run(
     out = Path(out)
     resumed = store.read_manifest(out) if resume and (out / store.MANIFEST).exists() else None
     cfg = _run_config(config, preset, overrides, resumed, out)  # bad settings fail before anything is written
-    with run_lock(out):
-        r = _run(cfg, out, prepare_dir(out, resume, overwrite), progress, _splits(cfg, splits, train, test), model)
-        if report:
+    world = setup(resolve_device(cfg.device))  # under torchrun: this process's rank (rank 0 owns the directory)
+    with run_lock(out) if world.main else nullcontext():
+        old = prepare_dir(out, resume, overwrite) if world.main else None
+        world.barrier()  # the directory is ready
+        if not world.main:
+            old = store.read_manifest(out) if resume and (out / store.MANIFEST).exists() else None
+        r = _run(cfg, out, old, progress and world.main, _splits(cfg, splits, train, test), model, world)
+        if report and world.main:
             from ..report import report as write_report
 
             write_report(out)
         return r
 
 
-def _run(cfg: RunConfig, out: Path, old: dict | None, progress: bool, splits: Splits, model) -> Run:
-    """Stages 1-7 of :func:`run` in the locked, prepared ``out``."""
-    device = resolve_device(cfg.device)
+def _run(cfg: RunConfig, out: Path, old: dict | None, progress: bool, splits: Splits, model, world: World) -> Run:
+    """Stages 1-7 of :func:`run` in the locked, prepared ``out`` (under torchrun, every rank trains
+    and records its shard; rank 0 runs stages 2-7 and returns the Run, the others None)."""
+    device = world.device(resolve_device(cfg.device))
     torch.set_grad_enabled(True)
     tr = splits.train
     eidx = explanation_indices(len(tr), cfg.explain_fraction, cfg.explain_seed)
     manifest = new_manifest(cfg, _data_info(splits, cfg, eidx), {}, old)
+    manifest["distributed"] = world.info()
     for w in _data_warnings(tr, eidx, cfg):
         warn(manifest, w)
-    store.write_manifest(out, manifest)
-    # the raw images of E travel with the run, so a report can draw them without the dataset
-    store.save_npz(out / "record" / "explain_set.npz", indices=eidx, labels=tr.labels[eidx], images=tr.images[eidx])
+    if world.main:
+        store.write_manifest(out, manifest)
+        # the raw images of E travel with the run, so a report can draw them without the dataset
+        store.save_npz(out / "record" / "explain_set.npz", indices=eidx, labels=tr.labels[eidx], images=tr.images[eidx])
     model = model if model is not None else _built_in_model(cfg, tr)
     model.to(device)
     x_train, y_train = tr.tensors()
@@ -91,27 +102,46 @@ def _run(cfg: RunConfig, out: Path, old: dict | None, progress: bool, splits: Sp
     (out / "weights").mkdir(exist_ok=True)
     if stage_done(out, manifest, "record"):
         model.load_state_dict(load_state(out / "weights" / "final.pt", device)["model"])
+    rows = world.shard(len(eidx))  # this rank's slice of E (all of it in one process)
+    every = _every(cfg, len(tr))
+    manifest["schedule"] = {"every": every, "iterations": cfg.epochs * iterations_per_epoch(len(tr), cfg.batch_size)}
     rec = Recorder(
-        x_exp,
-        y_exp.numpy(),
-        _every(cfg, len(tr)),
+        x_exp[rows],
+        y_exp.numpy()[rows],
+        every,
         out,
         layer,
         cfg.method,
         cfg.target,
         cfg.record_batch_size,
         device,
-        sample_index=eidx,
+        sample_index=eidx[rows],
+        shard=world.rank if world.size > 1 else None,
     )
     hooks = Hooks(
-        train=partial(_train, model, x_train, y_train, cfg, rec, out, manifest, device, progress),
+        train=partial(_train, model, x_train, y_train, cfg, rec, out, manifest, device, progress, world),
         predict_test=partial(_predict_test, model, splits.test, device),
         features=partial(features, model, x_exp, layer, cfg.record_batch_size, device),
-        train_features=partial(features, model, x_train, layer, cfg.record_batch_size, device),
+        train_features=partial(feature_stream, model, x_train, layer, cfg.record_batch_size, device),
     )
+    if world.size > 1 and not _train_on_every_rank(hooks, out, manifest, world):
+        return None
     run_stages(Context(out, manifest, cfg, y_exp.numpy(), list(tr.classes), hooks), progress)
     (out / "weights" / "train_state.pt").unlink(missing_ok=True)  # complete: final.pt is all a resume needs
     return Run(out)
+
+
+def _train_on_every_rank(hooks: Hooks, out: Path, manifest: dict, world: World) -> bool:
+    """Stage 1 under torchrun, on every rank at once (unless a resumed run has it); afterwards
+    only rank 0 goes on (True), into the stages that read the merged records."""
+    if not stage_done(out, manifest, "record"):
+        t0 = time.perf_counter()
+        files = hooks.train()
+        manifest.setdefault("timings", {})["record_distributed"] = round(time.perf_counter() - t0, 3)
+        hooks.train = lambda: files  # done: the stage runner only marks it complete
+    world.barrier()  # every shard of every checkpoint is on disk
+    world.close()
+    return world.main
 
 
 def _built_in_model(cfg: RunConfig, tr: Dataset):
@@ -196,7 +226,17 @@ def _data_info(splits: Splits, cfg: RunConfig, eidx: np.ndarray) -> dict:
 
 
 def _every(cfg: RunConfig, n_train: int) -> int:
-    return iterations_per_epoch(n_train, cfg.batch_size) if cfg.every_epoch else cfg.every
+    """Iterations between checkpoints: ``every`` (or one epoch), or fewer when that would leave the
+    run with under ``min_checkpoints`` checkpoints (iteration 0 and the final model included)."""
+    ipe = iterations_per_epoch(n_train, cfg.batch_size)
+    every, total = ipe if cfg.every_epoch else cfg.every, cfg.epochs * ipe
+    if cfg.min_checkpoints > 1 and _n_checkpoints(total, every) < cfg.min_checkpoints:
+        every = max(1, total // (cfg.min_checkpoints - 1))
+    return every
+
+
+def _n_checkpoints(total: int, every: int) -> int:
+    return total // every + 1 + (total % every != 0)
 
 
 def _check_model(model, cfg: RunConfig, x_exp: torch.Tensor, num_classes: int, device) -> str:
@@ -217,9 +257,18 @@ def _check_model(model, cfg: RunConfig, x_exp: torch.Tensor, num_classes: int, d
 
 
 def _train(
-    model, x_train, y_train, cfg: RunConfig, rec: Recorder, out: Path, manifest: dict, device, progress: bool
+    model,
+    x_train,
+    y_train,
+    cfg: RunConfig,
+    rec: Recorder,
+    out: Path,
+    manifest: dict,
+    device,
+    progress: bool,
+    world: World,
 ) -> list[str]:
-    """Stage 1: train with recording, then save the final model."""
+    """Stage 1: train with recording, then save the final model (rank 0 under torchrun)."""
     hist = train_model(
         model,
         x_train,
@@ -229,7 +278,11 @@ def _train(
         state_path=out / "weights" / "train_state.pt",
         device=device,
         progress=progress,
+        world=world,
     )
+    manifest["metrics"]["final_train_loss"] = float(np.mean(hist["losses"][-20:])) if hist["losses"] else None
+    if not world.main:
+        return ["weights/final.pt"]
     save_state(
         out / "weights" / "final.pt",
         {
@@ -240,7 +293,6 @@ def _train(
             "metrics": {"losses": hist["losses"]},
         },
     )
-    manifest["metrics"]["final_train_loss"] = float(np.mean(hist["losses"][-20:])) if hist["losses"] else None
     return ["weights/final.pt"]
 
 
@@ -257,6 +309,7 @@ def analyze(
     labels=None,
     classes: list[str] | None = None,
     test=None,
+    train=None,
     config: RunConfig | None = None,
     progress: bool = False,
     **overrides,
@@ -267,7 +320,9 @@ def analyze(
     set the Recorder saw, in the same order (normalised float (N, C, H, W); default: the run's
     ``record/explain_set.npz``). test: a held-out set ((images, labels) tensors, a torch Dataset
     or :class:`Dataset`) for the confusion matrix that picks the pairs; without it the final
-    checkpoint's predictions on the explanation set are used (the manifest says so). Settings
+    checkpoint's predictions on the explanation set are used (the manifest says so). train: the
+    training data (same forms as ``test``), to fit the prototypes on it as the paper does (streamed,
+    ``prototype_fit='train'``); without it they are fitted on the explanation set. Settings
     (``prototypes=``, ``min_cluster_size=``, ``layer=``, ``device=``, ``rho=`` ...) come from
     ``config`` / keywords. Stages already complete in ``run_dir`` are kept.
     """
@@ -278,13 +333,18 @@ def analyze(
             "in your loop first, or use analyze_checkpoints() on saved state_dicts"
         )
     with run_lock(out):
-        return _analyze(out, model, images, labels, classes, test, config, progress, overrides)
+        return _analyze(out, model, images, labels, classes, (test, train), config, progress, overrides)
 
 
-def _analyze(out: Path, model, images, labels, classes, test, config, progress: bool, overrides: dict) -> Run:
-    """:func:`analyze` in the locked ``out``."""
-    old = store.read_manifest(out) if (out / store.MANIFEST).exists() else None
-    base = config or (RunConfig.from_dict(old["config"]) if old and old.get("config") else RunConfig(model=""))
+def _analyze(out: Path, model, images, labels, classes, data: tuple, config, progress: bool, overrides: dict) -> Run:
+    """:func:`analyze` in the locked ``out``; ``data`` = (test, train) as given."""
+    (test, train), old = data, store.read_manifest(out) if (out / store.MANIFEST).exists() else None
+    if train is not None and config is None:  # training data given: fit on it unless told otherwise
+        overrides = {"prototype_fit": "train", **overrides}
+    fit = "explain" if train is None else "train"  # a new analysis fits where it can
+    base = config or (
+        RunConfig.from_dict(old["config"]) if old and old.get("config") else RunConfig(model="", prototype_fit=fit)
+    )
     cfg = base.replace(**overrides).validate()
     device = resolve_device(cfg.device)
     x_exp, y_exp = _explain_tensors(out, old, images, labels)
@@ -299,9 +359,16 @@ def _analyze(out: Path, model, images, labels, classes, test, config, progress: 
         train=lambda: [],  # the records are there already: the caller's loop wrote them
         predict_test=partial(_analyze_predictions, model, test, classes, y_exp, probs_e, manifest, device),
         features=partial(features, model, x_exp, layer, cfg.record_batch_size, device),
+        train_features=None if train is None else partial(_train_stream, model, train, classes, layer, cfg, device),
     )
     run_stages(Context(out, manifest, cfg, y_exp.numpy(), classes, hooks), progress)
     return Run(out)
+
+
+def _train_stream(model, train, classes, layer, cfg: RunConfig, device):
+    """The final model's features of the caller's training data, streamed."""
+    x, _ = as_dataset(train, classes=classes, name="train").tensors()
+    return feature_stream(model, x, layer, cfg.record_batch_size, device)
 
 
 def _user_data(classes: list[str], x_exp: torch.Tensor) -> dict:
@@ -367,6 +434,7 @@ def analyze_checkpoints(
     labels,
     classes=None,
     test=None,
+    train=None,
     config: RunConfig | None = None,
     progress: bool = False,
     **overrides,
@@ -380,7 +448,8 @@ def analyze_checkpoints(
     Recording settings (``method=``, ``target=``, ``record_batch_size=``, ``layer=``, ``device=``)
     and analysis settings come from ``config`` / keywords.
     """
-    cfg = (config or RunConfig(model="")).replace(**overrides).validate()
+    fit = "explain" if train is None else "train"
+    cfg = (config or RunConfig(model="", prototype_fit=fit)).replace(**overrides).validate()
     out, dev = Path(out), resolve_device(cfg.device)
     saved = _saved_checkpoints(checkpoints, dev)
     x = torch.as_tensor(images, dtype=torch.float32)
@@ -399,7 +468,9 @@ def analyze_checkpoints(
         if not rec.has(it):
             rec.record(model, it)
     cfg = cfg.replace(layer=layer)
-    return analyze(out, model, images=x, labels=labels, classes=classes, test=test, config=cfg, progress=progress)
+    return analyze(
+        out, model, images=x, labels=labels, classes=classes, test=test, train=train, config=cfg, progress=progress
+    )
 
 
 def _saved_checkpoints(checkpoints: str | Path, device) -> list[tuple[int, Path, object]]:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..analysis.prototypes import FeatureStream
 from ..errors import I2XError
 from .layers import resolve_layer
 from .utils import eval_mode
@@ -365,17 +366,30 @@ def features(
     device: str | torch.device | None = None,
 ) -> np.ndarray:
     """Target-layer activations h(x) as (N, H', W', D) float32 (stage 2 input)."""
+    parts = list(_feature_batches(model, images, layer, batch_size, device))
+    return np.concatenate(parts) if parts else np.zeros((0, 0, 0, 0), np.float32)
+
+
+def feature_stream(
+    model: nn.Module,
+    images: torch.Tensor,
+    layer: str | nn.Module | None = None,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+) -> FeatureStream:
+    """The activations of :func:`features`, a batch at a time (:class:`~i2x.analysis.prototypes.FeatureStream`):
+    prototypes fitted on a whole training set never hold its features in memory."""
+    return FeatureStream(len(images), lambda idx: _feature_batches(model, images, layer, batch_size, device, idx))
+
+
+def _feature_batches(model, images, layer, batch_size: int, device, indices: np.ndarray | None = None):
+    """(B, H', W', D) float32 numpy arrays of consecutive batches of ``images`` (of ``images[indices]``)."""
     images, _, module, device, dtype = _prepare(model, images, None, layer, "gradcam", batch_size, device)
-    n = images.shape[0]
-    out = None
+    rows = np.arange(images.shape[0]) if indices is None else np.asarray(indices)
     with _capture(model, module) as store, torch.no_grad():
-        for i in _batches(n, batch_size):
-            model(images[i : i + batch_size].to(device, dtype))
-            a = store.pop("act").permute(0, 2, 3, 1).float().cpu()  # (B, H', W', D)
-            if out is None:
-                out = torch.empty((n, *a.shape[1:]), dtype=torch.float32)
-            out[i : i + len(a)] = a
-    return out.numpy() if out is not None else np.zeros((0, 0, 0, 0), np.float32)
+        for i in range(0, len(rows), batch_size):
+            model(images[torch.from_numpy(rows[i : i + batch_size])].to(device, dtype))
+            yield store.pop("act").permute(0, 2, 3, 1).float().cpu().numpy()
 
 
 # --------------------------------------------------------------------------- grad-cam package

@@ -18,6 +18,7 @@ from torch import nn
 from .. import store
 from ..config import RunConfig
 from ..errors import DivergedError, RunDirError
+from .distributed import SINGLE, World, wrap
 from .record import Recorder
 from .utils import eval_mode, seeded_generator
 
@@ -69,12 +70,15 @@ def train(
     state_path: str | Path | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    world: World = SINGLE,
 ) -> dict:
     """Train ``model`` in place with the training settings of ``cfg`` (epochs, batch_size, lr,
     weight_decay, augment, seed; data order and augmentation from ``cfg.order_seed``); record at
     checkpoints; save a resumable state at each.
 
-    If ``state_path`` exists, training resumes from it. Returns {"iterations", "losses"}.
+    If ``state_path`` exists, training resumes from it. Returns {"iterations", "losses"}. Under
+    ``torchrun`` (``world``), every rank trains its part of each batch through
+    ``DistributedDataParallel`` (the same global batches as one process) and rank 0 saves the state.
     """
     from tqdm.auto import tqdm
 
@@ -86,11 +90,13 @@ def train(
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total, 1))
     state_path = Path(state_path) if state_path is not None else None
     it, losses = _restore(state_path, model, opt, sched, cfg.seed, device)
+    net = wrap(model, world, device)  # what the training steps run; records and states use the model
 
     def checkpoint():
+        world.sync_buffers(model)  # one model on every rank: the one rank 0 saves
         if recorder is not None:
             recorder.step(model, it)
-        if state_path is not None:
+        if state_path is not None and world.main:
             save_state(
                 state_path,
                 {
@@ -113,10 +119,10 @@ def train(
     while it < total:
         epoch, pos = divmod(it, ipe)
         perm = torch.randperm(len(labels), generator=seeded_generator(cfg.order_seed, epoch))
-        model.train()
+        net.train()
         for b in range(pos, ipe):
             idx = batch_rows(perm, b, ipe, cfg.batch_size)
-            loss = _step(model, opt, sched, images[idx], labels[idx], cfg, it, device)
+            loss = _step(net, opt, sched, images[idx], labels[idx], cfg, it, device, world)
             it += 1
             losses.append(loss)
             bar.update(1)
@@ -124,6 +130,7 @@ def train(
             if (recorder is not None and recorder.due(it)) or it == total:
                 checkpoint()
     bar.close()
+    world.sync_buffers(model)
     if recorder is not None:
         recorder.finalize(model, it)  # the final model is always a checkpoint (also after a resume)
     return {"iterations": it, "losses": losses}
@@ -143,11 +150,12 @@ def _restore(state_path: Path | None, model, opt, sched, seed: int, device) -> t
     return st["iteration"], list(st["losses"])
 
 
-def _step(model, opt, sched, x, y, cfg: RunConfig, it: int, device) -> float:
-    """One optimizer step on batch (x, y); augmentation is a function of (seed, iteration)."""
+def _step(model, opt, sched, x, y, cfg: RunConfig, it: int, device, world: World) -> float:
+    """One optimizer step on batch (x, y) (this rank's part of it); augmentation is a function of
+    (seed, iteration)."""
     if cfg.augment:
         x = random_shift(x, seeded_generator(cfg.order_seed, 1_000_003, it))
-    x, y = x.to(device), y.to(device)
+    x, y = world.part(x).to(device), world.part(y).to(device)
     loss = F.cross_entropy(model(x), y)
     if not torch.isfinite(loss):
         raise DivergedError(f"training loss became {loss.item()} at iteration {it}: the model diverged; lower --lr")

@@ -1,0 +1,168 @@
+"""Prototype fitting at the paper's MNIST size: wall time and peak memory, K-Means libraries side by side.
+
+The paper fits its prototypes on the final model's features of all 60,000 training images
+(ResNet-50 ``layer4``: 4x4 cells x 2,048 channels = 983,040 vectors, 8 GB as float32). i2x streams
+them (``i2x.prototypes(..., fit_features=FeatureStream)``): PCA on a seeded sample of 65,536
+vectors, every vector projected to <= 64 components as it streams, K-Means on the projected
+vectors, the explanation set (6,000 images) assigned to the centroids. Features here are
+synthetic (32 planted patterns in a 16-dimensional subspace of the 2,048 channels, plus noise),
+made batch by batch from a seed so that no pass holds them whole.
+
+1. ``i2x`` — the whole streamed fit, in a fresh process: wall time and peak RSS (``ru_maxrss``).
+2. K-Means alone on the same projected vectors, each candidate in turn: scikit-learn ``KMeans``
+   (what i2x uses, n_init=3), ``MiniBatchKMeans`` (n_init=3, batch 4,096) and ``faiss.Kmeans``
+   (nredo=3, 25 iterations; skipped when faiss-cpu is not installed): wall time, inertia, and the
+   adjusted Rand index of each partition against scikit-learn's and against the planted patterns.
+
+    .venv/bin/python benchmarks/bench_prototypes.py            # the paper's size (~5 min here)
+    .venv/bin/python benchmarks/bench_prototypes.py --quick    # 6,000 training images (smoke run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+CELLS, D, LATENT, K_TRUE = 16, 2048, 16, 32
+BATCH = 512
+
+
+def _basis():
+    rng = np.random.default_rng(1234)
+    mix = rng.normal(size=(LATENT, D)).astype(np.float32) / np.sqrt(LATENT)
+    centers = rng.normal(0, 3.0, size=(K_TRUE, LATENT)).astype(np.float32)
+    return mix, centers
+
+
+def _batch(b: int, size: int, mix, centers, with_truth: bool = False):
+    """Features (size, 4, 4, D) of batch ``b``, the same every time it is asked for."""
+    rng = np.random.default_rng(b)
+    which = rng.integers(0, K_TRUE, size=(size, 4, 4))
+    z = centers[which] + rng.standard_normal((size, 4, 4, LATENT), dtype=np.float32)
+    x = z @ mix + 0.3 * rng.standard_normal((size, 4, 4, D), dtype=np.float32)
+    return (x, which) if with_truth else x
+
+
+def stream(n: int):
+    from i2x.analysis.prototypes import FeatureStream
+
+    mix, centers = _basis()
+
+    def batches(idx):
+        # rows of the synthetic training set in order: batch b holds rows [b*BATCH, (b+1)*BATCH)
+        for b in np.unique(idx // BATCH):
+            rows = idx[(idx >= b * BATCH) & (idx < (b + 1) * BATCH)] - b * BATCH
+            yield _batch(int(b), BATCH, mix, centers)[rows]
+
+    return FeatureStream(n, batches)
+
+
+def child(n: int, n_e: int, k: int) -> None:
+    """The i2x fit in this (fresh) process; prints one JSON line."""
+    from i2x.analysis.prototypes import prototypes
+
+    mix, centers = _basis()
+    e, _ = _batch(10**6, n_e, mix, centers, with_truth=True)  # E: other images of the same patterns
+    t = time.perf_counter()
+    p = prototypes(e, k=k, n_init=3, random_state=0, fit_features=stream(n))
+    wall = time.perf_counter() - t
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    print(json.dumps({"wall_s": wall, "peak_rss_gib": rss, "components": int(p.pca_components.shape[0])}))
+
+
+def kmeans_side_by_side(n: int, k: int) -> list[dict]:
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+    from sklearn.decomposition import PCA
+    from sklearn.metrics import adjusted_rand_score
+
+    mix, centers = _basis()
+    s = stream(n)
+    sample_idx = np.sort(np.random.default_rng(0).choice(n, min(n, 65_536 // CELLS), replace=False))
+    pca = PCA(64, random_state=0).fit(np.concatenate([b.reshape(-1, D) for b in s.batches(sample_idx)]))
+    zs, truth = [], []
+    for b in range((n + BATCH - 1) // BATCH):
+        x, w = _batch(b, min(BATCH, n - b * BATCH), mix, centers, with_truth=True)
+        zs.append(pca.transform(x.reshape(-1, D)).astype(np.float32))
+        truth.append(w.ravel())
+    z, truth = np.concatenate(zs), np.concatenate(truth)
+    rows = []
+
+    def timed(name, fit):
+        t = time.perf_counter()
+        labels, centroids = fit()
+        wall = time.perf_counter() - t
+        inertia = float(((z - centroids[labels]) ** 2).sum())
+        rows.append({"name": name, "wall_s": wall, "inertia": inertia, "labels": labels})
+
+    def sk():
+        km = KMeans(k, n_init=3, random_state=0).fit(z)
+        return km.labels_, km.cluster_centers_
+
+    def mb():
+        km = MiniBatchKMeans(k, n_init=3, random_state=0, batch_size=4096).fit(z)
+        return km.predict(z), km.cluster_centers_
+
+    timed("scikit-learn KMeans (i2x)", sk)
+    timed("scikit-learn MiniBatchKMeans", mb)
+    try:
+        import faiss
+
+        def fa():
+            km = faiss.Kmeans(z.shape[1], k, niter=25, nredo=3, seed=0, max_points_per_centroid=10**9)
+            km.train(z)
+            return km.index.search(z, 1)[1].ravel(), km.centroids
+
+        timed(f"faiss Kmeans {faiss.__version__}", fa)
+    except ImportError:
+        rows.append({"name": "faiss (not installed)"})
+    ref = rows[0]["labels"]
+    for r in rows:
+        if "labels" in r:
+            r["ari_vs_sklearn"] = adjusted_rand_score(ref, r["labels"])
+            r["ari_vs_planted"] = adjusted_rand_score(truth, r["labels"])
+            del r["labels"]
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="6,000 training images instead of 60,000")
+    ap.add_argument("--k", type=int, default=32)
+    ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    n = 6000 if a.quick else 60000
+    if a.child:
+        return child(a.child, a.child // 10, a.k)
+    print(
+        f"training images {n:,} x {CELLS} cells = {n * CELLS:,} vectors of {D:,} channels "
+        f"({n * CELLS * D * 4 / 2**30:.1f} GiB as float32); E = {n // 10:,} images; K = {a.k}"
+    )
+    out = subprocess.run([sys.executable, __file__, "--child", str(n), "--k", str(a.k)], capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(out.stderr)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    print(
+        f"\ni2x.prototypes streamed: {r['wall_s']:.1f} s, peak RSS {r['peak_rss_gib']:.2f} GiB, "
+        f"{r['components']} PCA components   (targets: <= 300 s, <= 4 GiB)"
+    )
+    print("\nK-Means alone on the same projected vectors:")
+    print("| library | wall (s) | inertia | ARI vs scikit-learn KMeans | ARI vs planted |")
+    print("|---|---|---|---|---|")
+    for r in kmeans_side_by_side(n, a.k):
+        if "wall_s" not in r:
+            print(f"| {r['name']} | | | | |")
+            continue
+        print(
+            f"| {r['name']} | {r['wall_s']:.1f} | {r['inertia']:.4g} | {r['ari_vs_sklearn']:.3f} | "
+            f"{r['ari_vs_planted']:.3f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""`torchrun --nproc_per_node=2 -m i2x run` on CPU (gloo): sharded recording, rank-0 analysis, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_RUN_ARGS
+
+import i2x
+from i2x import store
+from i2x.data import Dataset
+from i2x.nn.saliency import saliency_and_confidence
+from i2x.rundir import STAGE_NAMES
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+ARGS = [*TINY_RUN_ARGS, "--seed", "3"]
+
+
+def _torchrun(*args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "i2x", *args]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ddp") / "run"
+    r = subprocess.run(_torchrun("run", "--out", str(out), *ARGS), env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("i2x run ->") == 1  # rank 0 alone prints the summary
+    return out
+
+
+def _explain_set(run: Path):
+    m = store.read_manifest(run)
+    es = store.load_npz(run / "record" / "explain_set.npz")
+    d = m["data"]
+    return Dataset(es["images"], es["labels"], d["classes"], tuple(d["mean"]), tuple(d["std"])).tensors()
+
+
+def test_merged_shards_equal_one_process_recording_the_same_weights(ddp_run):
+    m = store.read_manifest(ddp_run)
+    assert m["distributed"] == {"world_size": 2, "backend": "gloo"}
+    assert all(m["stages"][s]["complete"] for s in STAGE_NAMES)
+    assert (ddp_run / "explanations.json").exists() and m["metrics"]["test_accuracy"] > 0.5
+    shards = sorted(p.name for p in (ddp_run / "record").glob("ckpt_it0000000*"))
+    assert shards == ["ckpt_it0000000-shard0.npz", "ckpt_it0000000-shard1.npz"]
+    rec = store.load_records(ddp_run)
+    x, y = _explain_set(ddp_run)
+    np.testing.assert_array_equal(
+        rec["sample_index"], store.load_npz(ddp_run / "record" / "explain_set.npz")["indices"]
+    )
+    # the final checkpoint: one process recording weights/final.pt gives the merged shards
+    model = i2x.load_model(ddp_run)
+    conf, maps = saliency_and_confidence(model, x, y.numpy(), m["model"]["layer"])
+    np.testing.assert_allclose(rec["confidences"][-1], conf, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rec["saliency"][-1], maps, rtol=1e-4, atol=1e-6)
+    # checkpoint 0: the untrained model of the seed, the same on both ranks
+    torch.manual_seed(3)
+    model0 = i2x.models.build_model("smallcnn", in_channels=1, num_classes=10)
+    conf0, maps0 = saliency_and_confidence(model0, x, y.numpy(), m["model"]["layer"])
+    np.testing.assert_allclose(rec["confidences"][0], conf0, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rec["saliency"][0], maps0, rtol=1e-4, atol=1e-6)
+
+
+def test_resume_under_torchrun_after_kill(ddp_run, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_torchrun("run", "--out", str(out), *ARGS), env=ENV, start_new_session=True)
+    t0, killed = time.time(), False
+    try:
+        while proc.poll() is None and time.time() - t0 < 300:
+            if (out / "record").exists() and len(list((out / "record").glob("ckpt_it*-shard1.npz"))) >= 3:
+                os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks, no clean-up
+                killed = True
+                break
+            time.sleep(0.005)
+    finally:
+        proc.wait()
+    if not killed:
+        pytest.skip("the run finished before the kill point was seen")
+    assert "explain" not in store.read_manifest(out).get("stages", {})
+    r = subprocess.run(_torchrun("run", "--resume", str(out), *ARGS), env=ENV, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ref, got = store.load_records(ddp_run), store.load_records(out)
+    np.testing.assert_array_equal(got["iterations"], ref["iterations"])
+    np.testing.assert_allclose(got["confidences"], ref["confidences"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got["saliency"], ref["saliency"], rtol=1e-3, atol=1e-5)
+    assert json.loads((out / "manifest.json").read_text())["distributed"]["world_size"] == 2
+    assert not (out / "weights" / "train_state.pt").exists()
