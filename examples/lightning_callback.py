@@ -54,7 +54,7 @@ def main(argv=None) -> i2x.Run:
     torch.manual_seed(0)
     splits = load_splits("mnist5k", train_subset=a.train_subset)
     x_train, y_train = splits.train.tensors()
-    eidx = explanation_indices(len(y_train), 0.1, seed=42)  # E: the paper's 10 %, seed 42
+    eidx = explanation_indices(y_train.numpy(), 0.1, seed=42)  # E: the paper's 10 % (stratified), seed 42
 
     model = Classifier(make_model())
     record = I2XCallback(a.out, x_train[eidx], y_train[eidx], every=20, layer="net.10")

@@ -51,7 +51,7 @@ def main(argv=None) -> None:
     splits = load_splits("mnist5k", a.data_dir, train_subset=2000)
     x_train, y_train = splits.train.tensors()
     x_test, y_test = splits.test.tensors()
-    eidx = explanation_indices(len(y_train), 0.1, seed=42)  # E: the paper's 10 %, seed 42
+    eidx = explanation_indices(y_train.numpy(), 0.1, seed=42)  # E: the paper's 10 % (stratified), seed 42
     x_exp, y_exp = x_train[eidx], y_train[eidx]
 
     model = make_model()

@@ -163,3 +163,19 @@ def test_from_torch_tensors_and_uint8():
     assert from_torch(plain) is plain
     with pytest.raises(I2XError, match="empty"):
         from_torch(torch.utils.data.TensorDataset(torch.zeros(0, 1, 2, 2), torch.zeros(0)))
+
+
+def test_explanation_set_is_stratified_and_seeded():
+    from i2x.data import explanation_indices
+
+    labels = np.repeat(np.arange(10), [500, 300, 120, 80, 400, 260, 90, 150, 60, 40])  # unbalanced, 2,000
+    e = explanation_indices(labels, 0.1, seed=42)
+    assert len(e) == 200 and np.all(np.diff(e) > 0)
+    want = np.bincount(labels) * 0.1  # every class its share, within one image
+    assert np.all(np.abs(np.bincount(labels[e], minlength=10) - want) <= 1)
+    np.testing.assert_array_equal(e, explanation_indices(labels, 0.1, seed=42))
+    assert not np.array_equal(e, explanation_indices(labels, 0.1, seed=7))
+    # too few to stratify (3 samples for 10 classes): a seeded random sample, not an error
+    few = explanation_indices(labels, 3 / 2000, seed=1)
+    assert len(few) == 3 and np.array_equal(few, explanation_indices(labels, 3 / 2000, seed=1))
+    np.testing.assert_array_equal(explanation_indices(labels[:5], 1.0), np.arange(5))

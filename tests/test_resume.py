@@ -118,4 +118,6 @@ def test_same_seed_same_explanations_other_seed_other_trajectory(reference, tmp_
         np.load(other / "record" / "ckpt_it0000010.npz") as b,
     ):
         assert not np.array_equal(a["confidences"], b["confidences"])  # another data order, another path
-        np.testing.assert_array_equal(a["sample_index"], b["sample_index"])  # the same explanation set
+        np.testing.assert_array_equal(a["sample_index"], b["sample_index"])  # the same explanation set ...
+    with np.load(reference / "record" / "explain_set.npz") as a, np.load(other / "record" / "explain_set.npz") as b:
+        np.testing.assert_array_equal(a["images"], b["images"])  # ... of the same images: the data do not move

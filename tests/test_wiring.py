@@ -21,7 +21,7 @@ import i2x
 from i2x.analysis.explain import explain, pair_explanation
 from i2x.cli import main
 from i2x.config import ExplainConfig, RunConfig
-from i2x.data import Dataset, load_splits
+from i2x.data import Dataset, load_splits, splits_for
 
 
 @pytest.fixture(scope="module")
@@ -157,9 +157,7 @@ def test_hdbscan_clusters_the_step_own_confidence_change(saved):
 
 def test_evaluate_rows_are_true_classes_of_the_test_set(saved, run_dir):
     cfg = saved.cfg
-    test = load_splits(
-        cfg.dataset, cfg.data_dir, seed=cfg.seed, test_subset=cfg.test_subset, subset_seed=cfg.explain_seed
-    ).test
+    test = splits_for(cfg).test  # the run's own test set, as the run loads it
     np.testing.assert_array_equal(saved.ev["y_true"], test.labels)
     model = i2x.load_model(run_dir)
     with torch.no_grad():

@@ -405,7 +405,7 @@ def splits_for(cfg) -> Splits:
     return load_splits(
         cfg.dataset,
         cfg.data_dir,
-        seed=cfg.seed,
+        seed=cfg.explain_seed,  # the hold-out split is part of the data: the same for every training --seed
         download=cfg.download,
         train_subset=cfg.train_subset,
         test_subset=cfg.test_subset,
@@ -465,9 +465,18 @@ def _load_splits(name: str, data_dir, seed: int, download: bool) -> Splits:
     raise I2XError(f"--dataset {name!r} is unknown; choose one of: {', '.join(DATASETS)}")
 
 
-def explanation_indices(n: int, fraction: float = 0.1, seed: int = 42) -> np.ndarray:
-    """The explanation set E: a seeded random ``fraction`` of ``n`` training indices, sorted."""
+def explanation_indices(labels, fraction: float = 0.1, seed: int = 42) -> np.ndarray:
+    """The explanation set E: a seeded ``fraction`` of the training indices, stratified by class
+    (every class keeps its share, scikit-learn's ``train_test_split``), sorted. ``labels``: the
+    training labels (N,). Where a class is too rare to stratify, a plain seeded random sample."""
     if not (0.0 < fraction <= 1.0):
         raise I2XError(f"explain_fraction={fraction} must lie in (0, 1]; the paper uses 0.1")
+    labels = np.asarray(labels)
+    n = len(labels)
     m = max(1, int(round(fraction * n)))
-    return np.sort(np.random.default_rng(seed).choice(n, size=m, replace=False))
+    if m >= n:
+        return np.arange(n)
+    try:
+        return stratified_split(labels, m, seed)[1]
+    except ValueError:  # a class with one image, or fewer E samples than classes
+        return np.sort(np.random.default_rng(seed).choice(n, size=m, replace=False))

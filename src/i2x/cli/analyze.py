@@ -44,7 +44,7 @@ def cmd(a) -> int:
         raise I2XError("--checkpoints needs --model NAME and --dataset NAME (the architecture and data they come from)")
     cfg = resolve(over)
     sp = splits_for(cfg)
-    x, y = sp.train.tensors(explanation_indices(len(sp.train), cfg.explain_fraction, cfg.explain_seed))
+    x, y = sp.train.tensors(explanation_indices(sp.train.labels, cfg.explain_fraction, cfg.explain_seed))
     model = build_model(cfg.model, in_channels=sp.train.shape[0], num_classes=len(sp.train.classes))
     r = analyze_checkpoints(
         a.checkpoints,

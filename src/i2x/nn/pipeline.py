@@ -67,10 +67,12 @@ def run(
     world = setup(resolve_device(cfg.device))  # under torchrun: this process's rank (rank 0 owns the directory)
     with run_lock(out) if world.main else nullcontext():
         old = prepare_dir(out, resume, overwrite) if world.main else None
-        world.barrier()  # the directory is ready
+        data = _splits(cfg, splits, train, test) if world.main else None  # rank 0 first: one --download
+        world.barrier()  # the directory and the data are ready
         if not world.main:
             old = store.read_manifest(out) if resume and (out / store.MANIFEST).exists() else None
-        r = _run(cfg, out, old, progress and world.main, _splits(cfg, splits, train, test), model, world)
+            data = _splits(cfg, splits, train, test)
+        r = _run(cfg, out, old, progress and world.main, data, model, world)
         if report and world.main:
             from ..report import report as write_report
 
@@ -84,7 +86,7 @@ def _run(cfg: RunConfig, out: Path, old: dict | None, progress: bool, splits: Sp
     device = world.device(resolve_device(cfg.device))
     torch.set_grad_enabled(True)
     tr = splits.train
-    eidx = explanation_indices(len(tr), cfg.explain_fraction, cfg.explain_seed)
+    eidx = explanation_indices(tr.labels, cfg.explain_fraction, cfg.explain_seed)
     manifest = new_manifest(cfg, _data_info(splits, cfg, eidx), {}, old)
     manifest["distributed"] = world.info()
     for w in _data_warnings(tr, eidx, cfg):
@@ -176,7 +178,7 @@ def _splits(cfg: RunConfig, splits: Splits | None, train, test) -> Splits:
         return splits_for(cfg)
     tr = as_dataset(train, name="user (train=)")
     if test is None:
-        rest, held = stratified_split(tr.labels, 0.2, cfg.seed)
+        rest, held = stratified_split(tr.labels, 0.2, cfg.explain_seed)
         return Splits(tr.subset(rest), tr.subset(held), "stratified 20% hold-out of train= (no test= given)")
     te = as_dataset(test, classes=tr.classes, name="test")
     if te.shape != tr.shape:
