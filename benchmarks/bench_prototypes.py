@@ -16,6 +16,8 @@ made batch by batch from a seed so that no pass holds them whole.
 
     .venv/bin/python benchmarks/bench_prototypes.py            # the paper's size (~5 min here)
     .venv/bin/python benchmarks/bench_prototypes.py --quick    # 6,000 training images (smoke run)
+    .venv/bin/python benchmarks/bench_prototypes.py --no-kmeans   # the i2x fit only (1.)
+    .venv/bin/python benchmarks/bench_prototypes.py --run runs/demo   # 2. on a run's real training features
 """
 
 from __future__ import annotations
@@ -68,18 +70,29 @@ def child(n: int, n_e: int, k: int) -> None:
     from i2x.analysis.prototypes import prototypes
 
     mix, centers = _basis()
-    e, _ = _batch(10**6, n_e, mix, centers, with_truth=True)  # E: other images of the same patterns
+    e = np.empty((n_e, 4, 4, D), np.float32)  # E: other images of the same patterns, made a batch at a time
+    for i in range(0, n_e, BATCH):
+        e[i : i + BATCH] = _batch(10**6 + i, min(BATCH, n_e - i), mix, centers)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
     t = time.perf_counter()
     p = prototypes(e, k=k, n_init=3, random_state=0, fit_features=stream(n))
     wall = time.perf_counter() - t
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
-    print(json.dumps({"wall_s": wall, "peak_rss_gib": rss, "components": int(p.pca_components.shape[0])}))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(
+        json.dumps(
+            {
+                "wall_s": wall,
+                "peak_rss_gib": rss,
+                "rss_before_gib": before,
+                "components": int(p.pca_components.shape[0]),
+            }
+        )
+    )
 
 
-def kmeans_side_by_side(n: int, k: int) -> list[dict]:
-    from sklearn.cluster import KMeans, MiniBatchKMeans
+def synthetic_projected(n: int):
+    """The benchmark's training vectors projected as i2x projects them, and their planted patterns."""
     from sklearn.decomposition import PCA
-    from sklearn.metrics import adjusted_rand_score
 
     mix, centers = _basis()
     s = stream(n)
@@ -90,7 +103,26 @@ def kmeans_side_by_side(n: int, k: int) -> list[dict]:
         x, w = _batch(b, min(BATCH, n - b * BATCH), mix, centers, with_truth=True)
         zs.append(pca.transform(x.reshape(-1, D)).astype(np.float32))
         truth.append(w.ravel())
-    z, truth = np.concatenate(zs), np.concatenate(truth)
+    return np.concatenate(zs), np.concatenate(truth)
+
+
+def run_projected(run_dir: str):
+    """A real run's training-set features, projected with the run's own PCA (no planted truth)."""
+    import i2x
+    from i2x.data import splits_for
+    from i2x.rundir import Run
+
+    r = Run(run_dir)
+    x, _ = splits_for(r.config).train.tensors()
+    f = i2x.features(i2x.load_model(run_dir), x, layer=r.manifest["model"]["layer"])
+    pr = r.arrays("prototypes")
+    return ((f.reshape(-1, f.shape[-1]) - pr["pca_mean"]) @ pr["pca_components"].T).astype(np.float32), None
+
+
+def kmeans_side_by_side(z: np.ndarray, truth: np.ndarray | None, k: int) -> list[dict]:
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+    from sklearn.metrics import adjusted_rand_score
+
     rows = []
 
     def timed(name, fit):
@@ -125,20 +157,39 @@ def kmeans_side_by_side(n: int, k: int) -> list[dict]:
     for r in rows:
         if "labels" in r:
             r["ari_vs_sklearn"] = adjusted_rand_score(ref, r["labels"])
-            r["ari_vs_planted"] = adjusted_rand_score(truth, r["labels"])
+            r["ari_vs_planted"] = np.nan if truth is None else adjusted_rand_score(truth, r["labels"])
             del r["labels"]
     return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    print("| library | wall (s) | inertia | ARI vs scikit-learn KMeans | ARI vs planted |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        if "wall_s" not in r:
+            print(f"| {r['name']} | | | | |")
+            continue
+        print(
+            f"| {r['name']} | {r['wall_s']:.1f} | {r['inertia']:.4g} | {r['ari_vs_sklearn']:.3f} | "
+            f"{r['ari_vs_planted']:.3f} |"
+        )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="6,000 training images instead of 60,000")
     ap.add_argument("--k", type=int, default=32)
+    ap.add_argument("--no-kmeans", action="store_true", help="the i2x fit only, not the K-Means comparison")
+    ap.add_argument("--run", metavar="DIR", help="compare the K-Means libraries on a run's real training features")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
-    n = 6000 if a.quick else 60000
     if a.child:
         return child(a.child, a.child // 10, a.k)
+    if a.run:
+        z, _ = run_projected(a.run)
+        print(f"{a.run}: {z.shape[0]:,} training vectors projected to {z.shape[1]} components; K = {a.k}")
+        return print_table(kmeans_side_by_side(z, None, a.k))
+    n = 6000 if a.quick else 60000
     print(
         f"training images {n:,} x {CELLS} cells = {n * CELLS:,} vectors of {D:,} channels "
         f"({n * CELLS * D * 4 / 2**30:.1f} GiB as float32); E = {n // 10:,} images; K = {a.k}"
@@ -148,20 +199,14 @@ def main() -> None:
         sys.exit(out.stderr)
     r = json.loads(out.stdout.strip().splitlines()[-1])
     print(
-        f"\ni2x.prototypes streamed: {r['wall_s']:.1f} s, peak RSS {r['peak_rss_gib']:.2f} GiB, "
+        f"\ni2x.prototypes streamed: {r['wall_s']:.1f} s, peak RSS {r['peak_rss_gib']:.2f} GiB "
+        f"(of which {r['rss_before_gib']:.2f} GiB before the fit: E's features and the interpreter), "
         f"{r['components']} PCA components   (targets: <= 300 s, <= 4 GiB)"
     )
+    if a.no_kmeans:
+        return
     print("\nK-Means alone on the same projected vectors:")
-    print("| library | wall (s) | inertia | ARI vs scikit-learn KMeans | ARI vs planted |")
-    print("|---|---|---|---|---|")
-    for r in kmeans_side_by_side(n, a.k):
-        if "wall_s" not in r:
-            print(f"| {r['name']} | | | | |")
-            continue
-        print(
-            f"| {r['name']} | {r['wall_s']:.1f} | {r['inertia']:.4g} | {r['ari_vs_sklearn']:.3f} | "
-            f"{r['ari_vs_planted']:.3f} |"
-        )
+    print_table(kmeans_side_by_side(*synthetic_projected(n), a.k))
 
 
 if __name__ == "__main__":

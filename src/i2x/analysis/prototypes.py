@@ -98,9 +98,9 @@ def prototypes(
         z_fit = z = _project(x, pca, p)  # (N*H*W, P)
     else:
         stream = fit_features if isinstance(fit_features, FeatureStream) else FeatureStream.of_array(fit_features)
-        pca, p, cum = _pca(
-            _pca_sample(stream, h * w, pca_sample, random_state), k, variance, max_components, random_state
-        )
+        sample = _pca_sample(stream, h * w, pca_sample, random_state)  # a fresh array: centred in place
+        pca, p, cum = _pca(sample, k, variance, max_components, random_state, copy=False)
+        del sample
         z_fit = np.concatenate([_project(_vectors(b), pca, p) for b in stream.batches(np.arange(stream.n))])
         _check_k(k, len(z_fit))
         z = _project(x, pca, p)
@@ -124,17 +124,23 @@ def _check_k(k: int, vectors: int) -> None:
         )
 
 
-def _pca(x: np.ndarray, k: int, variance: float, max_components: int, random_state: int):
-    """PCA of the vectors ``x``; (fitted PCA, P = components kept, cumulative variance ratios)."""
+def _pca(x: np.ndarray, k: int, variance: float, max_components: int, random_state: int, copy: bool = True):
+    """PCA of the vectors ``x``; (fitted PCA, P = components kept, cumulative variance ratios).
+    ``copy=False`` lets scikit-learn centre ``x`` in place (the caller's array is then overwritten)."""
     _check_k(k, x.shape[0])
     q = max(1, min(max_components, x.shape[1], x.shape[0]))
-    pca = PCA(n_components=q, random_state=random_state).fit(x)
+    pca = PCA(n_components=q, random_state=random_state, copy=copy).fit(x)
     cum = np.nan_to_num(np.cumsum(pca.explained_variance_ratio_), nan=1.0)  # NaN when all features are equal
     return pca, int(min(q, np.searchsorted(cum, variance - 1e-12) + 1)), cum
 
 
-def _project(x: np.ndarray, pca: PCA, p: int) -> np.ndarray:
-    return ((x - pca.mean_) @ pca.components_[:p].T).astype(np.float32, copy=False)
+def _project(x: np.ndarray, pca: PCA, p: int, rows: int = 16_384) -> np.ndarray:
+    """(x - mean) @ components[:P].T as float32, a block of rows at a time (no copy of all of x)."""
+    c = pca.components_[:p].T
+    out = np.empty((x.shape[0], p), np.float32)
+    for i in range(0, x.shape[0], rows):
+        out[i : i + rows] = (x[i : i + rows] - pca.mean_) @ c
+    return out
 
 
 def pca_sample_images(n: int, cells: int, vectors: int = PCA_SAMPLE_VECTORS) -> int:
