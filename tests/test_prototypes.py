@@ -82,9 +82,11 @@ def test_streamed_training_fit_equals_the_in_memory_fit(rng):
     got = prototypes(e, k=6, random_state=3, fit_features=stream)
     # the PCA sees every vector (300 x 9 < the sample cap): the same fit, batch by batch
     np.testing.assert_array_equal(got.assignments, full.assignments)
-    assert max(seen) == 16 and sum(seen) == 2 * len(train)  # one PCA pass and one projection pass
+    assert max(seen) == 16 and sum(seen) == len(train)  # every vector fits the PCA sample: one pass
     # PCA on a seeded sample of 50 images' vectors: the same partition of E (adjusted Rand)
+    seen.clear()
     small = prototypes(e, k=6, random_state=3, fit_features=stream, pca_sample=450)
+    assert sum(seen) == 50 + len(train)  # a PCA pass over the sample, a projection pass over all
     assert adjusted_rand_score(full.assignments.ravel(), small.assignments.ravel()) >= 0.95
     # and K-Means on the training set finds the planted patterns in E
     assert adjusted_rand_score(planted.ravel(), got.assignments.ravel()) >= 0.95

@@ -99,9 +99,11 @@ def prototypes(
     else:
         stream = fit_features if isinstance(fit_features, FeatureStream) else FeatureStream.of_array(fit_features)
         sample = _pca_sample(stream, h * w, pca_sample, random_state)  # a fresh array: centred in place
-        pca, p, cum = _pca(sample, k, variance, max_components, random_state, copy=False)
-        del sample
-        z_fit = np.concatenate([_project(_vectors(b), pca, p) for b in stream.batches(np.arange(stream.n))])
+        whole = pca_sample_images(stream.n, h * w, pca_sample) == stream.n  # the sample is every vector
+        pca, p, cum = _pca(sample, k, variance, max_components, random_state, copy=whole)
+        batches = [sample] if whole else (_vectors(b) for b in stream.batches(np.arange(stream.n)))
+        z_fit = np.concatenate([_project(b, pca, p) for b in batches])  # one pass over a small training set
+        del sample, batches
         _check_k(k, len(z_fit))
         z = _project(x, pca, p)
     km = KMeans(n_clusters=k, n_init=n_init, random_state=random_state).fit(z_fit)
