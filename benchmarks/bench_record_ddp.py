@@ -62,10 +62,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--procs", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--threads", type=int, default=2, help="CPU threads shared by all processes")
-    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    if "I2X_BENCH" in os.environ:  # a torchrun worker
+        return worker(argparse.Namespace(**json.loads(os.environ["I2X_BENCH"])))
     a = ap.parse_args()
-    if a.worker:
-        return worker(a)
     print(
         f"{a.model}, E = {a.n} images 28x28x1, record batch {a.batch}, {a.threads} threads in all, "
         f"{a.repeats} checkpoints (median)"
@@ -74,23 +73,9 @@ def main() -> None:
     base = None
     for p in a.procs:
         env = {**os.environ, "OMP_NUM_THREADS": str(max(1, a.threads // p))}
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc_per_node={p}",
-            __file__,
-            "--worker",
-            "--model",
-            a.model,
-            "--n",
-            str(a.n),
-            "--batch",
-            str(a.batch),
-            "--repeats",
-            str(a.repeats),
-        ]
+        # the worker's settings travel in the environment: torchrun's own parser would take --n for its options
+        env["I2X_BENCH"] = json.dumps({"model": a.model, "n": a.n, "batch": a.batch, "repeats": a.repeats})
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={p}", __file__]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if out.returncode:
             sys.exit(out.stderr[-2000:])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import i2x
@@ -15,29 +14,28 @@ from i2x.data import load_splits
 pl = pytest.importorskip("lightning.pytorch")
 
 
-class Digits(pl.LightningModule):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(8, 8, 3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-            nn.Linear(8, 10),
-        )
+def _example():
+    """examples/lightning_callback.py, imported by name (ddp_spawn pickles its LightningModule)."""
+    import importlib
+    import sys
+    from pathlib import Path
 
-    def forward(self, x):
-        return self.net(x)
+    sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))  # spawned ranks inherit sys.path
+    return importlib.import_module("lightning_callback")
 
-    def training_step(self, batch, _):
-        x, y = batch
-        return F.cross_entropy(self(x), y)
 
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=1e-2)
+def Digits():  # noqa: N802 (a LightningModule of the example around a tiny seeded CNN)
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),
+    )
+    return _example().Classifier(net)
 
 
 def _data():
@@ -100,14 +98,8 @@ def test_callback_under_ddp_records_a_shard_per_rank(tmp_path):
     assert r.manifest["checkpoints"] == rec["iterations"].tolist() and len(r.manifest["checkpoints"]) >= 3
 
 
-def test_the_lightning_example_runs_as_written(tmp_path, monkeypatch, capsys):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).parents[1] / "examples" / "lightning_callback.py"
-    spec = importlib.util.spec_from_file_location("lightning_callback", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+def test_the_lightning_example_runs_as_written(tmp_path, capsys):
+    mod = _example()
     r = mod.main(["--out", str(tmp_path / "run"), "--epochs", "3", "--train-subset", "500"])
     assert r.manifest["checkpoints"] == [0, 20, 24] and r.manifest["model"]["prototype_fit"]["on"] == "train"
     assert "test accuracy" in capsys.readouterr().out
