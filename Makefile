@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 DATA_DIR ?= $(firstword $(wildcard ../shared/data) $(I2X_DATA_DIR))
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test install browser lint bench clean
+.PHONY: demo test install browser lint bench mutation clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,37 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/bench_saliency.py
+
+# Mutation testing (docs/TESTING.md), never part of `make test` or CI: each tests/mutation/NAME.toml
+# names the modules mutmut mutates and the fast tests that judge every mutant. mutmut rewrites the
+# source, so it runs in MUTATION_DIR/NAME, a scratch copy of this working tree (tracked and untracked
+# files, not ignored ones: uncommitted tests count) or, with MUTATION_REV=<commit>, of that commit.
+# Prints each configuration's survivors and its counts per module; the full log is MUTATION_DIR/NAME.log.
+MUTATION_DIR  ?= /tmp/i2x-mutation
+MUTATION_JOBS ?= 2
+MUTATION_REV  ?=
+mutation: install
+	@for cfg in tests/mutation/*.toml; do \
+	  name=$$(basename $$cfg .toml); dir=$(MUTATION_DIR)/$$name; log=$(MUTATION_DIR)/$$name; \
+	  rm -rf $$dir && mkdir -p $$dir || exit 1; \
+	  if [ -n "$(MUTATION_REV)" ]; then \
+	    git archive $(MUTATION_REV) | tar -x -C $$dir && mkdir -p $$dir/tests/mutation && cp $$cfg $$dir/tests/mutation/; \
+	    what="$$(git rev-parse --short $(MUTATION_REV))"; \
+	  else \
+	    git ls-files -co --exclude-standard | tar -cf - --ignore-failed-read -T - 2>/dev/null | tar -x -C $$dir; \
+	    what="$$(git rev-parse --short HEAD) + working tree"; \
+	  fi; \
+	  cat $$cfg >> $$dir/pyproject.toml; \
+	  echo "== $$name ($$what): mutmut in $$dir, log $$log.log"; \
+	  start=$$(date +%s); \
+	  (cd $$dir && $(abspath $(VENV))/bin/mutmut run --max-children $(MUTATION_JOBS) > $$log.log 2>&1); \
+	  (cd $$dir && $(abspath $(VENV))/bin/mutmut results --all true > $$log.results 2>&1); \
+	  grep -q ': ' $$log.results || { tail -c 2000 $$log.log; exit 1; }; \
+	  grep -v ': killed$$' $$log.results; \
+	  awk -F': ' '/: /{m=$$1; sub(/^ */, "", m); sub(/\.[^.]*$$/, "", m); n[m ": " $$2]++} \
+	    END{for (k in n) printf "   %-40s %5d\n", k, n[k]}' $$log.results | sort; \
+	  echo "   $$(( $$(date +%s) - start )) s"; \
+	done
 
 clean:
 	rm -rf $(VENV) runs test-artifacts .pytest_cache
