@@ -365,9 +365,15 @@ def features(
     batch_size: int = 256,
     device: str | torch.device | None = None,
 ) -> np.ndarray:
-    """Target-layer activations h(x) as (N, H', W', D) float32 (stage 2 input)."""
-    parts = list(_feature_batches(model, images, layer, batch_size, device))
-    return np.concatenate(parts) if parts else np.zeros((0, 0, 0, 0), np.float32)
+    """Target-layer activations h(x) as (N, H', W', D) float32 (stage 2 input), written batch by
+    batch into one array (no second copy of all of them)."""
+    out, i = None, 0
+    for a in _feature_batches(model, images, layer, batch_size, device):
+        if out is None:
+            out = np.empty((len(images), *a.shape[1:]), np.float32)
+        out[i : i + len(a)] = a
+        i += len(a)
+    return out if out is not None else np.zeros((0, 0, 0, 0), np.float32)
 
 
 def feature_stream(
@@ -385,10 +391,11 @@ def feature_stream(
 def _feature_batches(model, images, layer, batch_size: int, device, indices: np.ndarray | None = None):
     """(B, H', W', D) float32 numpy arrays of consecutive batches of ``images`` (of ``images[indices]``)."""
     images, _, module, device, dtype = _prepare(model, images, None, layer, "gradcam", batch_size, device)
-    rows = np.arange(images.shape[0]) if indices is None else np.asarray(indices)
+    n = images.shape[0] if indices is None else len(indices)
     with _capture(model, module) as store, torch.no_grad():
-        for i in range(0, len(rows), batch_size):
-            model(images[torch.from_numpy(rows[i : i + batch_size])].to(device, dtype))
+        for i in range(0, n, batch_size):  # a slice of the images, or the rows asked for
+            x = images[i : i + batch_size] if indices is None else images[torch.as_tensor(indices[i : i + batch_size])]
+            model(x.to(device, dtype))
             yield store.pop("act").permute(0, 2, 3, 1).float().cpu().numpy()
 
 
