@@ -30,6 +30,7 @@ def Digits():  # noqa: N802 (a LightningModule of the example around a tiny seed
         nn.Conv2d(1, 8, 3, padding=1),
         nn.ReLU(inplace=True),
         nn.Conv2d(8, 8, 3, padding=1),
+        nn.BatchNorm2d(8),  # running statistics: what DDP ranks disagree on after a step
         nn.ReLU(inplace=True),
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
@@ -85,7 +86,7 @@ def test_callback_records_the_fit_and_analyze_reads_it(tmp_path):
 def test_callback_under_ddp_records_a_shard_per_rank(tmp_path):
     sp, x, y, xt, yt = _data()
     xe, ye = x[:60], y[:60]
-    _fit(tmp_path, x, y, xe, ye, strategy="ddp_spawn", devices=2)
+    module = _fit(tmp_path, x, y, xe, ye, strategy="ddp_spawn", devices=2)
     shards = sorted(p.name for p in (tmp_path / "record").glob("ckpt_it0000000*.npz"))
     assert shards == ["ckpt_it0000000-shard0.npz", "ckpt_it0000000-shard1.npz"]
     rec = store.load_records(tmp_path)
@@ -94,6 +95,11 @@ def test_callback_under_ddp_records_a_shard_per_rank(tmp_path):
     conf, maps = i2x.nn.saliency.saliency_and_confidence(Digits().net, xe, ye.numpy(), "2")
     np.testing.assert_allclose(rec["saliency"][0], maps, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(rec["confidences"][0], conf, rtol=1e-5, atol=1e-7)
+    # the final checkpoint: both shards recorded rank 0's model (ddp_spawn hands its weights back),
+    # BatchNorm statistics included, not each rank's own
+    conf, maps = i2x.nn.saliency.saliency_and_confidence(module.net, xe, ye.numpy(), "2")
+    np.testing.assert_allclose(rec["confidences"][-1], conf, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rec["saliency"][-1], maps, rtol=1e-4, atol=1e-6)
     r = i2x.analyze(tmp_path, Digits().net, classes=sp.train.classes, prototypes=5, min_cluster_size=4)
     assert r.manifest["checkpoints"] == rec["iterations"].tolist() and len(r.manifest["checkpoints"]) >= 3
 

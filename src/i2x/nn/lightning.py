@@ -4,7 +4,8 @@ checkpoint schedule of ``Trainer.fit`` into a run directory that ``i2x.analyze``
 Under a distributed strategy (DDP, ``torchrun``, ``devices=N``) every rank records its slice of
 the explanation set (``record/ckpt_it*-shard{rank}.npz``, merged by the store); rank 0 writes
 ``record/explain_set.npz``. Saliency is taken on the plain LightningModule (not its DDP wrapper):
-no gradient is synchronised, parameters are not touched.
+no gradient is synchronised, parameters are not touched; BatchNorm running statistics are taken
+from rank 0 before each record (the Recorder does it), so every shard is one model's.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 
 from .. import store
 from ..errors import I2XError
+from .distributed import World
 from .record import Recorder
 
 try:  # the `lightning` package (2.x), else the older `pytorch_lightning`
@@ -65,8 +67,8 @@ class I2XCallback(Callback):
         self.recorder: Recorder | None = None
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        rank, world = int(trainer.global_rank), int(trainer.world_size)
-        rows = np.array_split(np.arange(len(self.labels)), world)[rank]  # this rank's slice of E
+        world = World(int(trainer.global_rank), int(trainer.world_size))
+        rows = world.shard(len(self.labels))  # this rank's slice of E
         self.recorder = Recorder(
             self.images[torch.from_numpy(rows)],
             self.labels[rows],
@@ -78,9 +80,9 @@ class I2XCallback(Callback):
             self.batch_size,
             pl_module.device,
             sample_index=rows,
-            shard=rank if world > 1 else None,
+            world=world,
         )
-        if rank == 0:
+        if world.main:
             self._save_explain_set()
         self.recorder.step(pl_module, int(trainer.global_step))  # the untrained (or resumed) model
 

@@ -118,7 +118,7 @@ def _run(cfg: RunConfig, out: Path, old: dict | None, progress: bool, splits: Sp
         cfg.record_batch_size,
         device,
         sample_index=eidx[rows],
-        shard=world.rank if world.size > 1 else None,
+        world=world,
     )
     hooks = Hooks(
         train=partial(_train, model, x_train, y_train, cfg, rec, out, manifest, device, progress, world),

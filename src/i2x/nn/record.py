@@ -18,6 +18,7 @@ from torch import nn
 
 from ..errors import DivergedError, I2XError
 from ..store import checkpoint_iterations, load_records, save_npz
+from .distributed import SINGLE, World
 from .saliency import saliency_and_confidence
 
 __all__ = ["Recorder", "checkpoint_iterations", "load_records"]  # the loaders live in store (torch-free)
@@ -29,6 +30,9 @@ class Recorder:
     images: (N, C, H, W) normalised float tensor of the explanation set; labels: (N,) ints.
     ``sample_index``: the samples' indices in the training set (default 0..N-1).
     ``out_dir``: the run directory (files go to ``out_dir/record``); None keeps records in memory.
+    ``world``: under several processes (torchrun, Lightning DDP), this process's rank: it writes
+    shard ``world.rank`` and takes rank 0's buffers (BatchNorm statistics) before each record, so
+    that every shard is the same model's.
     """
 
     def __init__(
@@ -44,6 +48,7 @@ class Recorder:
         device=None,
         sample_index=None,
         shard: int | None = None,
+        world: World = SINGLE,
     ):
         if every < 1:
             raise I2XError(f"every={every} must be ≥ 1 (iterations between checkpoints)")
@@ -55,7 +60,8 @@ class Recorder:
             raise I2XError(f"labels ({len(self.labels)}) and images ({len(self.images)}) differ in length")
         self.sample_index = np.arange(len(self.labels)) if sample_index is None else np.asarray(sample_index)
         self.every, self.layer, self.method, self.target = every, layer, method, target
-        self.batch_size, self.device, self.shard = batch_size, device, shard
+        self.batch_size, self.device, self.world = batch_size, device, world
+        self.shard = world.rank if shard is None and world.size > 1 else shard
         self.dir = None if out_dir is None else Path(out_dir) / "record"
         self.memory: dict[int, dict[str, np.ndarray]] = {}
 
@@ -71,6 +77,7 @@ class Recorder:
 
     def record(self, model: nn.Module, iteration: int) -> dict[str, np.ndarray]:
         """Record one checkpoint now (model in eval mode for the call; restored afterwards)."""
+        self.world.sync_buffers(model)  # each rank's statistics saw only its part of the last batch
         targets = self.labels if self.target == "label" else None
         probs, maps = saliency_and_confidence(
             model, self.images, targets, self.layer, self.method, self.batch_size, self.device

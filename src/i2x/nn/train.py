@@ -93,7 +93,6 @@ def train(
     net = wrap(model, world, device)  # what the training steps run; records and states use the model
 
     def checkpoint():
-        world.sync_buffers(model)  # one model on every rank: the one rank 0 saves
         if recorder is not None:
             recorder.step(model, it)
         if state_path is not None and world.main:
@@ -130,7 +129,6 @@ def train(
             if (recorder is not None and recorder.due(it)) or it == total:
                 checkpoint()
     bar.close()
-    world.sync_buffers(model)
     if recorder is not None:
         recorder.finalize(model, it)  # the final model is always a checkpoint (also after a resume)
     return {"iterations": it, "losses": losses}
