@@ -147,20 +147,20 @@ def test_resume_without_flags_keeps_the_runs_settings(tmp_path, capsys):
 
 
 def test_a_short_run_checkpoints_more_often_unless_the_schedule_was_given():
-    from i2x.nn.pipeline import _every, _n_checkpoints
+    from i2x.nn.pipeline import _n_checkpoints, _schedule
 
     # the README's CPU-sized command: 1,000 images, batch 128, 1 epoch = 8 iterations; every 40 gave 2 checkpoints
     cfg = resolve({"dataset": "mnist5k", "epochs": 1, "train_subset": 1000}, "paper-mnist-resnet50")
     assert cfg.every == 40 and cfg.min_checkpoints == 8
-    assert _every(cfg, 1000) == 1 and _n_checkpoints(8, 1) == 9
+    assert _schedule(cfg, 1000)[0] == 1 and _n_checkpoints(8, 1) == 9
     # long enough: the schedule as configured (the demo: 8 epochs of 79 iterations, every 40 = 17 checkpoints)
     demo = resolve({})
-    assert _every(demo, 5000) == 40 and _n_checkpoints(8 * 79, 40) == 17
+    assert _schedule(demo, 5000)[0] == 40 and _n_checkpoints(8 * 79, 40) == 17
     # a once-per-epoch preset cut to 3 epochs (4 checkpoints) gets 8: every 3 * 79 // 7 iterations
     cifar = resolve({"epochs": 3, "batch_size": 64}, "paper-cifar10-resnet50")
-    assert _every(cifar, 5000) == 3 * 79 // 7 and _n_checkpoints(3 * 79, _every(cifar, 5000)) >= 8
+    assert _schedule(cifar, 5000)[0] == 3 * 79 // 7 and _n_checkpoints(3 * 79, _schedule(cifar, 5000)[0]) >= 8
     # given explicitly, a schedule is kept as given (min_checkpoints 0), and both can be given
     for given in ({"every": 40}, {"every_epoch": True}):
         c = resolve({"epochs": 1, "train_subset": 1000, **given}, "paper-mnist-resnet50")
-        assert c.min_checkpoints == 0 and _every(c, 1000) == (40 if "every" in given else 8)
+        assert c.min_checkpoints == 0 and _schedule(c, 1000)[0] == (40 if "every" in given else 8)
     assert resolve({"every": 40, "min_checkpoints": 8}).min_checkpoints == 8

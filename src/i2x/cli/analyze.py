@@ -62,11 +62,13 @@ def cmd(a) -> int:
 
 
 def _run_train_set(run_dir: str, over: dict):
-    """The training set of a built-in run whose prototypes are fitted on it (None otherwise)."""
+    """The training set of a built-in run whose prototypes will be fitted on it again (None when
+    the prototypes stage is kept: loading the data would be wasted)."""
     from ..data import splits_for
-    from ..rundir import Run
+    from ..rundir import Run, stage_done
 
     r = Run(run_dir)
     cfg = r.config.replace(**over)
     built_in = r.manifest.get("data", {}).get("dataset") == cfg.dataset  # not the caller's train= data
-    return splits_for(cfg).train if cfg.prototype_fit == "train" and built_in else None
+    redo = not stage_done(run_dir, r.manifest, "prototypes", cfg)
+    return splits_for(cfg).train if cfg.prototype_fit == "train" and built_in and redo else None

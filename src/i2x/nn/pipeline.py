@@ -105,8 +105,8 @@ def _run(cfg: RunConfig, out: Path, old: dict | None, progress: bool, splits: Sp
     if stage_done(out, manifest, "record"):
         model.load_state_dict(load_state(out / "weights" / "final.pt", device)["model"])
     rows = world.shard(len(eidx))  # this rank's slice of E (all of it in one process)
-    every = _every(cfg, len(tr))
-    manifest["schedule"] = {"every": every, "iterations": cfg.epochs * iterations_per_epoch(len(tr), cfg.batch_size)}
+    every, total = _schedule(cfg, len(tr))
+    manifest["schedule"] = {"every": every, "iterations": total}
     rec = Recorder(
         x_exp[rows],
         y_exp.numpy()[rows],
@@ -227,14 +227,15 @@ def _data_info(splits: Splits, cfg: RunConfig, eidx: np.ndarray) -> dict:
     }
 
 
-def _every(cfg: RunConfig, n_train: int) -> int:
-    """Iterations between checkpoints: ``every`` (or one epoch), or fewer when that would leave the
-    run with under ``min_checkpoints`` checkpoints (iteration 0 and the final model included)."""
+def _schedule(cfg: RunConfig, n_train: int) -> tuple[int, int]:
+    """(iterations between checkpoints, iterations of the run): ``every`` (or one epoch), or fewer
+    when that would leave the run with under ``min_checkpoints`` checkpoints (iteration 0 and the
+    final model included)."""
     ipe = iterations_per_epoch(n_train, cfg.batch_size)
     every, total = ipe if cfg.every_epoch else cfg.every, cfg.epochs * ipe
     if cfg.min_checkpoints > 1 and _n_checkpoints(total, every) < cfg.min_checkpoints:
         every = max(1, total // (cfg.min_checkpoints - 1))
-    return every
+    return every, total
 
 
 def _n_checkpoints(total: int, every: int) -> int:
@@ -343,9 +344,10 @@ def _analyze(out: Path, model, images, labels, classes, data: tuple, config, pro
     (test, train), old = data, store.read_manifest(out) if (out / store.MANIFEST).exists() else None
     if train is not None and config is None:  # training data given: fit on it unless told otherwise
         overrides = {"prototype_fit": "train", **overrides}
-    fit = "explain" if train is None else "train"  # a new analysis fits where it can
-    base = config or (
-        RunConfig.from_dict(old["config"]) if old and old.get("config") else RunConfig(model="", prototype_fit=fit)
+    base = config or (  # a new analysis without training data fits on E
+        RunConfig.from_dict(old["config"])
+        if old and old.get("config")
+        else RunConfig(model="", prototype_fit="explain")
     )
     cfg = base.replace(**overrides).validate()
     device = resolve_device(cfg.device)
