@@ -98,3 +98,16 @@ def test_explain_is_json_ready_and_skips_absent_classes(rng):
     # the most confused pairs involving class "c" cannot be explained from E: listed as skipped
     assert [p["names"] for p in ex["pairs"]] == [["a", "b"]]
     assert {tuple(p) for p in ex["skipped_pairs"]} == {(0, 2), (1, 2)}
+
+
+def test_key_checkpoints_with_zero_fractions_list_only_real_changes():
+    from i2x.analysis.explain import key_checkpoints
+    from i2x.config import ExplainConfig
+
+    W = np.zeros((3, 2, 2))
+    W[0, 0, 0] = 0.5  # step 0: class 0 rises, carried by P-0
+    delta = np.array([[0.2, -0.2], [0.0, 0.0], [0.1, -0.1]])  # step 1: no change at all
+    cfg = ExplainConfig(key_step_fraction=0.0, key_weight_fraction=0.0)
+    kc = key_checkpoints(W, delta, 0, [0, 1], cfg)
+    # step 1 (no change) and P-1 (weight 0) are never key; step 2 has a change but no carrier
+    assert [(c["step"], [p["prototype"] for p in c["prototypes"]]) for c in kc] == [(0, [0])]

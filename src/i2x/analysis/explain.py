@@ -79,7 +79,7 @@ def key_checkpoints(
         return []
     out = []
     for t in np.flatnonzero(np.abs(d) >= cfg.key_step_fraction * np.abs(d).max()):
-        if flagged is not None and flagged[t]:
+        if d[t] == 0 or (flagged is not None and flagged[t]):  # no change (fraction 0): nothing to carry
             continue
         w, col = W[t], W[t][candidates, cls]  # (K, C), (len(candidates),)
         if not np.any(col):
@@ -87,7 +87,7 @@ def key_checkpoints(
         protos = []
         for k, wk in sorted(zip(candidates, col, strict=True), key=lambda kv: -abs(kv[1])):
             p = None if p_W is None else float(p_W[t, k, cls])
-            if abs(wk) < cfg.key_weight_fraction * np.abs(col).max() or np.sign(wk) != np.sign(d[t]):
+            if wk == 0 or abs(wk) < cfg.key_weight_fraction * np.abs(col).max() or np.sign(wk) != np.sign(d[t]):
                 continue
             if p is not None and p >= cfg.alpha:
                 continue
