@@ -106,6 +106,7 @@ def test_key_checkpoints_with_zero_fractions_list_only_real_changes():
 
     W = np.zeros((3, 2, 2))
     W[0, 0, 0] = 0.5  # step 0: class 0 rises, carried by P-0
+    W[1, 1, 0] = 0.3  # step 1: P-1 has a weight, P-0 none, and class 0 does not move
     delta = np.array([[0.2, -0.2], [0.0, 0.0], [0.1, -0.1]])  # step 1: no change at all
     cfg = ExplainConfig(key_step_fraction=0.0, key_weight_fraction=0.0)
     kc = key_checkpoints(W, delta, 0, [0, 1], cfg)
