@@ -101,3 +101,16 @@ def test_inputs_are_not_mutated(rng):
     dynamics(conf, inten, min_cluster_size=3)
     np.testing.assert_array_equal(conf, c0)
     np.testing.assert_array_equal(inten, i0)
+
+
+def test_a_misspelt_ridge_scale_is_an_error_in_both_readers():
+    import pytest
+
+    from i2x import I2XError
+    from i2x.analysis.dynamics import dynamics, ridge_penalty
+
+    di = np.ones((4, 2))
+    with pytest.raises(I2XError, match="'relativ' must be 'relative' or 'absolute'"):
+        ridge_penalty(di, 1.0, "relativ")
+    with pytest.raises(I2XError, match="must be 'relative' or 'absolute'"):
+        dynamics(np.zeros((2, 4, 2)), np.zeros((2, 4, 2)), np.zeros(4, int), lam_scale="absolut")

@@ -85,11 +85,18 @@ def ridge_penalty(delta_i: np.ndarray, lam: float, scale: str = "relative") -> f
     the per-sample ΔIᵀΔI / N). W then does not change with the scale of the intensities, and λ
     does not change when the samples are permuted (what the permutation test needs). An all-zero
     ΔI gets λ = 1 (its W is 0 whatever λ). The fits themselves run on ΔI / :func:`intensity_scale`."""
+    _check_scale(scale)
     if scale == "absolute":
         return float(lam)
     s = intensity_scale(delta_i)
     d = np.asarray(delta_i, dtype=np.float64)
     return lam * s * s if d.size and np.abs(d).max() > 0 else 1.0
+
+
+def _check_scale(scale: str) -> None:
+    """One check for both readers of the λ scale (a misspelt one fitted with one λ and reported the other)."""
+    if scale not in ("relative", "absolute"):
+        raise I2XError(f"ridge scale {scale!r} must be 'relative' or 'absolute' (--ridge-scale)")
 
 
 def intensity_scale(delta_i: np.ndarray) -> float:
@@ -238,6 +245,7 @@ def dynamics(
     is clustered again (:func:`clusters_with_fallback`) instead of W_t = 0. ``permutations`` > 0
     adds permutation p-values (:func:`permutation_pvalues`), seeded by (``seed``, step)."""
     p, inten = _check_inputs(confidences, intensities)
+    _check_scale(lam_scale)
     T, n, c = p.shape[0] - 1, p.shape[1], p.shape[2]
     T, k = max(T, 0), inten.shape[2]
     W, labs = np.zeros((T, k, c)), np.full((T, n), -1, dtype=np.int64)
