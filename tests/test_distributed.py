@@ -94,3 +94,43 @@ def test_resume_under_torchrun_after_kill(ddp_run, tmp_path):
     np.testing.assert_allclose(got["saliency"], ref["saliency"], rtol=1e-3, atol=1e-5)
     assert json.loads((out / "manifest.json").read_text())["distributed"]["world_size"] == 2
     assert not (out / "weights" / "train_state.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "n, batch, message",
+    [
+        (100, 3, "a batch has 3 images"),  # 1 row for one of the 2 ranks
+        (102, 20, "the last batch of each epoch has 2 images"),  # 1 row each
+        (2, 32, "a batch has 2 images"),  # fewer images than the batch size
+    ],
+)
+def test_a_batch_too_small_to_split_over_the_ranks_is_a_config_error(n, batch, message):
+    """Under torchrun every rank gets ≥ 2 rows of every batch, or the run stops before training."""
+    from i2x.config import ConfigError, RunConfig
+    from i2x.nn.distributed import World
+    from i2x.nn.train import check_split, iterations_per_epoch, train
+
+    ipe = iterations_per_epoch(n, batch)
+    check_split(n, batch, ipe, World())  # one process: nothing to split, the same data trains
+    with pytest.raises(ConfigError, match=message) as err:
+        check_split(n, batch, ipe, World(0, 2))
+    assert err.value.cli_message().startswith(f"--batch-size {batch}: ")
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    with pytest.raises(ConfigError, match="torchrun processes"):  # on every rank, before any collective call
+        train(
+            model,
+            torch.zeros(n, 1, 2, 2),
+            torch.zeros(n, dtype=torch.long),
+            RunConfig(batch_size=batch, epochs=1),
+            world=World(1, 2),
+            progress=False,
+        )
+
+
+@pytest.mark.parametrize("n, batch", [(100, 4), (101, 20), (104, 20), (100, 20)])
+def test_batches_of_two_or_more_rows_per_rank_pass(n, batch):
+    """4 rows over 2 ranks is 2 each; 101 = 5 × 20 + 1, the last sample joins the fifth batch (21)."""
+    from i2x.nn.distributed import World
+    from i2x.nn.train import check_split, iterations_per_epoch
+
+    check_split(n, batch, iterations_per_epoch(n, batch), World(0, 2))

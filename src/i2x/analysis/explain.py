@@ -34,7 +34,6 @@ def specialized_prototypes(
     shared: list[int],
     groups: int = 3,
     rho_group: float = 0.9,
-    random_state: int = 0,
     background: np.ndarray | None = None,
 ) -> list[dict]:
     """Cluster class ``cls`` samples by their binary containment vectors (Jaccard, average

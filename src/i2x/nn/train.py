@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import store
-from ..config import RunConfig
+from ..config import ConfigError, RunConfig
 from ..errors import DivergedError, RunDirError
 from .distributed import SINGLE, World, wrap
 from .record import Recorder
@@ -44,6 +44,23 @@ def iterations_per_epoch(n: int, batch_size: int) -> int:
 def batch_rows(perm, b: int, ipe: int, batch_size: int):
     """Rows of batch ``b`` of an epoch ordered by ``perm`` (the last batch takes the rest)."""
     return perm[b * batch_size :] if b == ipe - 1 else perm[b * batch_size : (b + 1) * batch_size]
+
+
+def check_split(n: int, batch_size: int, ipe: int, world: World) -> None:
+    """Under ``torchrun``, every rank must get at least 2 rows of every batch (an empty part has no
+    loss, and BatchNorm cannot train on one sample — the rule one process applies to the last batch)."""
+    if world.size <= 1:
+        return
+    last = n - (ipe - 1) * batch_size
+    for what, size in (("a batch", min(batch_size, n)), ("the last batch of each epoch", last)):
+        if size // world.size < 2:
+            raise ConfigError(
+                "batch_size",
+                batch_size,
+                f"{what} has {size} images, fewer than 2 for each of the {world.size} torchrun processes; "
+                f"use a batch size of at least {2 * world.size} whose remainder of the {n} training images "
+                f"is 0, 1 or at least {2 * world.size}, or fewer processes",
+            )
 
 
 def save_state(path: Path, state: dict) -> None:
@@ -85,6 +102,7 @@ def train(
     device = torch.device(device)
     model.to(device)
     ipe = iterations_per_epoch(len(labels), cfg.batch_size)
+    check_split(len(labels), cfg.batch_size, ipe, world)
     total = cfg.epochs * ipe
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total, 1))
