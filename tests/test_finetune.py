@@ -237,3 +237,79 @@ def test_finetune_controls_are_paired_and_reported(tiny_run):
     assert {(c["control"], c["schedule"]) for c in comps} == {(n, "curated+full") for n in saved["controls"]}
     assert all(c["seeds"] == [5, 6] for c in comps)
     assert "control: random-pair" in (tiny_run / "ft_ctrl" / "table.md").read_text()
+
+
+def _result_with(i2x_errors, controls: dict, sched="curated+full"):
+    """A FinetuneResult whose I2X arm and control arms have the given a↔b counts per seed."""
+    from i2x.analysis.finetune import FinetuneResult, summarize
+
+    def arm(errors):
+        reps = [
+            {"seed": s, "accuracy": 0.98, "a_to_b": int(e) // 2, "b_to_a": int(e) - int(e) // 2, "ab": int(e)}
+            for s, e in enumerate(errors)
+        ]
+        return {"repeats": reps, **summarize(reps)}
+
+    n = len(i2x_errors)
+    return FinetuneResult(
+        pair=(4, 9),
+        names=("4", "9"),
+        prototype=3,
+        explain_size=100,
+        curated_indices=np.arange(90),
+        lr=1e-4,
+        batch_size=16,
+        seeds=tuple(range(n)),
+        schedules={sched: arm(i2x_errors)},
+        baseline={"accuracy": 0.98, "a_to_b": 5, "b_to_a": 5, "ab": 10},
+        test_size=1000,
+        controls={
+            name: {"schedules": {sched: arm(e)}, "removed": [10] * n, "prototype": None} for name, e in controls.items()
+        },
+    )
+
+
+def test_verdict_finds_a_planted_effect_and_nothing_in_a_null():
+    """Planted: the I2X arm leaves 5 fewer errors than both controls in every one of 12 seeds (noise
+    ±2) -> it beats both after Holm and is supported; null: every arm from one distribution -> no
+    comparison survives Holm; reversed: it loses to both."""
+    rng = np.random.default_rng(0)
+    n = 12
+    base = rng.integers(18, 24, n)
+
+    def noisy():
+        return base + rng.integers(-2, 3, n)
+
+    planted = _result_with(noisy() - 5, {"random-pair": noisy(), "random-any": noisy()})
+    v = planted.verdict()
+    assert v["comparisons"] == 2
+    assert sorted(v["beats"]) == [["random-any", "curated+full"], ["random-pair", "curated+full"]]
+    assert v["loses_to"] == [] and v["supported_on"] == ["curated+full"]
+    assert "beats random removal there" in planted.table()
+
+    nulls = [_result_with(noisy(), {"random-pair": noisy(), "random-any": noisy()}).verdict() for _ in range(20)]
+    assert sum(bool(v["beats"] or v["loses_to"]) for v in nulls) <= 3  # ≈ α per result, 20 tries
+    assert all(v["supported_on"] == [] for v in nulls)
+
+    worse = _result_with(noisy() + 5, {"random-pair": noisy(), "random-any": noisy()})
+    v = worse.verdict()
+    assert len(v["loses_to"]) == 2 and v["beats"] == [] and v["supported_on"] == []
+    assert "not shown to help" in worse.table()
+
+
+def test_holm_p_is_over_all_control_comparisons_and_support_needs_every_control():
+    """One control beaten clearly, the other not: Holm p ≥ the raw t p (×2 for the smaller), and the
+    schedule is not supported because one control on it was not beaten."""
+    rng = np.random.default_rng(1)
+    base = rng.integers(18, 24, 12)
+    res = _result_with(
+        base - 6 + rng.integers(-1, 2, 12),
+        {"random-pair": base + rng.integers(-1, 2, 12), "other-prototype": base - 6 + rng.integers(-3, 4, 12)},
+    )
+    comps = {c["control"]: c for c in res.control_comparisons()}
+    small, large = sorted(comps.values(), key=lambda c: c["paired_t_p"])
+    assert small["holm_p"] == pytest.approx(min(1.0, 2 * small["paired_t_p"]))
+    assert large["holm_p"] >= large["paired_t_p"]
+    v = res.verdict()
+    assert v["beats"] == [["random-pair", "curated+full"]] and v["supported_on"] == []
+    assert json.loads(json.dumps(res.to_dict()))["verdict"] == v

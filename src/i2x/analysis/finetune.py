@@ -28,6 +28,7 @@ from .. import store
 from ..config import CONTROLS
 from ..errors import I2XError
 from .explain import confused_pairs
+from .faithfulness import holm
 
 SETS = ("full", "curated")
 
@@ -185,7 +186,35 @@ class FinetuneResult:
                 seeds = [s for s in rx if s in ry]
                 pc = paired_comparison([rx[s] for s in seeds], [ry[s] for s in seeds])
                 out.append({"control": name, "schedule": sched, "metric": metric, "seeds": seeds, **pc})
+        adj = holm(np.array([np.nan if c["paired_t_p"] is None else c["paired_t_p"] for c in out]))
+        for c, a in zip(out, adj, strict=True):
+            c["holm_p"] = None if np.isnan(a) else float(a)  # over all the comparisons listed here
         return out
+
+    def verdict(self, alpha: float = 0.05, metric: str = "ab") -> dict | None:
+        """Does the I2X removal beat the controls? Paired t-test per (control, schedule), Holm's
+        correction over all of them; the I2X choice of samples is *supported* on a schedule only
+        where it leaves significantly fewer errors than every control run on that schedule."""
+        comps = self.control_comparisons(metric)
+        if not comps:
+            return None
+
+        def sig(c):
+            return c["holm_p"] is not None and c["holm_p"] < alpha
+
+        beats = [c for c in comps if sig(c) and c["mean_diff"] < 0]
+        loses = [c for c in comps if sig(c) and c["mean_diff"] > 0]
+        scheds = list(dict.fromkeys(c["schedule"] for c in comps))
+        won = {(c["control"], c["schedule"]) for c in beats}
+        supported = [s for s in scheds if all((c["control"], s) in won for c in comps if c["schedule"] == s)]
+        return {
+            "alpha": alpha,
+            "test": "paired t over seeds, Holm over the control comparisons",
+            "comparisons": len(comps),
+            "beats": [[c["control"], c["schedule"]] for c in beats],
+            "loses_to": [[c["control"], c["schedule"]] for c in loses],
+            "supported_on": supported,
+        }
 
     def to_dict(self) -> dict:
         removed = np.setdiff1d(np.arange(self.explain_size), self.curated_indices)
@@ -208,6 +237,7 @@ class FinetuneResult:
             "comparison": self.comparison(),
             "controls": self.controls,
             "control_comparisons": self.control_comparisons(),
+            "verdict": self.verdict(),
             "timings": self.timings,
         }
 
@@ -254,16 +284,17 @@ class FinetuneResult:
             f"I2X samples): " + "; ".join(f"{n}: {_removed_text(c)}" for n, c in self.controls.items()) + ".",
             "",
             f"| I2X arm vs control | schedule | {a}↔{b} errors, I2X − control | I2X fewer / more / tied "
-            "| sign test p | paired t p |",
-            "|---|---|---|---|---|---|",
+            "| sign test p | paired t p | Holm p |",
+            "|---|---|---|---|---|---|---|",
         ]
         for c in self.control_comparisons():
             lines.append(
                 f"| {c['control']} | {c['schedule'].replace('+', '→')} | {c['mean_diff']:+.2f} ± "
                 f"{c['std_diff']:.2f} | {c['x_fewer']} / {c['x_more']} / {c['ties']} | "
-                f"{p(c['sign_test_p'])} | {p(c['paired_t_p'])} |"
+                f"{p(c['sign_test_p'])} | {p(c['paired_t_p'])} | {p(c['holm_p'])} |"
             )
-        return lines
+        v = self.verdict()
+        return lines + (["", verdict_text(v)] if v is not None else [])
 
     def save(self, out: str | Path) -> Path:
         """results.json (arrays and numbers) first, then table.md; both written atomically."""
@@ -271,6 +302,23 @@ class FinetuneResult:
         store.save_json(out / "results.json", self.to_dict())
         store.atomic_write(out / "table.md", self.table())
         return out
+
+
+def verdict_text(v: dict) -> str:
+    """One sentence of :meth:`FinetuneResult.verdict`."""
+
+    def arms(pairs):
+        listed = ", ".join(f"{c} on {s.replace('+', '→')}" for c, s in pairs)
+        return f"{len(pairs)} ({listed})" if pairs else "none"
+
+    head = (
+        f"Verdict ({v['test']}, {v['comparisons']} comparisons, α = {v['alpha']:g}): "
+        f"the I2X removal beats {arms(v['beats'])} and loses to {arms(v['loses_to'])}; "
+    )
+    if v["supported_on"]:
+        on = ", ".join(s.replace("+", "→") for s in v["supported_on"])
+        return head + f"it beats every control on {on}: the guided choice of samples beats random removal there."
+    return head + "it beats every control on no schedule: the guided choice of samples is not shown to help here."
 
 
 def p(v) -> str:
