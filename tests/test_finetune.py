@@ -212,6 +212,29 @@ def test_control_removals_draw_what_they_promise():
     assert (labels[draws] == 2).any()  # any class, not only the pair
 
 
+def test_random_matched_keeps_the_i2x_class_mix_with_other_samples():
+    """I2X removes 3 of class 0 and 9 of class 1 (prototype 0): the control removes 3 random 0s and
+    9 random 1s, reproducibly per seed, and over seeds not the I2X rows."""
+    from i2x.analysis.finetune import control_removals, curated_indices
+
+    labels = np.repeat([0, 1, 2], 20)
+    contain = np.zeros((60, 2), dtype=bool)
+    contain[[0, 1, 2] + list(range(20, 29)) + [45, 50], 0] = True  # 3 zeros, 9 ones (and class 2, not the pair)
+    args = (contain, labels, 0, 1, 0, 12)
+    i2x = np.setdiff1d(np.arange(60), curated_indices(contain, labels, 0, 1, 0))
+    draws = [control_removals("random-matched", *args, seed=s)[0] for s in range(20)]
+    for r in draws:
+        assert len(r) == 12 and len(set(r.tolist())) == 12
+        assert (labels[r] == 0).sum() == (labels[i2x] == 0).sum() == 3
+        assert (labels[r] == 1).sum() == (labels[i2x] == 1).sum() == 9
+    np.testing.assert_array_equal(draws[0], control_removals("random-matched", *args, seed=0)[0])
+    assert len({tuple(r) for r in draws}) > 1  # a fresh draw per seed
+    assert np.isin(np.concatenate(draws), i2x).mean() < 0.8  # other samples, not the I2X ones
+    # a draw of random-pair with the same seed has its own RNG stream (and no class matching)
+    rp = [control_removals("random-pair", *args, seed=s)[0] for s in range(20)]
+    assert any((labels[r] == 0).sum() != 3 for r in rp)
+
+
 def test_finetune_controls_are_paired_and_reported(tiny_run):
     a, b, k, contain, labels = _pair_and_prototype(tiny_run)
     res = finetune(
@@ -226,9 +249,9 @@ def test_finetune_controls_are_paired_and_reported(tiny_run):
     )
     n_removed = len(labels) - len(res.curated_indices)
     saved = json.loads((tiny_run / "ft_ctrl" / "results.json").read_text())
-    assert set(saved["controls"]) <= {"random-pair", "other-prototype", "random-any"}
-    assert {"random-pair", "random-any"} <= set(saved["controls"])
-    for name in ("random-pair", "random-any"):
+    assert set(saved["controls"]) <= {"random-pair", "random-matched", "other-prototype", "random-any"}
+    assert {"random-pair", "random-matched", "random-any"} <= set(saved["controls"])
+    for name in ("random-pair", "random-matched", "random-any"):
         c = saved["controls"][name]
         assert c["removed"] == [n_removed, n_removed]
         assert list(c["schedules"]) == ["curated+full"]  # only the schedules that use the curated set

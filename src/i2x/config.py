@@ -479,11 +479,13 @@ class FinetuneConfig:
         commands=("finetune",),
     )
     controls: str = setting(
-        "random-pair,other-prototype,random-any",
+        "random-pair,random-matched,other-prototype,random-any",
         "control arms run with the same seeds as the I2X arm (comma-separated, or none): the same number of "
-        "random samples of the pair removed; the samples of another non-background prototype of the pair "
-        "(closest in count); the same number of random samples of any class",
-        why="the I2X choice is only a feature once it beats removing samples at random (issue 12)",
+        "random samples of the pair removed; as many random samples of each class of the pair as I2X removes "
+        "from it; the samples of another non-background prototype of the pair (closest in count); the same "
+        "number of random samples of any class",
+        why="the I2X choice is only a feature once it beats removing samples at random (issue 12); "
+        "random-matched keeps I2X's class mix, which alone shifts a→b against b→a errors",
         check=lambda v: (
             None
             if v == "none" or set(v.split(",")) <= set(CONTROLS)
@@ -500,7 +502,8 @@ class FinetuneConfig:
         return asdict(self)
 
 
-CONTROLS = ("random-pair", "other-prototype", "random-any")
+# append only: a control's index in this tuple seeds its draws
+CONTROLS = ("random-pair", "other-prototype", "random-any", "random-matched")
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,8 @@ def control_removals(
     """Rows of E a control arm removes instead of the I2X choice, for one seed, and what it drew.
 
     ``random-pair``: ``n_removed`` random samples of class a or b (a fresh draw per seed);
+    ``random-matched``: from each of class a and class b, as many random samples as the I2X removal
+    takes from that class (the same class mix, other samples);
     ``other-prototype``: the a/b samples containing another non-background prototype of the pair,
     the one whose count is closest to ``n_removed`` (ties drawn with the seed);
     ``random-any``: ``n_removed`` random samples of any class.
@@ -69,6 +71,13 @@ def control_removals(
         return np.sort(rng.choice(pair, size=min(n_removed, len(pair)), replace=False)), {}
     if name == "random-any":
         return np.sort(rng.choice(len(labels), size=min(n_removed, len(labels)), replace=False)), {}
+    if name == "random-matched":
+        i2x = np.isin(labels, (a, b)) & contain[:, k]  # the I2X removal, whose class counts are matched
+        rows = [
+            rng.choice(np.flatnonzero(labels == c), size=int((i2x & (labels == c)).sum()), replace=False)
+            for c in (a, b)
+        ]
+        return np.sort(np.concatenate(rows)).astype(np.int64), {}
     counts = contain[pair].sum(0)  # (K,) pair samples containing each prototype
     ok = (counts > 0) & (np.arange(len(counts)) != k)
     if background is not None:
