@@ -321,7 +321,7 @@ def verdict_text(v: dict) -> str:
         return f"{len(pairs)} ({listed})" if pairs else "none"
 
     head = (
-        f"Verdict ({v['test']}, {v['comparisons']} comparisons, α = {v['alpha']:g}): "
+        f"Verdict ({v['test']}, {v['comparisons']} comparison{'s' * (v['comparisons'] != 1)}, α = {v['alpha']:g}): "
         f"the I2X removal beats {arms(v['beats'])} and loses to {arms(v['loses_to'])}; "
     )
     if v["supported_on"]:
