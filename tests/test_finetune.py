@@ -336,3 +336,65 @@ def test_holm_p_is_over_all_control_comparisons_and_support_needs_every_control(
     v = res.verdict()
     assert v["beats"] == [["random-pair", "curated+full"]] and v["supported_on"] == []
     assert json.loads(json.dumps(res.to_dict()))["verdict"] == v
+
+
+def test_verdict_uses_the_holm_p_not_the_raw_one():
+    """Three controls each beaten with a raw t p between 0.01 and 0.05 (each would 'beat' alone);
+    Holm over the three lifts all above 0.05: the verdict beats none."""
+    i2x = np.array([20, 21, 19, 22, 20, 18, 21, 20, 19, 22])
+    ctrl = {
+        name: i2x + np.array(d)
+        for name, d in zip(
+            ("random-pair", "random-matched", "random-any"),
+            ([1, 0, 2, 1, -1, 1, 2, 0, 1, 1], [2, 1, 0, 1, 1, -1, 1, 2, 0, 1], [1, 1, 1, 0, 2, -1, 1, 0, 2, 1]),
+            strict=True,
+        )
+    }
+    res = _result_with(i2x, ctrl)
+    comps = res.control_comparisons()
+    assert all(0.005 < c["paired_t_p"] < 0.05 for c in comps), [c["paired_t_p"] for c in comps]
+    assert all(c["holm_p"] > 0.05 for c in comps)
+    assert res.verdict()["beats"] == [] and "not shown to help" in res.table()
+
+
+def test_verdict_with_the_same_difference_in_every_seed_or_one_seed():
+    """t is undefined when every seed differs by the same amount: the sign test decides (10 seeds:
+    p = 2 · 0.5¹⁰, beaten; 2 seeds: p = 0.5, not); every seed tied: p = 1; one seed: no test."""
+    base = np.arange(18, 28)
+    v = _result_with(base - 2, {"random-pair": base}).verdict()
+    assert v["beats"] == [["random-pair", "curated+full"]] and v["untested"] == 0
+    assert _result_with(base[:2] - 2, {"random-pair": base[:2]}).verdict()["beats"] == []
+    tied = _result_with(base, {"random-pair": base})
+    assert tied.control_comparisons()[0]["holm_p"] == 1.0 and tied.verdict()["loses_to"] == []
+    one = _result_with(base[:1] - 5, {"random-pair": base[:1]})
+    assert one.verdict()["untested"] == 1 and one.verdict()["beats"] == []
+    assert "1 without a p-value (one seed)" in one.table()
+
+
+def test_control_draws_are_pinned_per_seed():
+    """A control's draw depends only on its name and the seed (its index in CONTROLS seeds its RNG:
+    new controls are appended, so an old run's controls draw the same rows again)."""
+    from i2x.analysis.finetune import control_removals
+    from i2x.config import CONTROLS
+
+    assert CONTROLS[:3] == ("random-pair", "other-prototype", "random-any")
+    labels = np.repeat([0, 1, 2], 20)
+    contain = np.zeros((60, 2), dtype=bool)
+    contain[:12, 0] = True
+    args = (contain, labels, 0, 1, 0, 12)
+    want = np.sort(np.random.default_rng([0, 0]).choice(np.arange(40), size=12, replace=False))
+    np.testing.assert_array_equal(control_removals("random-pair", *args, seed=0)[0], want)
+    assert (
+        control_removals("random-pair", *args, seed=0)[0].tolist()
+        != control_removals("random-matched", *args, seed=0)[0].tolist()
+    )
+
+
+def test_random_matched_is_left_out_when_it_could_only_repeat_the_i2x_removal():
+    from i2x.analysis.finetune import control_removals
+
+    labels = np.repeat([0, 1, 2], 5)
+    contain = np.zeros((15, 1), dtype=bool)
+    contain[:10, 0] = True  # every sample of the pair (0, 1) contains the prototype
+    rows, _ = control_removals("random-matched", contain, labels, 0, 1, 0, 10, seed=0)
+    assert len(rows) == 0  # finetune leaves a control with nothing to remove out

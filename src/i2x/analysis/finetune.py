@@ -59,7 +59,8 @@ def control_removals(
 
     ``random-pair``: ``n_removed`` random samples of class a or b (a fresh draw per seed);
     ``random-matched``: from each of class a and class b, as many random samples as the I2X removal
-    takes from that class (the same class mix, other samples);
+    takes from that class (the same class mix; a draw may include I2X's own samples); nothing when
+    the I2X removal is all of both classes' samples (the draw could only repeat it);
     ``other-prototype``: the a/b samples containing another non-background prototype of the pair,
     the one whose count is closest to ``n_removed`` (ties drawn with the seed);
     ``random-any``: ``n_removed`` random samples of any class.
@@ -73,6 +74,8 @@ def control_removals(
         return np.sort(rng.choice(len(labels), size=min(n_removed, len(labels)), replace=False)), {}
     if name == "random-matched":
         i2x = np.isin(labels, (a, b)) & contain[:, k]  # the I2X removal, whose class counts are matched
+        if (i2x == np.isin(labels, (a, b))).all():
+            return np.zeros(0, dtype=np.int64), {}
         rows = [
             rng.choice(np.flatnonzero(labels == c), size=int((i2x & (labels == c)).sum()), replace=False)
             for c in (a, b)
@@ -195,7 +198,7 @@ class FinetuneResult:
                 seeds = [s for s in rx if s in ry]
                 pc = paired_comparison([rx[s] for s in seeds], [ry[s] for s in seeds])
                 out.append({"control": name, "schedule": sched, "metric": metric, "seeds": seeds, **pc})
-        adj = holm(np.array([np.nan if c["paired_t_p"] is None else c["paired_t_p"] for c in out]))
+        adj = holm(np.array([_verdict_p(c) for c in out], dtype=float))
         for c, a in zip(out, adj, strict=True):
             c["holm_p"] = None if np.isnan(a) else float(a)  # over all the comparisons listed here
         return out
@@ -218,8 +221,9 @@ class FinetuneResult:
         supported = [s for s in scheds if all((c["control"], s) in won for c in comps if c["schedule"] == s)]
         return {
             "alpha": alpha,
-            "test": "paired t over seeds, Holm over the control comparisons",
+            "test": "paired t over seeds (sign test where t is undefined), Holm over the control comparisons",
             "comparisons": len(comps),
+            "untested": sum(c["holm_p"] is None for c in comps),  # one seed: no p-value, never significant
             "beats": [[c["control"], c["schedule"]] for c in beats],
             "loses_to": [[c["control"], c["schedule"]] for c in loses],
             "supported_on": supported,
@@ -313,6 +317,17 @@ class FinetuneResult:
         return out
 
 
+def _verdict_p(c: dict) -> float:
+    """The p-value a control comparison enters Holm's correction with: the paired t-test's; where t
+    is undefined (the same difference in every seed) the sign test's; 1 when every seed is tied;
+    NaN (no test) with one seed."""
+    if len(c["seeds"]) < 2:
+        return np.nan
+    if c["paired_t_p"] is not None:
+        return c["paired_t_p"]
+    return c["sign_test_p"] if c["ties"] == 0 else 1.0
+
+
 def verdict_text(v: dict) -> str:
     """One sentence of :meth:`FinetuneResult.verdict`."""
 
@@ -321,7 +336,9 @@ def verdict_text(v: dict) -> str:
         return f"{len(pairs)} ({listed})" if pairs else "none"
 
     head = (
-        f"Verdict ({v['test']}, {v['comparisons']} comparison{'s' * (v['comparisons'] != 1)}, α = {v['alpha']:g}): "
+        f"Verdict ({v['test']}, {v['comparisons']} comparison{'s' * (v['comparisons'] != 1)}"
+        + (f", {v['untested']} without a p-value (one seed)" if v.get("untested") else "")
+        + f", α = {v['alpha']:g}): "
         f"the I2X removal beats {arms(v['beats'])} and loses to {arms(v['loses_to'])}; "
     )
     if v["supported_on"]:
