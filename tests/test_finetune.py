@@ -260,6 +260,12 @@ def test_finetune_controls_are_paired_and_reported(tiny_run):
     assert {(c["control"], c["schedule"]) for c in comps} == {(n, "curated+full") for n in saved["controls"]}
     assert all(c["seeds"] == [5, 6] for c in comps)
     assert "control: random-pair" in (tiny_run / "ft_ctrl" / "table.md").read_text()
+    # a saved result loads back into the same result: same table, same verdict, same dict
+    from i2x.analysis.finetune import FinetuneResult
+
+    back = FinetuneResult.load(tiny_run / "ft_ctrl")
+    assert back.table() == (tiny_run / "ft_ctrl" / "table.md").read_text() == res.table()
+    assert json.loads(json.dumps(back.to_dict())) == saved
 
 
 def _result_with(i2x_errors, controls: dict, sched="curated+full"):

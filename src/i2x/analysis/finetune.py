@@ -309,6 +309,30 @@ class FinetuneResult:
         v = self.verdict()
         return lines + (["", verdict_text(v)] if v is not None else [])
 
+    @classmethod
+    def load(cls, path: str | Path) -> FinetuneResult:
+        """A saved result again (``DIR/finetune`` or its ``results.json``): e.g. to print its table
+        with this version's columns and verdict."""
+        path = Path(path)
+        f = path / "results.json" if path.is_dir() else path
+        d = store.load_json(f)
+        return cls(
+            pair=tuple(d["pair"]),
+            names=tuple(d["names"]),
+            prototype=int(d["prototype"]),
+            explain_size=int(d["explain_size"]),
+            curated_indices=np.asarray(d["curated_indices"], dtype=np.int64),
+            lr=float(d["lr"]),
+            batch_size=int(d["batch_size"]),
+            seeds=tuple(d["seeds"]),
+            schedules=d["schedules"],
+            baseline=d["baseline"],
+            test_size=int(d["test_size"]),
+            timings=d.get("timings", {}),
+            path=f.parent,
+            controls=d.get("controls", {}),
+        )
+
     def save(self, out: str | Path) -> Path:
         """results.json (arrays and numbers) first, then table.md; both written atomically."""
         out = Path(out)
