@@ -164,3 +164,32 @@ def test_a_short_run_checkpoints_more_often_unless_the_schedule_was_given():
         c = resolve({"epochs": 1, "train_subset": 1000, **given}, "paper-mnist-resnet50")
         assert c.min_checkpoints == 0 and _schedule(c, 1000)[0] == (40 if "every" in given else 8)
     assert resolve({"every": 40, "min_checkpoints": 8}).min_checkpoints == 8
+
+
+def test_a_schedule_set_in_a_runconfig_is_kept_like_a_given_flag():
+    """i2x.run(config=RunConfig(every=5)) and run(config=..., every=5) keep the schedule as given
+    (min_checkpoints 0), as --every does; a RunConfig with the default schedule still scales it,
+    and a min_checkpoints set to other than its default is kept."""
+    from i2x.config import RunConfig, from_config
+    from i2x.errors import I2XError
+    from i2x.nn.pipeline import _schedule
+
+    assert from_config(RunConfig(every=5)).min_checkpoints == 0
+    assert _schedule(from_config(RunConfig(every=5, epochs=1)), 500) == (5, 8)  # 8 iterations, every 5
+    assert from_config(RunConfig(), {"every": 5}).min_checkpoints == 0
+    assert from_config(RunConfig(every_epoch=True)).min_checkpoints == 0
+    assert from_config(RunConfig(), {"every_epoch": True}).every_epoch is True
+    assert from_config(RunConfig(every_epoch=True), {"every": 7}).every_epoch is False  # every switches it off
+    assert from_config(RunConfig()).min_checkpoints == 8  # the default schedule scales with a short run
+    assert from_config(RunConfig(), {"epochs": 1, "every": None}).min_checkpoints == 8  # None = not given
+    assert from_config(RunConfig(every=5, min_checkpoints=3)).min_checkpoints == 3
+    assert from_config(RunConfig(every=5), {"min_checkpoints": 8}).min_checkpoints == 8
+    with pytest.raises(I2XError, match="exclude each other"):
+        from_config(RunConfig(), {"every": 5, "every_epoch": True})
+    # i2x.run's own path: config= goes through the same rule
+    from pathlib import Path
+
+    from i2x.nn.pipeline import _run_config
+
+    assert _run_config(RunConfig(every=5), None, {}, None, Path("unused")).min_checkpoints == 0
+    assert _run_config(RunConfig(), None, {"every": 5}, None, Path("unused")).min_checkpoints == 0

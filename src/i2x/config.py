@@ -272,7 +272,7 @@ class RunConfig:
     min_checkpoints: int = setting(
         8,
         "a shorter run checkpoints more often, so that it has at least this many checkpoints (0 = never); "
-        "a schedule given with --every / --every-epoch is kept as given",
+        "a schedule given with --every / --every-epoch (or set in a RunConfig) is kept as given",
         why="a preset's schedule on a CPU-sized run gave 2 checkpoints (8 iterations, every 40): no dynamics to fit",
         check=at_least(0),
     )
@@ -591,6 +591,31 @@ def _type_ok(v, want) -> bool:
     return isinstance(v, want)
 
 
+def from_config(config: RunConfig, overrides: dict | None = None) -> RunConfig:
+    """``config`` changed by keyword ``overrides`` (None = not given), with :func:`resolve`'s schedule
+    rule: a schedule the caller chose — ``every``/``every_epoch`` given as an override, or set in
+    ``config`` to other than the defaults — is kept as given (``min_checkpoints`` 0), unless
+    ``min_checkpoints`` itself is given or set to other than its default."""
+    given, own = _given_schedule(overrides)
+    default = RunConfig()
+    if (
+        own or config.every != default.every or config.every_epoch
+    ) and config.min_checkpoints == default.min_checkpoints:
+        given.setdefault("min_checkpoints", 0)
+    return config.replace(**given).validate()
+
+
+def _given_schedule(explicit: dict | None) -> tuple[dict, bool]:
+    """(the given settings without the None ones, whether they set the schedule): ``every`` given
+    switches ``every_epoch`` off; giving both is an error."""
+    given = {k: v for k, v in _flat(explicit or {}).items() if v is not None}
+    if given.get("every_epoch") and "every" in given:
+        raise I2XError("every and every_epoch exclude each other (--every, --every-epoch): give one")
+    if "every" in given:
+        given.setdefault("every_epoch", False)
+    return given, bool("every" in given or given.get("every_epoch"))
+
+
 def resolve(
     explicit: dict | None = None,
     preset: str | None = None,
@@ -602,17 +627,13 @@ def resolve(
     switches a preset's once-per-epoch schedule off; giving both is an error. A schedule given
     explicitly (``every`` or ``every_epoch``) is kept as given (``min_checkpoints`` 0 unless given).
     """
-    given = {k: v for k, v in _flat(explicit or {}).items() if v is not None}
-    if given.get("every_epoch") and "every" in given:
-        raise I2XError("every and every_epoch exclude each other (--every, --every-epoch): give one")
+    given, own = _given_schedule(explicit)
     cfg = RunConfig()
     if preset is not None:
         cfg = cfg.replace(**preset_values(preset))
     if base is not None:
         cfg = cfg.replace(**(base.to_dict() if isinstance(base, RunConfig) else base))
-    if "every" in given:
-        given.setdefault("every_epoch", False)
-    if "every" in given or given.get("every_epoch"):
+    if own:
         given.setdefault("min_checkpoints", 0)  # the caller's own schedule, as given
     return cfg.replace(**given).validate()
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .. import store
-from ..config import ConfigError, RunConfig, resolve
+from ..config import ConfigError, RunConfig, from_config, resolve
 from ..data import Dataset, Splits, as_dataset, explanation_indices, splits_for, stratified_split
 from ..errors import I2XError
 from ..rundir import Context, Hooks, Run, new_manifest, prepare_dir, run_lock, run_stages, stage_done, warn
@@ -162,7 +162,7 @@ def _run_config(config, preset, overrides: dict, old: dict | None, out: Path) ->
     if config is not None and preset is not None:
         raise I2XError("give either config= or preset= (with keyword overrides), not both")
     base = (old or {}).get("config")
-    cfg = config.replace(**overrides).validate() if config is not None else resolve(overrides, preset, base)
+    cfg = from_config(config, overrides) if config is not None else resolve(overrides, preset, base)
     if base is not None and RunConfig.from_dict(base) != cfg:
         before = RunConfig.from_dict(base).to_dict()
         diff = {k: (v, cfg.to_dict()[k]) for k, v in before.items() if cfg.to_dict()[k] != v}
