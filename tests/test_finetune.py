@@ -404,3 +404,31 @@ def test_random_matched_is_left_out_when_it_could_only_repeat_the_i2x_removal():
     contain[:10, 0] = True  # every sample of the pair (0, 1) contains the prototype
     rows, _ = control_removals("random-matched", contain, labels, 0, 1, 0, 10, seed=0)
     assert len(rows) == 0  # finetune leaves a control with nothing to remove out
+
+
+def test_a_control_with_nothing_to_remove_is_named_as_left_out(tiny_run, monkeypatch):
+    """A control that can draw nothing (here random-any, forced empty) is not run, and the result
+    says so (results.json, table) instead of dropping it silently; a saved result loads it back."""
+    import i2x.nn.finetune as nf
+    from i2x.analysis.finetune import FinetuneResult, control_removals
+
+    def removals(name, *args):
+        return (np.zeros(0, dtype=np.int64), {}) if name == "random-any" else control_removals(name, *args)
+
+    monkeypatch.setattr(nf, "control_removals", removals)
+    a, b, k, _, _ = _pair_and_prototype(tiny_run)
+    out = tiny_run / "ft_left_out"
+    res = finetune(
+        tiny_run,
+        pair=(a, b),
+        prototype=k,
+        schedules="curated+full",
+        repeats=2,
+        controls="random-pair,random-any",
+        out=out,
+        progress=False,
+    )
+    assert list(res.controls) == ["random-pair"] and res.controls_left_out == ("random-any",)
+    assert json.loads((out / "results.json").read_text())["controls_left_out"] == ["random-any"]
+    assert "Left out (nothing to remove, or only the I2X removal itself): random-any." in res.table()
+    assert FinetuneResult.load(out).controls_left_out == ("random-any",)

@@ -168,6 +168,7 @@ class FinetuneResult:
     timings: dict = field(default_factory=dict)
     path: Path | None = None
     controls: dict = field(default_factory=dict)  # name -> {"schedules": {...}, "removed": [per seed], ...}
+    controls_left_out: tuple[str, ...] = ()  # asked for, but with nothing to remove that differs from I2X's
 
     @property
     def curated_size(self) -> int:
@@ -204,33 +205,12 @@ class FinetuneResult:
         return out
 
     def verdict(self, alpha: float = 0.05, metric: str = "ab") -> dict | None:
-        """Does the I2X removal beat the controls? Paired t-test per (control, schedule), Holm's
-        correction over all of them; the I2X choice of samples is *supported* on a schedule only
-        where it leaves significantly fewer errors than every control run on that schedule."""
-        comps = self.control_comparisons(metric)
-        if not comps:
-            return None
-
-        def sig(c):
-            return c["holm_p"] is not None and c["holm_p"] < alpha
-
-        beats = [c for c in comps if sig(c) and c["mean_diff"] < 0]
-        loses = [c for c in comps if sig(c) and c["mean_diff"] > 0]
-        scheds = list(dict.fromkeys(c["schedule"] for c in comps))
-        won = {(c["control"], c["schedule"]) for c in beats}
-        supported = [s for s in scheds if all((c["control"], s) in won for c in comps if c["schedule"] == s)]
-        return {
-            "alpha": alpha,
-            "test": "paired t over seeds (sign test where t is undefined), Holm over the control comparisons",
-            "comparisons": len(comps),
-            "untested": sum(c["holm_p"] is None for c in comps),  # one seed: no p-value, never significant
-            "beats": [[c["control"], c["schedule"]] for c in beats],
-            "loses_to": [[c["control"], c["schedule"]] for c in loses],
-            "supported_on": supported,
-        }
+        """Does the I2X removal beat the controls? See :func:`verdict_of`."""
+        return verdict_of(self.control_comparisons(metric), alpha)
 
     def to_dict(self) -> dict:
         removed = np.setdiff1d(np.arange(self.explain_size), self.curated_indices)
+        comps = self.control_comparisons()
         return {
             "pair": list(self.pair),
             "names": list(self.names),
@@ -249,8 +229,9 @@ class FinetuneResult:
             "schedules": self.schedules,
             "comparison": self.comparison(),
             "controls": self.controls,
-            "control_comparisons": self.control_comparisons(),
-            "verdict": self.verdict(),
+            "controls_left_out": list(self.controls_left_out),
+            "control_comparisons": comps,
+            "verdict": verdict_of(comps),
             "timings": self.timings,
         }
 
@@ -288,9 +269,20 @@ class FinetuneResult:
         return "\n".join(lines + self._control_lines()) + "\n"
 
     def _control_lines(self) -> list[str]:
+        left_out = (
+            [
+                "",
+                "Left out (nothing to remove, or only the I2X removal itself): "
+                + ", ".join(self.controls_left_out)
+                + ".",
+            ]
+            if self.controls_left_out
+            else []
+        )
         if not self.controls:
-            return []
+            return left_out
         a, b = self.names
+        comps = self.control_comparisons()
         lines = [
             "",
             f"Controls (same seeds; what each removed instead of the {self.explain_size - self.curated_size} "
@@ -300,14 +292,14 @@ class FinetuneResult:
             "| sign test p | paired t p | Holm p |",
             "|---|---|---|---|---|---|---|",
         ]
-        for c in self.control_comparisons():
+        for c in comps:
             lines.append(
                 f"| {c['control']} | {c['schedule'].replace('+', '→')} | {c['mean_diff']:+.2f} ± "
                 f"{c['std_diff']:.2f} | {c['x_fewer']} / {c['x_more']} / {c['ties']} | "
                 f"{p(c['sign_test_p'])} | {p(c['paired_t_p'])} | {p(c['holm_p'])} |"
             )
-        v = self.verdict()
-        return lines + (["", verdict_text(v)] if v is not None else [])
+        v = verdict_of(comps)
+        return lines + left_out + (["", verdict_text(v)] if v is not None else [])
 
     @classmethod
     def load(cls, path: str | Path) -> FinetuneResult:
@@ -331,6 +323,7 @@ class FinetuneResult:
             timings=d.get("timings", {}),
             path=f.parent,
             controls=d.get("controls", {}),
+            controls_left_out=tuple(d.get("controls_left_out", ())),
         )
 
     def save(self, out: str | Path) -> Path:
@@ -339,6 +332,33 @@ class FinetuneResult:
         store.save_json(out / "results.json", self.to_dict())
         store.atomic_write(out / "table.md", self.table())
         return out
+
+
+def verdict_of(comps: list[dict], alpha: float = 0.05) -> dict | None:
+    """The verdict on control comparisons (:meth:`FinetuneResult.control_comparisons`, with their
+    Holm p): the I2X removal *beats* a control where Holm p < ``alpha`` and it leaves fewer errors,
+    *loses* where it leaves more; the I2X choice of samples is *supported* on a schedule only where
+    it beats every control run on that schedule. None without controls."""
+    if not comps:
+        return None
+
+    def sig(c):
+        return c["holm_p"] is not None and c["holm_p"] < alpha
+
+    beats = [c for c in comps if sig(c) and c["mean_diff"] < 0]
+    loses = [c for c in comps if sig(c) and c["mean_diff"] > 0]
+    scheds = list(dict.fromkeys(c["schedule"] for c in comps))
+    won = {(c["control"], c["schedule"]) for c in beats}
+    supported = [s for s in scheds if all((c["control"], s) in won for c in comps if c["schedule"] == s)]
+    return {
+        "alpha": alpha,
+        "test": "paired t over seeds (sign test where t is undefined), Holm over the control comparisons",
+        "comparisons": len(comps),
+        "untested": sum(c["holm_p"] is None for c in comps),  # one seed: no p-value, never significant
+        "beats": [[c["control"], c["schedule"]] for c in beats],
+        "loses_to": [[c["control"], c["schedule"]] for c in loses],
+        "supported_on": supported,
+    }
 
 
 def _verdict_p(c: dict) -> float:

@@ -108,6 +108,7 @@ def _finetune(run: Run, fc: FinetuneConfig, model, test, out, progress: bool) ->
         baseline=baseline,
         test_size=len(y_t),
         controls={c: v for c, v in controls.items() if v is not None},
+        controls_left_out=tuple(c for c, v in controls.items() if v is None),
         timings={"load_test": round(t_load, 3), "total": round(time.perf_counter() - t_start, 3)},
     )
     out = Path(out) if out is not None else run.path / "finetune"
