@@ -47,7 +47,6 @@ class Recorder:
         batch_size: int = 256,
         device=None,
         sample_index=None,
-        shard: int | None = None,
         world: World = SINGLE,
     ):
         if every < 1:
@@ -61,7 +60,7 @@ class Recorder:
         self.sample_index = np.arange(len(self.labels)) if sample_index is None else np.asarray(sample_index)
         self.every, self.layer, self.method, self.target = every, layer, method, target
         self.batch_size, self.device, self.world = batch_size, device, world
-        self.shard = world.rank if shard is None and world.size > 1 else shard
+        self.shard = world.rank if world.size > 1 else None  # the record files' -shard{rank} suffix
         self.dir = None if out_dir is None else Path(out_dir) / "record"
         self.memory: dict[int, dict[str, np.ndarray]] = {}
 
