@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/null_calibration.py            # 60 null runs, 199 permutations per step
 
-Null runs come from ``tests/test_significance.py``'s generator with the signal off: per step,
+Null runs come from ``tests/helpers.py``'s ``planted`` generator with the signal off: per step,
 three clear clusters of confidence changes, and intensity changes independent of them. Prints
 the share of per-step permutation p-values below 0.01 / 0.05 / 0.1 / 0.5 (uniform = the same
 numbers) and the share of (pair, prototype) combinations listed as uncertain or reliable (the
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_significance import _pairs_listed, _planted  # noqa: E402
+from helpers import pairs_listed, planted  # noqa: E402
 
 from i2x.analysis.dynamics import dynamics  # noqa: E402
 
@@ -30,10 +30,10 @@ def main() -> None:
     a = p.parse_args()
     ps, counts = [], []
     for s in range(a.runs):
-        conf, inten, labels = _planted(500 + s, signal=False)
+        conf, inten, labels = planted(500 + s, signal=False)
         d = dynamics(conf, inten, labels, min_cluster_size=10, permutations=a.permutations, seed=s)
         ps.append(d.p_pair[:, :, 0, 1].ravel())
-        counts.append(_pairs_listed(d, labels, 6))
+        counts.append(pairs_listed(d, labels, 6))
     ps, c = np.concatenate(ps), np.array(counts)
     print(f"{a.runs} null runs, {a.permutations} permutations per step, default RunConfig settings")
     print(

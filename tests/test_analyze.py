@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from torch import nn
 
 import i2x
 from i2x.cli import main
+from i2x.config import ExplainConfig
 from i2x.data import load_splits
 from i2x.errors import I2XError
 
@@ -245,3 +248,96 @@ def test_finetune_a_run_made_with_your_own_model(tmp_path, capsys):
     )
     assert res.test_size == len(yt) and "random-pair" in res.controls
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the caller's weights restored
+
+
+# --------------------------------------------------------------------------- the in-memory Recorder, analyze(test=...)
+
+
+def _small_model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 6, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(6, 6, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(6, 10),
+    )
+
+
+@pytest.fixture(scope="module")
+def digits():
+    sp = load_splits("digits", train_subset=300, test_subset=100)
+    return sp, *sp.train.tensors(), *sp.test.tensors()
+
+
+def test_in_memory_recorder_explains_the_label(digits, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sp, x, y, *_ = digits
+    xe, ye = x[:40], y[:40].numpy()
+    model = _small_model()
+    rec = i2x.Recorder(xe, ye, every=2, out_dir=None, layer="3")
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    want, wrong = {}, 0
+    for it in range(0, 6):
+        if it:
+            loss = torch.nn.functional.cross_entropy(model(x[it * 32 : it * 32 + 32]), y[it * 32 : it * 32 + 32])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if rec.step(model, it):
+            want[it] = i2x.saliency(model, xe, ye, "3")
+            with torch.no_grad():
+                pred = model.eval()(xe).argmax(1).numpy()
+            model.train()
+            wrong += int((pred != ye).sum())
+            other = i2x.saliency(model, xe, pred, "3")
+            assert not np.allclose(other, want[it])  # the predicted class's map is another map
+    rec.finalize(model, 5)
+    want[5] = i2x.saliency(model, xe, ye, "3")
+    assert wrong > 20  # an almost untrained model: the label and the prediction differ for most samples
+    r = rec.load()
+    assert r["iterations"].tolist() == [0, 2, 4, 5] and sorted(rec.memory) == [0, 2, 4, 5]
+    for i, it in enumerate(r["iterations"]):
+        np.testing.assert_allclose(r["saliency"][i], want[it], rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(r["sample_index"], np.arange(40))
+    assert r["confidences"].shape == (4, 40, 10) and r["saliency"].shape == (4, 40, 8, 8)
+    assert list(tmp_path.iterdir()) == [] and rec.dir is None  # nothing written
+    assert not rec.step(model, 4) and rec.has(4) and not rec.has(3)
+    pred_rec = i2x.Recorder(xe, ye, every=1, out_dir=None, layer="3", target="pred")
+    pred_rec.record(model, 0)
+    np.testing.assert_allclose(pred_rec.memory[0]["saliency"], i2x.saliency(model, xe, None, "3"), rtol=1e-5)
+
+
+def test_analyze_with_a_test_dataset(digits, tmp_path):
+    sp, x, y, xt, yt = digits
+    xe, ye = x[:48], y[:48]
+    model = _small_model()
+    rec = i2x.Recorder(xe, ye.numpy(), every=3, out_dir=tmp_path, layer="3")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    rec.step(model, 0)
+    for it in range(1, 10):
+        loss = torch.nn.functional.cross_entropy(model(x[it * 30 : it * 30 + 30]), y[it * 30 : it * 30 + 30])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        rec.step(model, it)
+    rec.finalize(model, 9)
+    test = torch.utils.data.TensorDataset(xt, yt)
+    r = i2x.analyze(
+        tmp_path, model, images=xe, labels=ye, classes=sp.train.classes, test=test, prototypes=4, min_cluster_size=4
+    )
+    ev = r.arrays("evaluate")
+    with torch.no_grad():
+        pred = model.eval()(xt).argmax(1).numpy()
+    np.testing.assert_array_equal(ev["y_true"], yt.numpy())
+    np.testing.assert_array_equal(ev["y_pred"], pred)
+    cm = np.zeros((10, 10), int)
+    np.add.at(cm, (yt.numpy(), pred), 1)
+    np.testing.assert_array_equal(ev["confusion"], cm)
+    m = r.manifest
+    assert m["data"]["test_source"] == "test= given to analyze" and m["data"]["test_size"] == len(yt)
+    assert m["checkpoints"] == [0, 3, 6, 9]
+    assert m["metrics"]["test_accuracy"] == pytest.approx((pred == yt.numpy()).mean())
+    assert r.explanations()["config"] == json.loads(json.dumps(ExplainConfig().__dict__))

@@ -18,8 +18,10 @@ MODULES = {".".join(p.relative_to(SRC).with_suffix("").parts).removesuffix(".__i
 # modules that never import torch, at any level (the report and the numpy stages)
 TORCH_FREE = [m for m in MODULES if m.startswith(("i2x.analysis", "i2x.report"))] + [
     "i2x",
+    "i2x.compare_runs",
     "i2x.config",
     "i2x.errors",
+    "i2x.manifest",
     "i2x.presets",
     "i2x.rundir",
     "i2x.store",
@@ -137,3 +139,68 @@ def test_every_setting_has_help_and_a_reason():
             assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help text"
             if f.name != "explain":
                 assert f.metadata.get("why"), f"{cls.__name__}.{f.name} does not say why its default"
+
+
+# issue 22: layers only look down, one place for each rule
+ANALYSIS = sorted(m for m in MODULES if m.startswith("i2x.analysis"))
+
+
+@pytest.mark.parametrize("module", ANALYSIS)
+def test_analysis_imports_nothing_above_it(module):
+    """The numpy stages know no run directory, report, model code or command line (any level)."""
+    for name in _imports(module):
+        assert not name.startswith(("i2x.rundir", "i2x.report", "i2x.nn", "i2x.cli")), f"{module} imports {name}"
+
+
+@pytest.mark.parametrize("module", ["i2x.nn.finetune", "i2x.nn.faithfulness"])
+def test_commands_on_a_run_do_not_import_the_pipeline(module):
+    assert "i2x.nn.pipeline" not in _imports(module), f"{module} imports the pipeline (load_model is in nn.models)"
+
+
+def test_no_test_module_imports_another():
+    tests = Path(__file__).resolve().parent
+    names = {p.stem for p in tests.glob("test_*.py")}
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            found = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                found = [node.module or ""]
+            for name in found:
+                assert name.split(".")[-1] not in names, f"{path.name} imports the test module {name}"
+
+
+def test_run_config_is_built_only_by_the_resolver():
+    """Settings are resolved in one place (config.resolve); elsewhere a RunConfig comes from it,
+    from a saved dict (RunConfig.from_dict) or from the caller."""
+    for module, path in MODULES.items():
+        if module == "i2x.config":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                f = node.func
+                name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+                assert name != "RunConfig", f"{module}:{node.lineno} builds a RunConfig (use i2x.config.resolve)"
+
+
+def _strings(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            yield node
+
+
+@pytest.mark.parametrize("module", ANALYSIS)
+def test_analysis_messages_name_no_command_line_flag(module):
+    """Library errors name the Python argument; the CLI turns settings into flags (cli.cli_message)."""
+    import re
+
+    tree = ast.parse(MODULES[module].read_text())
+    docs = {
+        id(n.body[0].value)
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body and isinstance(n.body[0], ast.Expr)
+    }
+    for node in _strings(tree):
+        if id(node) in docs:
+            continue
+        flags = re.findall(r"(?<![\w-])--[a-z][a-z-]+", node.value)
+        assert not flags, f"{module}:{node.lineno} writes the flag {flags[0]} into a message"

@@ -1,5 +1,7 @@
 """End to end: the CLI on a tiny dataset, then the run directory and `i2x explain`."""
 
+from __future__ import annotations
+
 import json
 import subprocess
 import sys
@@ -81,7 +83,8 @@ def test_bad_setting_names_the_field_in_python_and_the_flag_on_the_cli(capsys, t
     import pytest
 
     import i2x
-    from i2x.config import ConfigError, RunConfig, resolve
+    from i2x.config import RunConfig, resolve
+    from i2x.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"^epochs=0: must be ≥ 1"):
         resolve({"epochs": 0})
@@ -107,3 +110,20 @@ def test_data_seed_moves_the_data_order_alone(tmp_path, tiny_args):
     np.testing.assert_array_equal(last["a"], last["c"])  # --data-seed = --seed is the default
     m = json.loads((runs["b"] / "manifest.json").read_text())
     assert m["seeds"] == {"seed": 0, "data_seed": 7, "explain_seed": 42} and m["config"]["data_seed"] == 7
+
+
+# --------------------------------------------------------------------------- `i2x run` with its report
+
+
+def test_cli_run_without_no_report_writes_the_report(tmp_path, tiny_args, capsys):
+    args = [a for a in tiny_args if a != "--no-report"]
+    out = tmp_path / "r"
+    assert main(["run", "--out", str(out), *args, "--epochs", "1", "--train-subset", "400"]) == 0
+    index = out / "report" / "index.html"
+    assert index.exists() and f"open {index}" in capsys.readouterr().out
+    html = index.read_text()
+    for sec in ("summary", "prototypes", "classes", "pairs", "dynamics"):
+        assert f'id="{sec}"' in html
+    ex = json.loads((out / "explanations.json").read_text())
+    for p in ex["pairs"]:
+        assert (out / "report" / "fig" / f"pair-{p['a']}-{p['b']}-contribution.png").exists()

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_RUN_ARGS
 
 import i2x
 from i2x import store
@@ -19,20 +16,6 @@ from i2x.cli import main
 from i2x.errors import I2XError
 
 ROW_KEYS = {"a", "b", "overlap", "best_b", "best_overlap", "background_a"}
-
-
-@functools.cache
-def _build_ds7(base: str) -> Path:
-    """One run per test session, shared with test_compare_browser.py (which imports the fixture)."""
-    out = Path(base) / "ds7-run"
-    assert main(["run", "--out", str(out), *TINY_RUN_ARGS, "--data-seed", "7"]) == 0
-    return out
-
-
-@pytest.fixture(scope="session")
-def ds7_run(tmp_path_factory) -> Path:
-    """The tiny run of `cli_run` with another data order only (`--data-seed 7`); never modify it."""
-    return _build_ds7(str(tmp_path_factory.getbasetemp()))
 
 
 def test_a_run_compared_with_itself_matches_every_prototype_to_itself(cli_run):

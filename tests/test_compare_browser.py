@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 import pytest
-from test_compare import ds7_run  # noqa: F401  (the shared --data-seed 7 tiny run)
-from test_report_browser import ARTIFACTS, open_report
+from chromium import ARTIFACTS, open_report
 
 import i2x
 
@@ -14,7 +13,7 @@ pytestmark = pytest.mark.browser
 SECTIONS = ("summary", "matching", "confusion", "pairs", "classes", "examples")
 
 
-def test_compare_page_opens_from_disk_in_chromium(cli_run, ds7_run, tmp_path):  # noqa: F811
+def test_compare_page_opens_from_disk_in_chromium(cli_run, ds7_run, tmp_path):
     res = i2x.compare(cli_run, ds7_run, out=tmp_path / "cmp")
     facts, errors = open_report(
         res.path / "index.html", tmp_path / "profile", ARTIFACTS / "compare.png", full_height=5000

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import pickle
-
 import numpy as np
 import pytest
 import torch
+from helpers import write_fake_cifar, write_imagefolder
 
 from i2x.data import (
     CIFAR10_MEAN,
@@ -17,45 +16,6 @@ from i2x.data import (
     stratified_split,
 )
 from i2x.errors import I2XError
-
-
-def write_fake_cifar(root, n_train=20, n_test=10, seed=0):
-    """A tiny cifar-10-batches-py folder: 2 training pickles (as torchvision's, fewer rows) and a test one."""
-    rng = np.random.default_rng(seed)
-    d = root / "cifar-10-batches-py"
-    d.mkdir(parents=True)
-    batches, start = {}, 0
-    for name, n in [*[(f"data_batch_{i}", n_train // 5) for i in range(1, 6)], ("test_batch", n_test)]:
-        x = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-        start = 0 if name == "test_batch" else start
-        y = [int(v) for v in (start + np.arange(n)) % 10]  # the training batches together hold every class
-        start += n
-        batches[name] = (x, y)
-        with open(d / name, "wb") as fh:
-            pickle.dump({b"data": x, b"labels": y}, fh)
-    with open(d / "batches.meta", "wb") as fh:
-        pickle.dump(
-            {
-                b"label_names": [
-                    c.encode()
-                    for c in ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-                ]
-            },
-            fh,
-        )
-    return batches
-
-
-def write_imagefolder(root, classes=("a", "b", "c"), per_class=4, size=(12, 10), mode="RGB", seed=0):
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    for split in ("train", "test"):
-        for c in classes:
-            (root / split / c).mkdir(parents=True)
-            for i in range(per_class):
-                shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
-                Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(root / split / c / f"{i}.png")
 
 
 def test_cifar10_pickle_layout(tmp_path):
@@ -73,10 +33,15 @@ def test_cifar10_pickle_layout(tmp_path):
 
 
 def test_cifar10_missing_names_data_dir(tmp_path):
-    with pytest.raises(I2XError, match="--data-dir"):
+    from i2x.cli import cli_message
+
+    with pytest.raises(I2XError, match="^data_dir=.*point data_dir= at .*download=True") as e:
         load_splits("cifar10", tmp_path)
-    with pytest.raises(I2XError, match="--data-dir"):
+    assert cli_message(e.value).startswith(f"--data-dir {tmp_path}: ")  # the command line names the flags
+    assert "point --data-dir at" in cli_message(e.value) and "pass --download" in cli_message(e.value)
+    with pytest.raises(I2XError, match="data_dir=") as e:
         load_splits("cifar10", None)
+    assert "--data-dir" in cli_message(e.value)
 
 
 def test_imagefolder_tree_and_cache(tmp_path):

@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_RUN_ARGS
+from helpers import TINY_RUN_ARGS
 
 import i2x
 from i2x import store
-from i2x.data import Dataset
 from i2x.nn.saliency import saliency_and_confidence
 from i2x.rundir import STAGE_NAMES
 
@@ -39,10 +38,8 @@ def ddp_run(tmp_path_factory) -> Path:
 
 
 def _explain_set(run: Path):
-    m = store.read_manifest(run)
-    es = store.load_npz(run / "record" / "explain_set.npz")
-    d = m["data"]
-    return Dataset(es["images"], es["labels"], d["classes"], tuple(d["mean"]), tuple(d["std"])).tensors()
+    es = store.load_explain_set(run)  # as the model saw it
+    return torch.from_numpy(es["images"]), torch.from_numpy(es["labels"])
 
 
 def test_merged_shards_equal_one_process_recording_the_same_weights(ddp_run):
@@ -106,7 +103,9 @@ def test_resume_under_torchrun_after_kill(ddp_run, tmp_path):
 )
 def test_a_batch_too_small_to_split_over_the_ranks_is_a_config_error(n, batch, message):
     """Under torchrun every rank gets ≥ 2 rows of every batch, or the run stops before training."""
-    from i2x.config import ConfigError, RunConfig
+    from i2x.cli import cli_message
+    from i2x.config import RunConfig
+    from i2x.errors import ConfigError
     from i2x.nn.distributed import World
     from i2x.nn.train import check_split, iterations_per_epoch, train
 
@@ -114,7 +113,7 @@ def test_a_batch_too_small_to_split_over_the_ranks_is_a_config_error(n, batch, m
     check_split(n, batch, ipe, World())  # one process: nothing to split, the same data trains
     with pytest.raises(ConfigError, match=message) as err:
         check_split(n, batch, ipe, World(0, 2))
-    assert err.value.cli_message().startswith(f"--batch-size {batch}: ")
+    assert cli_message(err.value).startswith(f"--batch-size {batch}: ")
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
     with pytest.raises(ConfigError, match="torchrun processes"):  # on every rank, before any collective call
         train(

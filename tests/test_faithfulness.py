@@ -16,16 +16,15 @@ from torch import nn
 
 from i2x.analysis.faithfulness import (
     deletion_cells,
-    holm,
+    faithfulness_summary,
     noisy_linear_impute,
     pair_flips,
-    paired_test,
     pixel_cells,
     pixel_masks,
     random_cells,
     rank_agreement,
-    summarize,
 )
+from i2x.analysis.stats import holm, paired_test
 from i2x.config import ConfigError
 from i2x.errors import I2XError
 from i2x.nn.faithfulness import deletion_record, faithfulness
@@ -182,7 +181,7 @@ def test_planted_prototype_is_found_and_random_deletion_is_not(fill):
     # random deletion of as many cells elsewhere leaves the read quadrant, hence every confidence, unchanged
     np.testing.assert_allclose(rec["conf_random"][a], np.repeat(rec["conf_before"][:20, None], 5, 1), atol=1e-6)
     score = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])  # S: prototype 0 supports class 1
-    res = summarize(rec, labels, score, np.zeros(3, bool), [])
+    res = faithfulness_summary(rec, labels, score, np.zeros(3, bool), [])
     row = {r["prototype"]: r for r in res["prototypes"]}
     assert row[0]["n_images"] == 20 and row[0]["cells_mean"] == 4
     assert row[0]["effect"][1] < -0.5 and row[0]["p_value"][1] < 1e-6 and row[0]["ci_high"][1] < 0
@@ -245,7 +244,7 @@ def test_cli_on_a_real_tiny_run(cli_run, tmp_path, capsys):
 
 
 def test_python_api_settings_and_custom_model(cli_run, tmp_path):
-    from i2x.nn.pipeline import load_model
+    from i2x.nn.models import load_model
 
     with pytest.raises(ConfigError, match="random_draws"):
         faithfulness(cli_run, random_draws=0, out=tmp_path / "x.json")

@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 import pytest
-from test_data import write_imagefolder
+from helpers import write_imagefolder
 
 from i2x.cli import main
 
@@ -102,8 +102,8 @@ def test_a_full_disk_is_one_line_and_the_run_resumes(cli_run, tmp_path, capsys, 
 def test_torch_save_failing_mid_write_is_a_storage_error(tmp_path, monkeypatch):
     import torch
 
+    from i2x.errors import StorageError
     from i2x.nn.train import save_state
-    from i2x.store import StorageError
 
     def full_disk_save(obj, fh, *a, **k):  # what torch.save raises when the disk fills mid-write
         fh.write(b"PK\x03\x04 half a zip")

@@ -7,15 +7,20 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
+import i2x
+from i2x.analysis.explain import pair_explanation
 from i2x.analysis.finetune import (
     curated_indices,
     pair_counts,
-    paired_comparison,
     parse_schedules,
     resolve_prototype,
+    summarize,
 )
-from i2x.errors import I2XError
+from i2x.analysis.stats import paired_comparison
+from i2x.cli import cli_message, main
+from i2x.errors import ConfigError
 from i2x.nn.finetune import finetune
 
 
@@ -53,10 +58,10 @@ def test_curated_indices_matches_definition_on_random_input():
 
 def test_parse_schedules_and_errors():
     assert parse_schedules("full, curated+full,curated→curated") == ["full", "curated+full", "curated+curated"]
-    with pytest.raises(I2XError, match="--schedules"):
-        parse_schedules("full,currated")
-    with pytest.raises(I2XError, match="--schedules"):
-        parse_schedules("full,full")
+    for bad in ("full,currated", "full,full"):
+        with pytest.raises(ConfigError, match="^schedules=") as e:  # Python names the argument ...
+            parse_schedules(bad)
+        assert cli_message(e.value).startswith("--schedules ")  # ... the command line its flag
 
 
 def test_pair_counts_and_paired_comparison():
@@ -76,11 +81,13 @@ class _FakeRun:
 
 
 def test_pair_without_uncertain_prototype_names_prototype():
-    with pytest.raises(I2XError, match="--prototype"):
+    with pytest.raises(ConfigError, match="^prototype='auto'") as e:
         resolve_prototype(_FakeRun(), "auto", 2, 1, 8)
+    assert cli_message(e.value).startswith("--prototype auto")
     assert resolve_prototype(_FakeRun(), "3", 1, 2, 8) == 3
-    with pytest.raises(I2XError, match="--prototype 8"):
+    with pytest.raises(ConfigError, match="^prototype=8") as e:
         resolve_prototype(_FakeRun(), 8, 1, 2, 8)
+    assert cli_message(e.value).startswith("--prototype 8")
 
 
 @pytest.fixture(scope="module")
@@ -432,3 +439,109 @@ def test_a_control_with_nothing_to_remove_is_named_as_left_out(tiny_run, monkeyp
     assert json.loads((out / "results.json").read_text())["controls_left_out"] == ["random-any"]
     assert "Left out (nothing to remove, or only the I2X removal itself): random-any." in res.table()
     assert FinetuneResult.load(out).controls_left_out == ("random-any",)
+
+
+# --------------------------------------------------------------------------- fine-tuning statistics
+
+
+def test_summarize_uses_the_sample_std():
+    reps = [
+        {"accuracy": 0.9, "a_to_b": 1, "b_to_a": 4, "ab": 5},
+        {"accuracy": 0.8, "a_to_b": 2, "b_to_a": 4, "ab": 6},
+        {"accuracy": 0.7, "a_to_b": 6, "b_to_a": 4, "ab": 10},
+    ]
+    s = summarize(reps)
+    assert s["accuracy_mean"] == pytest.approx(0.8) and s["accuracy_std"] == pytest.approx(0.1)  # ddof=1
+    assert s["a_to_b_mean"] == pytest.approx(3.0) and s["a_to_b_std"] == pytest.approx(np.sqrt(7.0))
+    assert s["b_to_a_std"] == 0.0 and s["ab_std"] == pytest.approx(np.sqrt(7.0))
+    assert summarize(reps[:1])["accuracy_std"] == 0.0
+
+
+# --------------------------------------------------------------------------- fine-tuning the session's tiny run
+
+
+def test_curated_arm_trains_on_exactly_the_curated_rows(saved, run_dir, monkeypatch):
+    from i2x.nn import finetune as ft
+
+    a, b = saved.ex["pairs"][0]["a"], saved.ex["pairs"][0]["b"]
+    contain, y = saved.ia["contain"], saved.labels
+    in_pair = np.isin(y, (a, b))
+    k = int(np.argmax(contain[in_pair].sum(0)))
+    keep = np.flatnonzero(~(in_pair & contain[:, k]))  # E minus the a/b samples containing k
+    assert 0 < len(keep) < len(y)
+    seen: dict[str, torch.Tensor] = {}
+    real = ft._train_schedule
+
+    def spy(model, sched, seed, sets, x_e, y_e, *rest):
+        rows = []
+        hook = model.register_forward_pre_hook(
+            lambda m, args: rows.append(args[0].detach().clone()) if m.training else None
+        )
+        try:
+            real(model, sched, seed, sets, x_e, y_e, *rest)
+        finally:
+            hook.remove()
+        seen[sched] = torch.cat(rows)
+
+    monkeypatch.setattr(ft, "_train_schedule", spy)
+    res = i2x.finetune(
+        run_dir,
+        pair=(a, b),
+        prototype=k,
+        schedules="curated,full",
+        repeats=1,
+        controls="none",
+        out=run_dir / "ft-rows",
+        progress=False,
+    )
+    np.testing.assert_array_equal(res.curated_indices, keep)
+    x = saved.x_exp()
+
+    def rows(t: torch.Tensor) -> list[bytes]:
+        return sorted(r.numpy().tobytes() for r in t)
+
+    assert len(seen["curated"]) == len(keep) and rows(seen["curated"]) == rows(x[keep])  # each curated row once
+    assert len(seen["full"]) == len(y) and rows(seen["full"]) == rows(x)
+
+
+def test_finetune_prototype_auto_on_a_real_run(saved, run_dir, capsys):
+    """`--pair auto --prototype auto`: the most confused test pair with a significant uncertain
+    prototype, and its top one; when a pair has none, one line that says what to give instead."""
+    pes = {(p["a"], p["b"]): p for p in saved.ex["pairs"]}
+    labels = set(saved.labels.tolist())
+    cm = saved.ev["confusion"]
+    C = len(cm)
+    order = sorted(
+        ((a, b) for a in range(C) for b in range(a + 1, C) if cm[a, b] + cm[b, a] and {a, b} <= labels),
+        key=lambda p: (-(cm[p] + cm[p[::-1]]), p),
+    )
+    cfg, bg = saved.cfg.explain, saved.ia["background"]
+    expect = None
+    for a, b in order:
+        pe = pair_explanation(
+            saved.dy["W"], saved.ia["contain"], saved.labels, a, b, cfg, p_pair=saved.dy["p_pair"], background=bg
+        )
+        if (a, b) in pes:
+            assert [r["prototype"] for r in pe["uncertain"]] == [r["prototype"] for r in pes[(a, b)]["uncertain"]]
+        if pe["uncertain"] and expect is None:
+            expect = (a, b, pe["uncertain"][0]["prototype"])
+    args = ["--schedules", "curated", "--repeats", "1", "--controls", "none", "--quiet"]
+    out = run_dir / "ft-auto"
+    rc = main(["finetune", str(run_dir), "--pair", "auto", "--prototype", "auto", "--out", str(out), *args])
+    captured = capsys.readouterr()
+    if expect is None:
+        assert rc == 2 and len(captured.err.strip().splitlines()) == 1
+        assert "no significant uncertain prototype" in captured.err or "none of the" in captured.err
+    else:
+        assert rc == 0, captured.err
+        res = json.loads((out / "results.json").read_text())
+        assert (res["pair"][0], res["pair"][1], res["prototype"]) == expect
+    # a confused pair without a significant uncertain prototype: one line naming --prototype
+    empty = [p for p in saved.ex["pairs"] if not p["uncertain"]]
+    if empty:
+        a, b = empty[0]["a"], empty[0]["b"]
+        rc = main(["finetune", str(run_dir), "--pair", str(a), str(b), "--prototype", "auto", *args])
+        err = capsys.readouterr().err
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and "--prototype auto" in err
+        assert "no significant uncertain prototype" in err
+    assert expect is not None or empty

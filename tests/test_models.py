@@ -54,5 +54,8 @@ def test_inceptionv3_upsamples_inside():
 
 
 def test_unknown_model():
-    with pytest.raises(I2XError, match="--model 'vgg'"):
+    from i2x.cli import cli_message
+
+    with pytest.raises(I2XError, match="^model='vgg': is not a built-in model") as e:
         build_model("vgg")
+    assert cli_message(e.value).startswith("--model vgg: is not a built-in model")

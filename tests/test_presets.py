@@ -8,12 +8,14 @@ format the preset reads (MNIST IDX files, CIFAR-10 pickles); nothing is download
 from __future__ import annotations
 
 import gzip
+import inspect
 import json
 
 import numpy as np
 import pytest
-from test_data import write_fake_cifar  # tests/ is on sys.path (pytest rootdir conftest)
+from helpers import write_fake_cifar  # tests/ is on sys.path (pytest rootdir conftest)
 
+import i2x
 from i2x.cli import main
 from i2x.config import RunConfig, resolve
 from i2x.errors import I2XError
@@ -170,22 +172,22 @@ def test_a_schedule_set_in_a_runconfig_is_kept_like_a_given_flag():
     """i2x.run(config=RunConfig(every=5)) and run(config=..., every=5) keep the schedule as given
     (min_checkpoints 0), as --every does; a RunConfig with the default schedule still scales it,
     and a min_checkpoints set to other than its default is kept."""
-    from i2x.config import RunConfig, from_config
+    from i2x.config import RunConfig, resolve
     from i2x.errors import I2XError
     from i2x.nn.pipeline import _schedule
 
-    assert from_config(RunConfig(every=5)).min_checkpoints == 0
-    assert _schedule(from_config(RunConfig(every=5, epochs=1)), 500) == (5, 8)  # 8 iterations, every 5
-    assert from_config(RunConfig(), {"every": 5}).min_checkpoints == 0
-    assert from_config(RunConfig(every_epoch=True)).min_checkpoints == 0
-    assert from_config(RunConfig(), {"every_epoch": True}).every_epoch is True
-    assert from_config(RunConfig(every_epoch=True), {"every": 7}).every_epoch is False  # every switches it off
-    assert from_config(RunConfig()).min_checkpoints == 8  # the default schedule scales with a short run
-    assert from_config(RunConfig(), {"epochs": 1, "every": None}).min_checkpoints == 8  # None = not given
-    assert from_config(RunConfig(every=5, min_checkpoints=3)).min_checkpoints == 3
-    assert from_config(RunConfig(every=5), {"min_checkpoints": 8}).min_checkpoints == 8
+    assert resolve(config=RunConfig(every=5)).min_checkpoints == 0
+    assert _schedule(resolve(config=RunConfig(every=5, epochs=1)), 500) == (5, 8)  # 8 iterations, every 5
+    assert resolve({"every": 5}, config=RunConfig()).min_checkpoints == 0
+    assert resolve(config=RunConfig(every_epoch=True)).min_checkpoints == 0
+    assert resolve({"every_epoch": True}, config=RunConfig()).every_epoch is True
+    assert resolve({"every": 7}, config=RunConfig(every_epoch=True)).every_epoch is False  # every switches it off
+    assert resolve(config=RunConfig()).min_checkpoints == 8  # the default schedule scales with a short run
+    assert resolve({"epochs": 1, "every": None}, config=RunConfig()).min_checkpoints == 8  # None = not given
+    assert resolve(config=RunConfig(every=5, min_checkpoints=3)).min_checkpoints == 3
+    assert resolve({"min_checkpoints": 8}, config=RunConfig(every=5)).min_checkpoints == 8
     with pytest.raises(I2XError, match="exclude each other"):
-        from_config(RunConfig(), {"every": 5, "every_epoch": True})
+        resolve({"every": 5, "every_epoch": True}, config=RunConfig())
     # i2x.run's own path: config= goes through the same rule
     from pathlib import Path
 
@@ -193,3 +195,29 @@ def test_a_schedule_set_in_a_runconfig_is_kept_like_a_given_flag():
 
     assert _run_config(RunConfig(every=5), None, {}, None, Path("unused")).min_checkpoints == 0
     assert _run_config(RunConfig(), None, {"every": 5}, None, Path("unused")).min_checkpoints == 0
+
+
+def test_python_run_with_a_preset(tmp_path):
+    data = write_fake_mnist(tmp_path / "data")
+    extra = {"report": False} if "report" in inspect.signature(i2x.run).parameters else {}
+    given = dict(
+        model="smallcnn", epochs=1, batch_size=10, every=1, prototypes=4, min_cluster_size=2, explain_fraction=0.2
+    )
+    r = i2x.run(
+        preset="paper-mnist-resnet50",
+        out=tmp_path / "run",
+        data_dir=str(data),
+        device="cpu",
+        progress=False,
+        **given,
+        **extra,
+    )
+    c = r.manifest["config"]
+    # the preset's values (MNIST, E seeded 42, gradcam) under the explicit ones
+    assert (c["dataset"], c["explain_seed"], c["method"], c["every_epoch"]) == ("mnist", 42, "gradcam", False)
+    assert (c["model"], c["epochs"], c["batch_size"], c["prototypes"]) == ("smallcnn", 1, 10, 4)
+    assert r.manifest["seeds"]["explain_seed"] == 42
+    assert r.manifest["checkpoints"] == [0, 1, 2] and r.manifest["data"]["train_size"] == 20
+    assert all(r.manifest["stages"][s]["complete"] for s in ("record", "evaluate", "explain"))
+    with pytest.raises(i2x.I2XError, match="not both"):
+        i2x.run(RunConfig(), preset="paper-mnist-resnet50", out=tmp_path / "x")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-import json
 import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SECTIONS, write_finetune
 
 from i2x import store
 from i2x.errors import I2XError, RunDirError
@@ -17,38 +16,6 @@ from i2x.report import report
 from i2x.report.figures import grid, proto_colors, proto_hex, tile, upsample
 from i2x.report.load import finetune_summary
 from i2x.report.page import md_tables
-
-SECTIONS = ("summary", "prototypes", "classes", "pairs", "dynamics")
-
-
-@functools.cache
-def _build_tiny_run(base: str) -> Path:
-    """One real tiny run (scikit-learn digits, 8x8 -> 2x2 maps) per test session, shared by
-    this module and test_report_browser.py (which imports the fixture below)."""
-    import torch
-
-    import i2x
-
-    torch.manual_seed(0)
-    out = Path(base) / "report-tiny"
-    i2x.run(
-        out=out,
-        progress=False,
-        dataset="digits",
-        epochs=1,
-        batch_size=64,
-        every=4,
-        prototypes=4,
-        min_cluster_size=5,
-        seed=0,
-        device="cpu",
-    )
-    return out
-
-
-@pytest.fixture(scope="session")
-def report_run(tmp_path_factory) -> Path:
-    return _build_tiny_run(str(tmp_path_factory.getbasetemp()))
 
 
 @pytest.fixture(scope="session")
@@ -98,26 +65,6 @@ def test_prototype_chips_use_one_colour_per_prototype(report_run, report_index):
     assert chips
     for col, p in chips:
         assert col == hexes[int(p)]
-
-
-def write_finetune(run: Path) -> None:
-    """A small ``DIR/finetune`` as ``i2x finetune`` writes it (two schedules, pair 2↔7)."""
-    cm = np.zeros((10, 10), int)
-    reps = []
-    for i, (acc, ab, ba) in enumerate([(0.9, 3, 1), (0.92, 1, 1)]):
-        c = cm.copy()
-        c[2, 7], c[7, 2] = ab, ba
-        reps.append({"seed": i, "accuracy": acc, "confusion": c.tolist()})
-    (run / "finetune").mkdir()
-    res = {
-        "pair": [2, 7],
-        "schedules": {"full": {"repeats": reps}, "curated": {"repeats": reps[:1]}},
-        "baseline": {"accuracy": 0.91, "confusion": cm.tolist()},
-    }
-    (run / "finetune" / "results.json").write_text(json.dumps(res))
-    (run / "finetune" / "table.md").write_text(
-        "# Fine-tuning 2↔7\n\n| schedule | acc % |\n|---|---|\n| full | 91.00 ± 1.41 |\n"
-    )
 
 
 def test_finetune_section_from_results_and_table(report_run, tmp_path):

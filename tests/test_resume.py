@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_RUN_ARGS
+from helpers import TINY_RUN_ARGS
 
-ARGS = [*TINY_RUN_ARGS, "--seed", "3"]  # tests/conftest.py
+ARGS = [*TINY_RUN_ARGS, "--seed", "3"]  # tests/helpers.py
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 

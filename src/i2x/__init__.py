@@ -7,7 +7,7 @@ Stage functions (see ``I2X-SPEC``):
 3. :func:`intensity` — prototype intensity (Eq. 4), :func:`containment`
 4. :func:`confidence_clusters` — HDBSCAN on confidence changes (Eq. 5)
 5. :func:`aggregate_clusters` — per-cluster ΔP and ΔI (Eq. 6-7)
-6. :func:`ridge` — W_t (Eq. 8); :func:`dynamics` runs 4-6 over every step
+6. :func:`ridge` — W_t (Eq. 8); :func:`dynamics` runs 4-6 over every step, with the same code
 7. :func:`explain` — structured explanations per class and per pair
 8. :func:`finetune` — explanation-guided fine-tuning, against control arms
 9. :func:`faithfulness` — prototype deletion on the final model, against random deletion
@@ -51,7 +51,7 @@ _LAZY = {
     "explain": "analysis.explain",
     "pair_explanation": "analysis.explain",
     "curated_indices": "analysis.finetune",
-    "compare": "analysis.compare",
+    "compare": "compare_runs",
     "Run": "rundir",
     "saliency": "nn.saliency",
     "features": "nn.saliency",
@@ -59,7 +59,7 @@ _LAZY = {
     "run": "nn.pipeline",
     "analyze": "nn.pipeline",
     "analyze_checkpoints": "nn.pipeline",
-    "load_model": "nn.pipeline",
+    "load_model": "nn.models",
     "finetune": "nn.finetune",
     "faithfulness": "nn.faithfulness",
     "models": "nn.models",

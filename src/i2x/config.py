@@ -19,28 +19,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from .errors import I2XError
+from .errors import ConfigError, I2XError
 from .presets import PRESETS, preset_values
-
-
-class ConfigError(I2XError):
-    """A setting has a bad value: ``str()`` names the field, :meth:`cli_message` the flag."""
-
-    def __init__(self, name: str, value: Any, problem: str):
-        self.name, self.value, self.problem = name, value, problem
-        super().__init__(f"{name}={value!r}: {problem}")
-
-    @property
-    def flag(self) -> str:
-        return flag_of(self.name)
-
-    def cli_message(self) -> str:
-        return f"{self.flag} {self.value}: {self.problem}"
-
-
-def flag_of(name: str) -> str:
-    """The command-line flag of setting ``name`` (``train_subset`` -> ``--train-subset``)."""
-    return "--" + name.replace("_", "-")
 
 
 # Checks: each takes the value and returns what is wrong with it, or None.
@@ -559,6 +539,11 @@ def setting_names(cls=RunConfig) -> list[str]:
     return out + (_names(ExplainConfig) if cls is RunConfig else [])
 
 
+def all_setting_names() -> set[str]:
+    """The names of every setting of every command (what a message may name as ``name=value``)."""
+    return {*setting_names(RunConfig), *_names(FinetuneConfig), *_names(FaithfulnessConfig)}
+
+
 def _flat(d: dict) -> dict:
     """Flatten a nested ``explain`` dict (or ExplainConfig) into top-level names."""
     d = dict(d)
@@ -591,20 +576,6 @@ def _type_ok(v, want) -> bool:
     return isinstance(v, want)
 
 
-def from_config(config: RunConfig, overrides: dict | None = None) -> RunConfig:
-    """``config`` changed by keyword ``overrides`` (None = not given), with :func:`resolve`'s schedule
-    rule: a schedule the caller chose — ``every``/``every_epoch`` given as an override, or set in
-    ``config`` to other than the defaults — is kept as given (``min_checkpoints`` 0), unless
-    ``min_checkpoints`` itself is given or set to other than its default."""
-    given, own = _given_schedule(overrides)
-    default = RunConfig()
-    if (
-        own or config.every != default.every or config.every_epoch
-    ) and config.min_checkpoints == default.min_checkpoints:
-        given.setdefault("min_checkpoints", 0)
-    return config.replace(**given).validate()
-
-
 def _given_schedule(explicit: dict | None) -> tuple[dict, bool]:
     """(the given settings without the None ones, whether they set the schedule): ``every`` given
     switches ``every_epoch`` off; giving both is an error."""
@@ -620,21 +591,43 @@ def resolve(
     explicit: dict | None = None,
     preset: str | None = None,
     base: RunConfig | dict | None = None,
+    *,
+    config: RunConfig | None = None,
+    analysis: bool = False,
+    train: bool = False,
 ) -> RunConfig:
-    """The one precedence rule: defaults < ``preset`` < ``base`` (a resumed run's config) < ``explicit``.
+    """The one precedence rule of every entry point (``run``, ``analyze``, ``analyze_checkpoints``,
+    the CLI, presets, resume): defaults < ``preset`` < ``base`` (a resumed or re-analysed run's own
+    config) < ``explicit``. ``config`` (a :class:`RunConfig` the caller built) stands in for
+    defaults < preset < base. ``explicit`` values of None mean "not given".
 
-    ``explicit`` values of None mean "not given". ``every`` given without ``every_epoch``
-    switches a preset's once-per-epoch schedule off; giving both is an error. A schedule given
-    explicitly (``every`` or ``every_epoch``) is kept as given (``min_checkpoints`` 0 unless given).
+    Schedule: ``every`` given without ``every_epoch`` switches a preset's once-per-epoch schedule
+    off; giving both is an error. A schedule the caller chose — ``every``/``every_epoch`` given
+    explicitly, or set in ``config`` to other than the defaults — is kept as given
+    (``min_checkpoints`` 0), unless ``min_checkpoints`` itself is given (or set in ``config``).
+
+    ``analysis``: the settings of an analysis of records the caller's own loop wrote (``analyze``):
+    without a ``base`` its defaults name no built-in model (``model=''``) and fit the prototypes on
+    the explanation set. ``train``: training data is given, so the prototypes are fitted on it
+    (``prototype_fit='train'``) unless ``config`` or ``explicit`` say otherwise — decided here only.
     """
     given, own = _given_schedule(explicit)
-    cfg = RunConfig()
-    if preset is not None:
-        cfg = cfg.replace(**preset_values(preset))
-    if base is not None:
-        cfg = cfg.replace(**(base.to_dict() if isinstance(base, RunConfig) else base))
-    if own:
-        given.setdefault("min_checkpoints", 0)  # the caller's own schedule, as given
+    default = RunConfig()
+    if config is not None:
+        cfg = config
+        chosen = own or config.every != default.every or config.every_epoch
+        if chosen and config.min_checkpoints == default.min_checkpoints:
+            given.setdefault("min_checkpoints", 0)
+    else:
+        cfg = default.replace(model="", prototype_fit="explain") if analysis and base is None else default
+        if preset is not None:
+            cfg = cfg.replace(**preset_values(preset))
+        if base is not None:
+            cfg = cfg.replace(**(base.to_dict() if isinstance(base, RunConfig) else base))
+        if own:
+            given.setdefault("min_checkpoints", 0)  # the caller's own schedule, as given
+        if train:
+            given.setdefault("prototype_fit", "train")  # the paper fits on the training set
     return cfg.replace(**given).validate()
 
 

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import gzip
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import I2XError
+from .errors import ConfigError, I2XError
 from .store import atomic_write
 
 DATA_DIR_ENV = "I2X_DATA_DIR"
@@ -48,7 +48,6 @@ class Dataset:
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     name: str = ""
-    extra: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -128,9 +127,11 @@ def load_mnist_split(data_dir: str | os.PathLike, train: bool, download: bool = 
         img = _find_idx(root, f"{prefix}-images-idx3-ubyte")
         lab = _find_idx(root, f"{prefix}-labels-idx1-ubyte")
     if img is None or lab is None:
-        raise I2XError(
-            f"--data-dir {root}: no MNIST/raw/{prefix}-images-idx3-ubyte[.gz] and {prefix}-labels-idx1-ubyte[.gz] "
-            "there; point --data-dir at the folder that holds MNIST/raw, or pass --download"
+        raise ConfigError(
+            "data_dir",
+            str(root),
+            f"no MNIST/raw/{prefix}-images-idx3-ubyte[.gz] and {prefix}-labels-idx1-ubyte[.gz] there; "
+            "point data_dir= at the folder that holds MNIST/raw, or pass download=True",
         )
     x = _read_idx(img)[:, None]  # (N, 1, 28, 28) uint8
     y = _read_idx(lab).astype(np.int64)
@@ -188,9 +189,11 @@ def load_cifar10_split(data_dir: str | os.PathLike, train: bool, download: bool 
     files = [py / f"data_batch_{i}" for i in range(1, 6)] if train else [py / "test_batch"]
     missing = [f.name for f in files if not f.exists()]
     if missing:
-        raise I2XError(
-            f"--data-dir {root}: no cifar-10-batches-py/{missing[0]} and no {split}/<class>/ image tree there; "
-            "point --data-dir at the folder that holds cifar-10-batches-py (or train/ and test/), or pass --download"
+        raise ConfigError(
+            "data_dir",
+            str(root),
+            f"no cifar-10-batches-py/{missing[0]} and no {split}/<class>/ image tree there; point data_dir= at "
+            "the folder that holds cifar-10-batches-py (or train/ and test/), or pass download=True",
         )
     parts = [_unpickle(f) for f in files]
     x = np.concatenate([np.asarray(_key(d, "data"), dtype=np.uint8).reshape(-1, 3, 32, 32) for d in parts])
@@ -219,17 +222,19 @@ def load_imagefolder_split(root: str | os.PathLike, split: str, classes: list[st
     root = Path(root)
     d = root / split
     if not d.is_dir():
-        raise I2XError(
-            f"--dataset imagefolder:{root}: no {split}/ folder there; "
-            f"lay images out as {root}/train/<class>/*.png and {root}/test/<class>/*.png"
+        raise ConfigError(
+            "dataset",
+            f"imagefolder:{root}",
+            f"no {split}/ folder there; lay images out as {root}/train/<class>/*.png and {root}/test/<class>/*.png",
         )
     found, files = _image_files(d)
     if not files:
-        raise I2XError(f"--dataset imagefolder:{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in {d}/<class>/")
+        raise ConfigError("dataset", f"imagefolder:{root}", f"no images ({', '.join(IMAGE_SUFFIXES)}) in {d}/<class>/")
     if classes is not None and found != classes:
-        raise I2XError(
-            f"--dataset imagefolder:{root}: {split}/ has classes {found} but train/ has {classes}; "
-            "give both the same class folders"
+        raise ConfigError(
+            "dataset",
+            f"imagefolder:{root}",
+            f"{split}/ has classes {found} but train/ has {classes}; give both the same class folders",
         )
     st = [f.stat() for f, _ in files]
     stamp = np.array([len(files), sum(s.st_size for s in st), max(s.st_mtime_ns for s in st)], dtype=np.int64)
@@ -259,9 +264,10 @@ def load_imagefolder_split(root: str | os.PathLike, split: str, classes: list[st
             raise I2XError(f"cannot read image {f} ({exc}): remove or replace it") from None
     sizes = {im.size for im in imgs}
     if len(sizes) > 1:
-        raise I2XError(
-            f"--dataset imagefolder:{root}: images of {len(sizes)} sizes in {split}/ (e.g. {sorted(sizes)[:2]}); "
-            "resize them to one size first"
+        raise ConfigError(
+            "dataset",
+            f"imagefolder:{root}",
+            f"images of {len(sizes)} sizes in {split}/ (e.g. {sorted(sizes)[:2]}); resize them to one size first",
         )
     gray = all(im.mode == "L" for im in imgs)
     arr = [np.asarray(im if gray else im.convert("RGB")) for im in imgs]
@@ -369,15 +375,15 @@ def stratified_split(labels: np.ndarray, held_out: int | float, seed: int) -> tu
     return np.sort(keep), np.sort(held)
 
 
-def _subset(labels: np.ndarray, n: int | None, seed: int, flag: str) -> np.ndarray:
+def _subset(labels: np.ndarray, n: int | None, seed: int, setting: str) -> np.ndarray:
     """Sorted indices of a stratified seeded subset of ``n`` samples (all when None or ≥ len)."""
     if n is None or n >= len(labels):
         return np.arange(len(labels))
     try:
         return stratified_split(labels, len(labels) - n, seed)[0]
     except ValueError as exc:
-        raise I2XError(
-            f"{flag} {n}: too few images to hold every one of {len(np.unique(labels))} classes ({exc}); ask for more"
+        raise ConfigError(
+            setting, n, f"too few images to hold every one of {len(np.unique(labels))} classes ({exc}); ask for more"
         ) from None
 
 
@@ -394,8 +400,8 @@ def load_splits(
     sp = _load_splits(name, data_dir, seed, download)
     if train_subset is None and test_subset is None:
         return sp
-    tr = sp.train.subset(_subset(sp.train.labels, train_subset, subset_seed, "--train-subset"))
-    te = sp.test.subset(_subset(sp.test.labels, test_subset, subset_seed, "--test-subset"))
+    tr = sp.train.subset(_subset(sp.train.labels, train_subset, subset_seed, "train_subset"))
+    te = sp.test.subset(_subset(sp.test.labels, test_subset, subset_seed, "test_subset"))
     src = sp.test_source + (f"; stratified subset of {len(te)} (seed {subset_seed})" if test_subset else "")
     return Splits(tr, te, src)
 
@@ -416,7 +422,7 @@ def splits_for(cfg) -> Splits:
 def _load_splits(name: str, data_dir, seed: int, download: bool) -> Splits:
     data_dir = data_dir if data_dir is not None else default_data_dir()
     if data_dir is not None and not Path(data_dir).is_dir():
-        raise I2XError(f"--data-dir {data_dir} does not exist: pass an existing folder (or unset {DATA_DIR_ENV})")
+        raise ConfigError("data_dir", data_dir, f"does not exist: pass an existing folder (or unset {DATA_DIR_ENV})")
     if name == "mnist5k":
         full = load_mnist5k()
         if data_dir is not None and _find_idx(Path(data_dir), "t10k-images-idx3-ubyte"):
@@ -429,8 +435,10 @@ def _load_splits(name: str, data_dir, seed: int, download: bool) -> Splits:
         )
     if name == "mnist":
         if data_dir is None:
-            raise I2XError(
-                f"--dataset mnist needs --data-dir (or {DATA_DIR_ENV}) holding MNIST/raw; add --download to fetch it"
+            raise ConfigError(
+                "dataset",
+                "mnist",
+                f"needs data_dir= (or {DATA_DIR_ENV}) holding MNIST/raw; add download=True to fetch it",
             )
         return Splits(
             load_mnist_split(data_dir, True, download),
@@ -443,9 +451,11 @@ def _load_splits(name: str, data_dir, seed: int, download: bool) -> Splits:
         return Splits(full.subset(rest), full.subset(held), "stratified 20% hold-out of scikit-learn digits")
     if name == "cifar10":
         if data_dir is None:
-            raise I2XError(
-                f"--dataset cifar10 needs --data-dir (or {DATA_DIR_ENV}) holding cifar-10-batches-py "
-                "or train/ and test/ image folders; add --download to fetch it"
+            raise ConfigError(
+                "dataset",
+                "cifar10",
+                f"needs data_dir= (or {DATA_DIR_ENV}) holding cifar-10-batches-py or train/ and test/ image "
+                "folders; add download=True to fetch it",
             )
         return Splits(
             load_cifar10_split(data_dir, True, download),
@@ -455,14 +465,14 @@ def _load_splits(name: str, data_dir, seed: int, download: bool) -> Splits:
     if name.startswith("imagefolder:"):
         root = Path(name.split(":", 1)[1]).expanduser()
         if not root.is_dir():
-            raise I2XError(
-                f"--dataset {name}: {root} is not a folder; give imagefolder:PATH with PATH/train and PATH/test"
+            raise ConfigError(
+                "dataset", name, f"{root} is not a folder; give imagefolder:PATH with PATH/train and PATH/test"
             )
         tr = load_imagefolder_split(root, "train")
         te = load_imagefolder_split(root, "test", classes=tr.classes)
         te.mean, te.std = tr.mean, tr.std  # normalise the test set with the training statistics
         return Splits(tr, te, f"{root}/test")
-    raise I2XError(f"--dataset {name!r} is unknown; choose one of: {', '.join(DATASETS)}")
+    raise ConfigError("dataset", name, f"is unknown; choose one of: {', '.join(DATASETS)}")
 
 
 def explanation_indices(labels, fraction: float = 0.1, seed: int = 42) -> np.ndarray:

@@ -26,16 +26,18 @@ from .analysis.dynamics import Dynamics, dynamics
 from .analysis.explain import confused_pairs, explain, pair_explanation
 from .analysis.intensity import background_prototypes, containment, intensity, saliency_density
 from .analysis.prototypes import FeatureStream, Prototypes, pca_sample_images, prototypes
-from .config import ConfigError, RunConfig
-from .errors import I2XError, RunDirError
+from .config import RunConfig
+from .errors import ConfigError, I2XError, RunDirError
+from .manifest import Manifest, StageOutput
 
 
 @dataclass
 class Hooks:
-    """What only the torch side can do; each returns numpy arrays (or the files it wrote)."""
+    """What only the torch side can do: plain functions of no arguments, each returning what it made."""
 
-    train: Callable[[], list[str]]  # stage 1: train + record
-    predict_test: Callable[[], tuple[np.ndarray, np.ndarray]]  # (y_true, y_pred) for the confusion matrix
+    train: Callable[[], StageOutput]  # stage 1: train + record; the files written and the metrics of training
+    # (y_true, y_pred, source) for the confusion matrix; source names the test set (None: the one the manifest names)
+    predict_test: Callable[[], tuple[np.ndarray, np.ndarray, str | None]]
     features: Callable[[], np.ndarray]  # final model's (N, H', W', D) on E
     train_features: Callable[[], FeatureStream] | None = None  # the same on the training set, streamed (if any)
 
@@ -45,41 +47,51 @@ class Context:
     """Everything a stage reads: the run directory, its manifest, the settings, E's labels."""
 
     out: Path
-    manifest: dict
+    manifest: Manifest  # a plain dict is wrapped (the Manifest then owns it)
     cfg: RunConfig
     labels: np.ndarray  # (N,) true classes of the explanation set E
     classes: list[str]
     hooks: Hooks
     _records: dict | None = field(default=None, repr=False)
 
+    def __post_init__(self):
+        if not isinstance(self.manifest, Manifest):
+            self.manifest = Manifest(self.manifest)
+
     def records(self) -> dict[str, np.ndarray]:
         """All checkpoint records (loaded once); every checkpoint the manifest lists must be there."""
         if self._records is None:
-            self._records = store.load_records(self.out, expected=self.manifest.get("checkpoints"))
+            self._records = store.load_records(self.out, expected=self.manifest.checkpoints)
         return self._records
 
     def arrays(self, stage: str) -> dict[str, np.ndarray]:
         return store.load_npz(self.out / "arrays" / f"{stage}.npz")
 
 
-def _record(ctx: Context) -> list[str]:
-    return ctx.hooks.train()
+def _record(ctx: Context) -> StageOutput:
+    """Stage 1 (the torch side trains and records), and the checkpoints that are now on disk."""
+    out = ctx.hooks.train()
+    out.checkpoints = store.checkpoint_iterations(ctx.out)
+    return out
 
 
-def _evaluate(ctx: Context) -> list[str]:
+def _evaluate(ctx: Context) -> StageOutput:
     """Confusion matrix (rows = true class), accuracy and the most confused pairs."""
     from sklearn.metrics import confusion_matrix
 
-    y_true, y_pred = ctx.hooks.predict_test()
+    y_true, y_pred, source = ctx.hooks.predict_test()
     cm = confusion_matrix(y_true, y_pred, labels=np.arange(len(ctx.classes))).astype(np.int64)  # (C, C)
     store.save_npz(ctx.out / "arrays" / "evaluate.npz", y_true=y_true, y_pred=y_pred, confusion=cm)
-    metrics = ctx.manifest.setdefault("metrics", {})
-    metrics["test_accuracy"] = float((y_pred == y_true).mean())
-    metrics["confused_pairs"] = [{"a": a, "b": b, "count": n} for a, b, n in confused_pairs(cm, top=5)]
-    ctx.manifest["data"]["test_size"] = int(len(y_true))
-    for w in health_warnings(y_pred, metrics["test_accuracy"], ctx.classes):
-        warn(ctx.manifest, w)
-    return ["arrays/evaluate.npz"]
+    accuracy = float((y_pred == y_true).mean())
+    return StageOutput(
+        ["arrays/evaluate.npz"],
+        metrics={
+            "test_accuracy": accuracy,
+            "confused_pairs": [{"a": a, "b": b, "count": n} for a, b, n in confused_pairs(cm, top=5)],
+        },
+        data={**({} if source is None else {"test_source": source}), "test_size": int(len(y_true))},
+        warnings=health_warnings(y_pred, accuracy, ctx.classes),
+    )
 
 
 def health_warnings(y_pred: np.ndarray, accuracy: float, classes: list[str]) -> list[str]:
@@ -101,14 +113,7 @@ def health_warnings(y_pred: np.ndarray, accuracy: float, classes: list[str]) -> 
     return out
 
 
-def warn(manifest: dict, text: str) -> None:
-    """Record a warning in the manifest (the summary, `i2x explain` and the report show them)."""
-    ws = manifest.setdefault("warnings", [])
-    if text not in ws:
-        ws.append(text)
-
-
-def _prototypes(ctx: Context) -> list[str]:
+def _prototypes(ctx: Context) -> StageOutput:
     """Stage 2 (Eq. 3): K-Means prototypes of the final model's features, fitted on E or on the
     whole training set (streamed, as in the paper), and E's assignment maps."""
     feats, c = ctx.hooks.features(), ctx.cfg
@@ -125,15 +130,19 @@ def _prototypes(ctx: Context) -> list[str]:
         feats, c.prototypes, c.pca_variance, c.pca_max_components, random_state=c.seed, fit_features=fit
     )
     store.save_npz(ctx.out / "arrays" / "prototypes.npz", **protos.to_arrays())
-    ctx.manifest["model"]["feature_shape"] = list(feats.shape[1:])
     cells = int(np.prod(feats.shape[1:3]))
     vectors = (fit.n if fit is not None else len(feats)) * cells
     pca = vectors if fit is None else pca_sample_images(fit.n, cells) * cells
-    ctx.manifest["model"]["prototype_fit"] = {"on": c.prototype_fit, "vectors": vectors, "pca_vectors": pca}
-    return ["arrays/prototypes.npz"]
+    return StageOutput(
+        ["arrays/prototypes.npz"],
+        model={
+            "feature_shape": list(feats.shape[1:]),
+            "prototype_fit": {"on": c.prototype_fit, "vectors": vectors, "pca_vectors": pca},
+        },
+    )
 
 
-def _intensity(ctx: Context) -> list[str]:
+def _intensity(ctx: Context) -> StageOutput:
     """Stage 3 (Eq. 4): prototype intensity at every checkpoint; which prototypes each sample
     contains (where they carry its final saliency); which prototypes are background."""
     c, protos = ctx.cfg, Prototypes.from_arrays(ctx.arrays("prototypes"))
@@ -150,10 +159,10 @@ def _intensity(ctx: Context) -> list[str]:
         density=density,
         background=bg,
     )
-    return ["arrays/intensity.npz"]
+    return StageOutput(["arrays/intensity.npz"])
 
 
-def _dynamics(ctx: Context) -> list[str]:
+def _dynamics(ctx: Context) -> StageOutput:
     """Stages 4-6 (Eq. 5-8): HDBSCAN on confidence changes, aggregation, ridge per step, and the
     permutation p-values of W and of the pair contributions."""
     c = ctx.cfg
@@ -170,11 +179,10 @@ def _dynamics(ctx: Context) -> list[str]:
         seed=c.seed,
     )
     store.save_npz(ctx.out / "arrays" / "dynamics.npz", **dyn.to_arrays())
-    ctx.manifest.setdefault("metrics", {})["explained_coverage"] = round(dyn.coverage(), 4)
-    return ["arrays/dynamics.npz"]
+    return StageOutput(["arrays/dynamics.npz"], metrics={"explained_coverage": round(dyn.coverage(), 4)})
 
 
-def _explain(ctx: Context) -> list[str]:
+def _explain(ctx: Context) -> StageOutput:
     """Stage 7 (§2.6): structured explanations per class and per confused pair."""
     dyn, ia = Dynamics.from_arrays(ctx.arrays("dynamics")), ctx.arrays("intensity")
     cm = ctx.arrays("evaluate")["confusion"]
@@ -192,15 +200,15 @@ def _explain(ctx: Context) -> list[str]:
         background=ia.get("background"),
         permutations=dyn.permutations,
     )
-    ex["checkpoints"] = ctx.manifest["checkpoints"]
+    ex["checkpoints"] = ctx.manifest.checkpoints
     store.save_json(ctx.out / "explanations.json", ex)
-    return ["explanations.json"]
+    return StageOutput(["explanations.json"])
 
 
 @dataclass(frozen=True)
 class Stage:
     name: str
-    run: Callable[[Context], list[str]]  # does the work, returns the files it wrote (relative to the run)
+    run: Callable[[Context], StageOutput]  # does the work, returns what it wrote and what the manifest gains
     files: tuple[str, ...]  # what it writes (the record stage of analyze() writes none)
     settings: tuple[str, ...] = ()  # the RunConfig fields it reads: changing one redoes it and what follows
 
@@ -237,54 +245,59 @@ def _settings(stage: Stage, cfg: RunConfig) -> dict:
     return {k: d[k] for k in stage.settings}
 
 
-def stage_done(run_dir: str | Path, manifest: dict, name: str, cfg: RunConfig | None = None) -> bool:
+def stage_done(run_dir: str | Path, manifest: Manifest | dict, name: str, cfg: RunConfig | None = None) -> bool:
     """A stage is done when the manifest lists it complete, every file it wrote reads back and
     (given ``cfg``) it was made with the settings it reads; else it is redone."""
-    s = manifest.get("stages", {}).get(name)
+    m = manifest.to_dict() if isinstance(manifest, Manifest) else manifest
+    s = m.get("stages", {}).get(name)
     if not (s and s.get("complete") and all(store.readable(Path(run_dir) / f) for f in s.get("files", []))):
         return False
     stage = next(st for st in STAGES if st.name == name)
     return cfg is None or "settings" not in s or s["settings"] == _settings(stage, cfg)
 
 
-def run_stages(ctx: Context, progress: bool = False) -> None:
+def run_stages(ctx: Context, progress: bool = False, given: dict[str, StageOutput] | None = None) -> None:
     """Run every stage of :data:`STAGES` that is not done — and, once one ran, every later one —
-    timing each; the manifest is rewritten after each stage, listing it complete with the files
-    it wrote and the settings it read."""
+    timing each; the manifest records each stage's output and is rewritten after each stage.
+    ``given``: the outputs of stages the caller already ran (under torchrun every rank trains
+    and records; rank 0 then records that output here instead of running the stage again)."""
     from tqdm.auto import tqdm
 
-    timings = ctx.manifest.setdefault("timings", {})
+    given = given or {}
     bar = tqdm(STAGES, desc="i2x", disable=not progress, leave=False)
     redo = False
     for stage in bar:
-        ran = redo or not stage_done(ctx.out, ctx.manifest, stage.name, ctx.cfg)
-        if ran:
+        if redo or not stage_done(ctx.out, ctx.manifest, stage.name, ctx.cfg):
             bar.set_postfix(stage=stage.name)
             t0 = time.perf_counter()
-            files = stage.run(ctx)
-            timings[stage.name] = round(time.perf_counter() - t0, 3)
-            entry = {"complete": True, "files": list(files), "settings": _settings(stage, ctx.cfg)}
-            ctx.manifest.setdefault("stages", {})[stage.name] = entry
-            store.write_manifest(ctx.out, ctx.manifest)
+            out = given[stage.name] if stage.name in given else stage.run(ctx)
+            ctx.manifest.record(stage.name, out, time.perf_counter() - t0, _settings(stage, ctx.cfg))
+            ctx.manifest.write(ctx.out)
             redo = True  # a stage redone: every later one read its output
-        external = not ctx.manifest["stages"]["record"].get("files") if stage.name == "record" else False
-        if stage.name == "record" and (ran or external or "checkpoints" not in ctx.manifest):
-            # the checkpoints on disk, when they were just recorded or come from the caller's own loop;
-            # else the run's own list, so that a lost record file is noticed, not silently skipped
-            ctx.manifest["checkpoints"] = store.checkpoint_iterations(ctx.out)
     bar.close()
-    store.write_manifest(ctx.out, ctx.manifest)
+    ctx.manifest.write(ctx.out)
 
 
-def new_manifest(cfg: RunConfig, data: dict, model: dict, old: dict | None = None) -> dict:
+def listed_checkpoints(run_dir: str | Path, old: dict | None) -> dict:
+    """The ``checkpoints`` a manifest lists before its stages run, as a field for :func:`new_manifest`:
+    the records on disk when they come from the caller's own loop (the record stage wrote no
+    file), when the record stage is not complete, or when the manifest lists none (an older run);
+    else the run's own list (``{}``: kept), so that a lost record file is noticed, not skipped."""
+    record = (old or {}).get("stages", {}).get("record") or {}
+    if old and record.get("complete") and record.get("files") and "checkpoints" in old:
+        return {}
+    return {"checkpoints": store.checkpoint_iterations(run_dir)}
+
+
+def run_seeds(cfg: RunConfig) -> dict:
+    """The manifest's ``seeds`` entry: every seed a run's results depend on."""
+    return {"seed": cfg.seed, "data_seed": cfg.order_seed, "explain_seed": cfg.explain_seed}
+
+
+def new_manifest(cfg: RunConfig, data: dict, model: dict, old: dict | None = None, **fields) -> Manifest:
     """The manifest of a run: a resumed run's own one (stages, timings, metrics kept) or a new one,
-    with the settings, data and model descriptions of this call."""
-    m = old or {"versions": store.library_versions(), "stages": {}, "timings": {}, "metrics": {}}
-    m["config"] = cfg.to_dict()
-    m["seeds"] = {"seed": cfg.seed, "data_seed": cfg.order_seed, "explain_seed": cfg.explain_seed}
-    m["data"] = {**m.get("data", {}), **data}
-    m["model"] = {**m.get("model", {}), **model}
-    return m
+    with the settings, data and model descriptions of this call (:meth:`Manifest.new`)."""
+    return Manifest.new(cfg.to_dict(), run_seeds(cfg), data, model, old, **fields)
 
 
 LOCK = ".i2x.lock"
@@ -403,7 +416,7 @@ class Run:
             return names.index(c)
         if c.isdigit() and int(c) < len(names):
             return int(c)
-        raise I2XError(f"{arg} {c!r} is not a class of this run; classes: {', '.join(names)}")
+        raise ConfigError(arg, c, f"is not a class of this run; classes: {', '.join(names)}")
 
     def arrays(self, stage: str) -> dict[str, np.ndarray]:
         return store.load_npz(self.path / "arrays" / f"{stage}.npz")
@@ -412,7 +425,8 @@ class Run:
         return store.load_records(self.path, saliency, expected=self.manifest.get("checkpoints"))
 
     def explain_set(self) -> dict[str, np.ndarray]:
-        return store.load_npz(self.path / "record" / "explain_set.npz")
+        """E's ``indices``, ``labels`` and ``images`` (float32, normalised as the model saw them)."""
+        return store.load_explain_set(self.path)
 
     def prototypes(self) -> Prototypes:
         return Prototypes.from_arrays(self.arrays("prototypes"))

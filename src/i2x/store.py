@@ -3,7 +3,8 @@
 Layout (documented in ``docs/SCHEMA.md``)::
 
     DIR/manifest.json            schema version, config, versions, seeds, timings, metrics, stages
-    DIR/record/explain_set.npz   indices (N,) into the training set, labels (N,)
+    DIR/record/explain_set.npz   indices (N,) into the training set, labels (N,), images (N, C, H, W)
+                                 float32, normalised: what the model saw (one writer, save_explain_set)
     DIR/record/ckpt_itIIIIIII.npz one per checkpoint (or shard): sample_index (N,), confidences (N,C), saliency (N,H,W)
     DIR/weights/final.pt         self-describing checkpoint dict of the final model
     DIR/arrays/<stage>.npz       one file per analysis stage
@@ -16,7 +17,6 @@ complete and is itself written last.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -28,10 +28,11 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .errors import I2XError, RunDirError
+from .errors import I2XError, RunDirError, StorageError, errno_in
 
-SCHEMA_VERSION = 2  # 2: p-values, background, selective containment (issue 11)
+SCHEMA_VERSION = 3  # 2: p-values, background, selective containment (issue 11); 3: E stored as float32 (issue 22)
 MANIFEST = "manifest.json"
+EXPLAIN_SET = "record/explain_set.npz"
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO], object]) -> Path:
@@ -61,32 +62,11 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO
     return path
 
 
-class StorageError(I2XError):
-    """A file could not be written (disk full, no permission, ...); nothing half-written remains."""
-
-    def __init__(self, path: Path, exc: BaseException):
-        err = getattr(exc, "errno", None) or _errno_in(exc)
-        reason = os.strerror(err) if err else str(exc).splitlines()[0][:120]
-        fix = "free disk space" if err == errno.ENOSPC else "check the folder's space and permissions"
-        super().__init__(
-            f"cannot write {path} ({reason}): {fix}, then continue with `i2x run --resume DIR` "
-            "(complete stages are kept)"
-        )
-
-
-def _errno_in(exc: BaseException) -> int | None:
-    while exc is not None:
-        if isinstance(exc, OSError) and exc.errno:
-            return exc.errno
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
 def _is_write_failure(exc: BaseException) -> bool:
     """An OSError, or torch's RuntimeError around one ("PytorchStreamWriter failed writing ...")."""
     if isinstance(exc, OSError):
         return True
-    return isinstance(exc, RuntimeError) and ("writ" in str(exc).lower() or _errno_in(exc) is not None)
+    return isinstance(exc, RuntimeError) and ("writ" in str(exc).lower() or errno_in(exc) is not None)
 
 
 def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
@@ -172,6 +152,27 @@ def load_records(
     if sal:
         out["saliency"] = np.stack(sal)
     return out
+
+
+def save_explain_set(run_dir: str | os.PathLike, images, labels, indices=None) -> Path:
+    """Write the explanation set E of ``run_dir`` (the one writer of ``record/explain_set.npz``):
+    ``images`` (N, C, H, W) as the model is fed them (normalised) in float32, ``labels`` (N,) int64,
+    ``indices`` (N,) into the training set (default 0..N-1). The report un-normalises the images
+    with the manifest's ``data.mean`` / ``data.std``."""
+    images = np.asarray(images, dtype=np.float32)
+    labels = np.asarray(labels, dtype=np.int64)
+    indices = np.arange(len(labels)) if indices is None else np.asarray(indices, dtype=np.int64)
+    if images.ndim != 4 or not len(images) == len(labels) == len(indices):
+        raise I2XError(
+            f"the explanation set must be (N, C, H, W) images with N labels and indices; got images "
+            f"{images.shape}, {len(labels)} labels, {len(indices)} indices"
+        )
+    return save_npz(Path(run_dir) / EXPLAIN_SET, indices=indices, labels=labels, images=images)
+
+
+def load_explain_set(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
+    """``indices``, ``labels`` and ``images`` (float32, normalised) of the run's explanation set."""
+    return load_npz(Path(run_dir) / EXPLAIN_SET)
 
 
 def readable(path: str | os.PathLike) -> bool:

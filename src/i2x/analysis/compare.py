@@ -40,21 +40,19 @@ separate it at the same step, and high when they separate it with other prototyp
 Onsets are compared step by step: the runs should share their checkpoint schedule (the same
 ``--epochs`` and ``--every``, as runs differing only in ``--data-seed`` do).
 
-numpy + scipy only; :func:`compare` writes ``compare.json`` and, through :mod:`i2x.report.compare`
-(imported on use: matplotlib), ``index.html``. No model is read.
+numpy + scipy only, on arrays and dicts: the matching, the naming, the per-class and per-pair
+comparisons and the sections of ``compare.json``. :mod:`i2x.compare_runs` reads the two run
+directories, checks that they are comparable, and writes ``compare.json`` and (through
+:mod:`i2x.report.compare`) ``index.html``. No model is read.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from .. import store
 from ..errors import I2XError
-from ..rundir import Run
 
 MATCH_THRESHOLD = 0.1  # overlap (Jaccard) below which a Hungarian pair is reported as unmatched
 THRESHOLD_REASON = (
@@ -178,42 +176,6 @@ def matching_summary(m: dict) -> dict:
         "status": {s: sum(r["status"] == s for r in rows) for s in ("matched", "split", "merged", "unmatched")},
         "unmatched_b": len(m["unmatched_b"]),
     }
-
-
-# --- comparability ---------------------------------------------------------------------------
-
-
-def check_comparable(ra: Run, rb: Run) -> None:
-    """Raise I2XError (one line: what differs and the fix) unless the runs share E, the classes,
-    the model and the assignment-map shape."""
-    a, b = ra.path, rb.path
-    ea, eb = ra.explain_set(), rb.explain_set()
-    for key in ("indices", "labels", "images"):  # images: the same rows of another dataset are another E
-        if key not in ea or key not in eb:
-            continue
-        if ea[key].shape != eb[key].shape or not np.array_equal(ea[key], eb[key]):
-            raise I2XError(
-                f"{a} and {b} explain different sets (record/explain_set.npz `{key}` differ): compare runs of the "
-                "same dataset made with the same --explain-seed and --explain-fraction (vary --data-seed only)"
-            )
-    if ra.classes != rb.classes:
-        raise I2XError(
-            f"{a} and {b} have different classes ({', '.join(ra.classes)} vs {', '.join(rb.classes)}): "
-            "compare two runs of the same dataset"
-        )
-    ma = (ra.manifest["config"].get("model"), ra.manifest.get("model", {}).get("layer"))
-    mb = (rb.manifest["config"].get("model"), rb.manifest.get("model", {}).get("layer"))
-    if ma != mb:
-        raise I2XError(
-            f"{a} and {b} use different models (model {ma[0]}, layer {ma[1]} vs model {mb[0]}, layer {mb[1]}): "
-            "compare two runs of the same --model and --layer (retrain with --data-seed to vary the data order)"
-        )
-    sa, sb = ra.prototypes().assignments.shape, rb.prototypes().assignments.shape
-    if sa[1:] != sb[1:]:
-        raise I2XError(
-            f"{a} and {b} have assignment maps of different shapes (H', W' = {sa[1:]} vs {sb[1:]}): "
-            "compare runs of the same model, layer and image size"
-        )
 
 
 # --- naming: run B in run A's numbering ----------------------------------------------------
@@ -356,69 +318,73 @@ def why(p: dict, classes: list[str]) -> str:
     )
 
 
-def compare_pairs(ra: Run, rb: Run, names: Names, cm_a: np.ndarray, cm_b: np.ndarray) -> tuple[list, list]:
-    """Every pair confused in either run, evaluated in both; sorted by strategy difference (largest first).
-    Returns (pairs, skipped pairs with a class absent from E)."""
-    ex = {"a": ra.explanations(), "b": rb.explanations()}
+def confused_in(ex_a: dict, ex_b: dict) -> dict[tuple[int, int], list[str]]:
+    """Every pair (a < b) reported in either run's explanations (``explanations.json``), and the
+    runs (``"a"``, ``"b"``) that report it."""
     where: dict[tuple[int, int], list[str]] = {}
-    for run, e in ex.items():
+    for run, e in (("a", ex_a), ("b", ex_b)):
         for p in e.get("pairs", []):
             where.setdefault(tuple(sorted((int(p["a"]), int(p["b"])))), []).append(run)
-    steps = max(len(ra.manifest["checkpoints"]), len(rb.manifest["checkpoints"])) - 1
-    out, skipped = [], []
-    for a, b in sorted(where):
-        try:
-            pa, pb = ra.pair_explanation(a, b), rb.pair_explanation(a, b)
-        except I2XError:
-            skipped.append([a, b])
-            continue
-        p = {
-            "a": a,
-            "b": b,
-            "names": [ra.classes[a], ra.classes[b]],
-            "confused_in": where[(a, b)],
-            "confusions": {
-                "run_a": {"a_to_b": int(cm_a[a, b]), "b_to_a": int(cm_a[b, a])},
-                "run_b": {"a_to_b": int(cm_b[a, b]), "b_to_a": int(cm_b[b, a])},
-            },
-            "run_a": _side(pa, names.ref_a),
-            "run_b": _side(pb, names.ref_b),
-        }
-        p["difference"] = strategy_difference(p["run_a"], p["run_b"], steps)
-        p["why"] = why(p, ra.classes)
-        out.append(p)
-    out.sort(key=lambda p: (-p["difference"]["score"], p["a"], p["b"]))
-    return out, skipped
+    return where
 
 
-# --- the whole comparison --------------------------------------------------------------------
+def compare_pair(
+    a: int,
+    b: int,
+    pe_a: dict,
+    pe_b: dict,
+    classes: list[str],
+    names: Names,
+    cm_a: np.ndarray,
+    cm_b: np.ndarray,
+    confused_in: list[str],
+    steps: int,
+) -> dict:
+    """One pair of ``compare.json``: both runs' pair explanations ``pe_a``, ``pe_b``
+    (``Run.pair_explanation``) side by side in A's numbering, their confusions, the strategy
+    difference over ``steps`` steps and the line saying why."""
+    p = {
+        "a": a,
+        "b": b,
+        "names": [classes[a], classes[b]],
+        "confused_in": confused_in,
+        "confusions": {
+            "run_a": {"a_to_b": int(cm_a[a, b]), "b_to_a": int(cm_a[b, a])},
+            "run_b": {"a_to_b": int(cm_b[a, b]), "b_to_a": int(cm_b[b, a])},
+        },
+        "run_a": _side(pe_a, names.ref_a),
+        "run_b": _side(pe_b, names.ref_b),
+    }
+    p["difference"] = strategy_difference(p["run_a"], p["run_b"], steps)
+    p["why"] = why(p, classes)
+    return p
 
 
-@dataclass
-class Comparison:
-    """The result of :func:`compare`: ``data`` is ``compare.json``; ``path`` the folder written (or None)."""
-
-    data: dict
-    path: Path | None = None
-
-    def top_pairs(self, n: int = 3) -> list[dict]:
-        """The ``n`` pairs whose strategy differs most (score > 0)."""
-        return [p for p in self.data["pairs"] if p["difference"]["score"] > 0][:n]
+def by_difference(pairs: list[dict]) -> list[dict]:
+    """Pairs sorted by strategy difference, largest first (then by class indices)."""
+    return sorted(pairs, key=lambda p: (-p["difference"]["score"], p["a"], p["b"]))
 
 
-def _run_info(r: Run) -> dict:
-    m = r.manifest
+# --- the sections of compare.json ------------------------------------------------------------
+
+
+def matching_data(m: dict) -> dict:
+    """The matching sections of ``compare.json`` from :func:`match_prototypes`'s result, in order:
+    the threshold and its reason, the difference score's definition, the summary, the rows, B's
+    unmatched prototypes and the overlap matrix (rounded)."""
     return {
-        "path": str(r.path),
-        "seeds": m.get("seeds", {}),
-        "data_seed": m.get("config", {}).get("data_seed"),
-        "model": m.get("config", {}).get("model"),
-        "test_accuracy": m.get("metrics", {}).get("test_accuracy"),
-        "checkpoints": m.get("checkpoints", []),
+        "threshold": MATCH_THRESHOLD,
+        "threshold_reason": THRESHOLD_REASON,
+        "difference_score": SCORE_DOC,
+        "matching_summary": matching_summary(m),
+        "matching": m["rows"],
+        "unmatched_b": m["unmatched_b"],
+        "overlap": [[_r(x) for x in row] for row in m["overlap"]],
     }
 
 
-def _confusion(cm_a: np.ndarray, cm_b: np.ndarray) -> dict:
+def confusion_difference(cm_a: np.ndarray, cm_b: np.ndarray) -> dict:
+    """Both confusion matrices, B − A, each run's errors and the 8 largest off-diagonal changes."""
     diff = cm_b - cm_a
     off = [(int(i), int(j)) for i, j in zip(*np.nonzero(diff), strict=True) if i != j]
     off.sort(key=lambda ij: (-abs(diff[ij]), ij))
@@ -431,59 +397,3 @@ def _confusion(cm_a: np.ndarray, cm_b: np.ndarray) -> dict:
             {"true": i, "predicted": j, "run_a": int(cm_a[i, j]), "run_b": int(cm_b[i, j])} for i, j in off[:8]
         ],
     }
-
-
-def comparison(run_a: str | os.PathLike | Run, run_b: str | os.PathLike | Run) -> dict:
-    """The numbers of ``compare.json`` (nothing written)."""
-    ra, rb = (r if isinstance(r, Run) else Run(r).check_complete("compare") for r in (run_a, run_b))
-    check_comparable(ra, rb)
-    pa, pb = ra.prototypes(), rb.prototypes()
-    m = match_prototypes(
-        pa.assignments,
-        pb.assignments,
-        pa.k,
-        pb.k,
-        background_a=ra.arrays("intensity").get("background"),
-        background_b=rb.arrays("intensity").get("background"),
-    )
-    names = Names(m["a_to_b"], m["b_to_a"])
-    cm_a, cm_b = (np.asarray(r.arrays("evaluate")["confusion"], dtype=np.int64) for r in (ra, rb))
-    pairs, skipped = compare_pairs(ra, rb, names, cm_a, cm_b)
-    return {
-        "runs": {"a": _run_info(ra), "b": _run_info(rb)},
-        "classes": ra.classes,
-        "threshold": MATCH_THRESHOLD,
-        "threshold_reason": THRESHOLD_REASON,
-        "difference_score": SCORE_DOC,
-        "matching_summary": matching_summary(m),
-        "matching": m["rows"],
-        "unmatched_b": m["unmatched_b"],
-        "overlap": [[_r(x) for x in row] for row in m["overlap"]],
-        "key_prototypes": compare_classes(ra.explanations(), rb.explanations(), ra.classes, names),
-        "pairs": pairs,
-        "skipped_pairs": skipped,
-        "confusion": _confusion(cm_a, cm_b),
-    }
-
-
-def compare(
-    run_a: str | os.PathLike, run_b: str | os.PathLike, out: str | os.PathLike | None = None, *, html: bool = True
-) -> Comparison:
-    """Compare two finished runs of the same data and model (typically differing only in
-    ``--data-seed``): match their prototypes, put their key prototypes, pair explanations and
-    confusion matrices side by side in run A's numbering, and score each pair's strategy difference.
-    With ``out``: write ``out/compare.json`` and (``html``) ``out/index.html`` with ``out/fig/*.png``."""
-    ra, rb = Run(run_a).check_complete("compare"), Run(run_b).check_complete("compare")
-    data = comparison(ra, rb)
-    if out is None:
-        return Comparison(data)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise I2XError(f"--out {out} is a file: give a folder for the comparison")
-    out.mkdir(parents=True, exist_ok=True)
-    store.save_json(out / "compare.json", data)
-    if html:
-        from ..report.compare import write_page
-
-        write_page(data, ra, rb, out)
-    return Comparison(data, out)

@@ -39,18 +39,13 @@ def aggregate_clusters(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Eq. 6-7: per cluster m, ΔP_m = mean Δp and ΔI_m = mean ΔI over its members; noise (−1)
     is dropped. Entries |ΔI_m[k]| < τ are zeroed (τ relative to max_k |ΔI_m[k]| by default).
+    The same code as every step of :func:`dynamics` (and of its permutation null).
 
     Returns (ΔP (M, C), ΔI (M, K), cluster ids (M,)).
     """
-    dp = np.asarray(delta_p, dtype=np.float64)
-    di = np.asarray(delta_i, dtype=np.float64)
-    labels = np.asarray(labels)
-    ids = np.unique(labels[labels >= 0])
-    P = np.stack([dp[labels == m].mean(0) for m in ids]) if len(ids) else np.zeros((0, dp.shape[1]))
-    I = np.stack([di[labels == m].mean(0) for m in ids]) if len(ids) else np.zeros((0, di.shape[1]))
-    thr = tau * np.abs(I).max(axis=1, keepdims=True) if relative else np.full((len(ids), 1), tau)
-    I = np.where(np.abs(I) < thr, 0.0, I)
-    return P, I, ids
+    step = _Step(np.asarray(labels))
+    P, I = _aggregate(step, np.asarray(delta_p, dtype=np.float64), np.asarray(delta_i, dtype=np.float64), tau, relative)
+    return P, I[0], step.ids
 
 
 def ridge(delta_i: np.ndarray, delta_p: np.ndarray, lam: float = 1.0) -> np.ndarray:
@@ -80,23 +75,32 @@ def ridge_batch(I: np.ndarray, P: np.ndarray, lam: np.ndarray) -> np.ndarray:
 
 
 def ridge_penalty(delta_i: np.ndarray, lam: float, scale: str = "relative") -> float:
-    """The ridge λ of one step: ``absolute`` = ``lam``; ``relative`` = ``lam`` × the mean
-    per-sample energy of the step's intensity changes, mean_i ‖ΔI_i‖² / K (the mean eigenvalue of
-    the per-sample ΔIᵀΔI / N). W then does not change with the scale of the intensities, and λ
-    does not change when the samples are permuted (what the permutation test needs). An all-zero
-    ΔI gets λ = 1 (its W is 0 whatever λ). The fits themselves run on ΔI / :func:`intensity_scale`."""
+    """The ridge λ of one step, in the units of ΔI (what :class:`Dynamics` reports as ``lam``):
+    ``absolute`` = ``lam``; ``relative`` = ``lam`` × the mean per-sample energy of the step's
+    intensity changes, mean_i ‖ΔI_i‖² / K (the mean eigenvalue of the per-sample ΔIᵀΔI / N). W then
+    does not change with the scale of the intensities, and λ does not change when the samples are
+    permuted (what the permutation test needs). An all-zero ΔI gets λ = 1 (its W is 0 whatever λ).
+    The fits themselves run on ΔI / :func:`intensity_scale` (:func:`step_penalty`)."""
+    return step_penalty(delta_i, lam, scale)[2]
+
+
+def step_penalty(delta_i: np.ndarray, lam: float, scale: str = "relative") -> tuple[float, float, float]:
+    """The one computation of a step's ridge λ: (s, λ / s², λ) — the RMS size s of the step's
+    intensity changes (:func:`intensity_scale`), the λ of the fit on ΔI / s, and the same λ in
+    ΔI's own units (reported). W(ΔI, λ) = W(ΔI / s, λ / s²) / s."""
     _check_scale(scale)
-    if scale == "absolute":
-        return float(lam)
     s = intensity_scale(delta_i)
+    if scale == "absolute":
+        return s, min(lam / s**2, 1e300), float(lam)
     d = np.asarray(delta_i, dtype=np.float64)
-    return lam * s * s if d.size and np.abs(d).max() > 0 else 1.0
+    # relative: λ = lam · s², so on ΔI / s the fit's λ is lam itself
+    return s, lam, lam * s * s if d.size and np.abs(d).max() > 0 else 1.0
 
 
 def _check_scale(scale: str) -> None:
     """One check for both readers of the λ scale (a misspelt one fitted with one λ and reported the other)."""
     if scale not in ("relative", "absolute"):
-        raise I2XError(f"ridge scale {scale!r} must be 'relative' or 'absolute' (--ridge-scale)")
+        raise I2XError(f"lam_scale={scale!r} must be 'relative' or 'absolute' (the ridge λ's scale)")
 
 
 def intensity_scale(delta_i: np.ndarray) -> float:
@@ -146,14 +150,20 @@ class _Step:
         return np.add.reduceat(x[rows], self.starts, axis=1) / self.sizes[None, :, None]
 
 
-def _threshold(I: np.ndarray, tau: float) -> np.ndarray:
-    """Eq. 7's τ, relative to each cluster's largest |ΔI_m[k]|."""
-    return np.where(np.abs(I) < tau * np.abs(I).max(axis=2, keepdims=True), 0.0, I)
+def _threshold(I: np.ndarray, tau: float, relative: bool = True) -> np.ndarray:
+    """Eq. 7's τ on cluster means I (B, M, K): relative to each cluster's largest |ΔI_m[k]|, or absolute."""
+    thr = tau * np.abs(I).max(axis=2, keepdims=True) if relative else tau
+    return np.where(np.abs(I) < thr, 0.0, I)
+
+
+def _aggregate(step: _Step, dp, di, tau, relative: bool = True, perm=None) -> tuple[np.ndarray, np.ndarray]:
+    """Eq. 6-7 for one step: ΔP (M, C) and thresholded ΔI (B, M, K), ΔI's rows permuted by ``perm``."""
+    return step.means(dp)[0], _threshold(step.means(di, perm), tau, relative)  # the confidence side never moves
 
 
 def _fit(step: _Step, dp, di, tau, lam: float, perm=None) -> np.ndarray:
-    P = step.means(dp)[0]  # (M, C): the confidence side never moves
-    I = _threshold(step.means(di, perm), tau)  # (B, M, K)
+    """Eq. 6-8 for one step: W (B, K, C), one per row permutation (one for the observed order)."""
+    P, I = _aggregate(step, dp, di, tau, perm=perm)
     return ridge_batch(I, P, np.full(len(I), lam))
 
 
@@ -258,10 +268,10 @@ def dynamics(
             labs[t], fb[t] = clusters_with_fallback(dp, min_cluster_size)
         else:
             labs[t] = confidence_clusters(dp, min_cluster_size)
-        step, sc = _Step(labs[t]), intensity_scale(di)
+        step = _Step(labs[t])
+        sc, lam_n, lams[t] = step_penalty(di, lam, lam_scale)  # the λ fitted on ΔI / sc, and reported
         di_n = di / sc  # unit RMS: W(ΔI, λ) = W(ΔI / s, λ / s²) / s
-        lam_n = lam if lam_scale == "relative" else min(lam / sc**2, 1e300)
-        ncl[t], lams[t] = len(step.ids), ridge_penalty(di, lam, lam_scale)
+        ncl[t] = len(step.ids)
         W_n = _fit(step, dp, di_n, tau, lam_n)[0]
         W[t] = W_n / sc
         if permutations and ncl[t]:  # p-values do not depend on the scale: computed on ΔI / s

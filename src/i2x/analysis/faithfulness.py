@@ -11,7 +11,8 @@ times. Per image and class c the paired difference is
     d_c(x) = Δconf_c(delete k) − mean over draws Δconf_c(delete random cells),
 
 with Δconf the change of the softmax confidence. The effect of k on c is the mean of d_c over
-k's images, with a 95 % t-interval and a two-sided one-sample t-test (:func:`paired_test`).
+k's images, with a 95 % t-interval and a two-sided one-sample t-test
+(:func:`i2x.analysis.stats.paired_test`).
 
 Agreement with the explanation: S[k, c] = Σ_t W_t[k, c] says what k did for class c during
 training; a prototype that supports c should lower c's confidence when deleted, so S and
@@ -20,13 +21,12 @@ training; a prototype that supports c should lower c's confidence when deleted, 
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 from scipy import sparse, stats
 from scipy.sparse.linalg import spsolve
 
-ALPHA = 0.05
+from .stats import ALPHA, holm, paired_test
+
 STATS = ("mean", "ci_low", "ci_high", "p_value")
 ROAD_NOISE = 0.01  # ROAD's NoisyLinearImputer(noise=0.01), absolute, on the model's (normalised) input
 # ROAD's neighbour weights (row offset, column offset, weight): 1/6 direct, 1/12 diagonal
@@ -140,27 +140,6 @@ def _solve_system(vals: np.ndarray, unknown: np.ndarray, idx: np.ndarray, h: int
 
 
 # ---------------------------------------------------------------------------- statistics
-def paired_test(d: np.ndarray, alpha: float = ALPHA) -> dict[str, np.ndarray]:
-    """Mean of paired differences ``d`` (n, ...) over axis 0, its (1 − alpha) t-interval and the
-    two-sided one-sample t-test p-value against 0. n < 2: interval and p are NaN; identical
-    differences (no spread): the interval is the mean, p = 1 when they are 0, else 0."""
-    d = np.asarray(d, dtype=np.float64)
-    n = d.shape[0]
-    mean = d.mean(0) if n else np.full(d.shape[1:], np.nan)
-    if n < 2:
-        nan = np.full(np.shape(mean), np.nan)
-        return {"n": n, "mean": mean, "ci_low": nan, "ci_high": nan.copy(), "p_value": nan.copy()}
-    sd = d.std(0, ddof=1)
-    half = stats.t.ppf(1 - alpha / 2, n - 1) * sd / np.sqrt(n)
-    flat = sd <= 1e-12 * np.maximum(1.0, np.abs(mean))
-    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # scipy's precision warning on near-identical data
-        p = np.asarray(stats.ttest_1samp(d, 0.0, axis=0).pvalue, dtype=np.float64)
-    p = np.where(flat, np.where(mean == 0, 1.0, 0.0), p)
-    half = np.where(flat, 0.0, half)
-    return {"n": n, "mean": mean, "ci_low": mean - half, "ci_high": mean + half, "p_value": p}
-
-
 def rank_agreement(score: np.ndarray, effect: np.ndarray, valid: np.ndarray) -> dict:
     """Spearman's ρ (and its two-sided p) between the explanation's S[k, c] and −effect[k, c] over
     the ``valid`` (k, c) pairs; None where fewer than 3 pairs or a constant side."""
@@ -170,17 +149,6 @@ def rank_agreement(score: np.ndarray, effect: np.ndarray, valid: np.ndarray) -> 
         r = stats.spearmanr(s, e)
         out.update(rho=float(r.statistic), p_value=float(r.pvalue))
     return out
-
-
-def holm(p: np.ndarray) -> np.ndarray:
-    """Holm-adjusted p-values (NaN kept as NaN)."""
-    p = np.asarray(p, dtype=np.float64)
-    adj = np.full_like(p, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    order = ok[np.argsort(p[ok])]
-    m = len(order)
-    adj[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order])) if m else []
-    return adj
 
 
 def paired_differences(rec: dict) -> np.ndarray:
@@ -269,7 +237,9 @@ def pair_flips(rec: dict, labels: np.ndarray, a: int, b: int, k: int, alpha: flo
     return out
 
 
-def summarize(rec: dict, labels: np.ndarray, score: np.ndarray, background: np.ndarray, pairs, alpha=ALPHA) -> dict:
+def faithfulness_summary(
+    rec: dict, labels: np.ndarray, score: np.ndarray, background: np.ndarray, pairs, alpha=ALPHA
+) -> dict:
     """The ``prototypes``, ``summary`` and ``pairs`` sections of ``faithfulness.json`` from a
     deletion record ``rec`` (image, prototype, cells (M,); conf_before (N, C); conf_deleted (M, C);
     conf_random (M, R, C)), E's ``labels``, S = Σ_t W_t (K, C), ``background`` (K,) and

@@ -26,9 +26,9 @@ import numpy as np
 
 from .. import store
 from ..config import CONTROLS
-from ..errors import I2XError
+from ..errors import ConfigError
 from .explain import confused_pairs
-from .faithfulness import holm
+from .stats import format_p, holm, mean_std, paired_comparison
 
 SETS = ("full", "curated")
 
@@ -97,16 +97,19 @@ def parse_schedules(spec: str | list[str] | tuple[str, ...]) -> list[str]:
     names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s).strip() for s in spec]
     names = [n.replace("→", "+").replace("->", "+") for n in names if n]
     if not names:
-        raise I2XError("--schedules is empty: give e.g. full,curated,full+full,curated+curated,curated+full")
+        raise ConfigError(
+            "schedules", spec, "is empty: give e.g. schedules=full,curated,full+full,curated+curated,curated+full"
+        )
     for n in names:
         bad = [s for s in n.split("+") if s not in SETS]
         if bad:
-            raise I2XError(
-                f"--schedules {n!r}: stage {bad[0]!r} is not one of {', '.join(SETS)}; "
-                "join stages with '+', e.g. curated+full"
+            raise ConfigError(
+                "schedules",
+                n,
+                f"stage {bad[0]!r} is not one of {', '.join(SETS)}; join stages with '+', e.g. curated+full",
             )
     if len(set(names)) != len(names):
-        raise I2XError(f"--schedules lists a schedule twice ({','.join(names)}): give each once")
+        raise ConfigError("schedules", ",".join(names), "lists a schedule twice: give each once")
     return names
 
 
@@ -117,37 +120,12 @@ def pair_counts(confusion: np.ndarray, a: int, b: int) -> dict:
 
 
 def summarize(repeats: list[dict]) -> dict:
-    """Mean and sample std (ddof=1, as for the paper's ± over 5 repeats) of each metric."""
+    """Mean and sample std (:func:`~i2x.analysis.stats.mean_std`: ddof=1, as for the paper's ± over
+    5 repeats) of each metric, as ``<metric>_mean`` / ``<metric>_std``."""
     out = {}
     for m in ("accuracy", "a_to_b", "b_to_a", "ab"):
-        v = np.array([r[m] for r in repeats], dtype=float)
-        out[f"{m}_mean"] = float(v.mean())
-        out[f"{m}_std"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+        out[f"{m}_mean"], out[f"{m}_std"] = mean_std([r[m] for r in repeats])
     return out
-
-
-def paired_comparison(x: list[float], y: list[float]) -> dict:
-    """Paired x − y over seeds: mean difference, its std, wins/losses/ties, two-sided sign test
-    (exact binomial on the non-tied pairs) and paired t-test p-values (None when undefined)."""
-    from scipy import stats
-
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    d = x - y
-    wins, losses = int((d < 0).sum()), int((d > 0).sum())  # "win" = x has fewer errors than y
-    n = wins + losses
-    sign_p = float(stats.binomtest(wins, n, 0.5).pvalue) if n else None
-    t_p = None
-    if len(d) > 1 and d.std(ddof=1) > 0:
-        t_p = float(stats.ttest_rel(x, y).pvalue)
-    return {
-        "mean_diff": float(d.mean()),
-        "std_diff": float(d.std(ddof=1)) if len(d) > 1 else 0.0,
-        "x_fewer": wins,
-        "x_more": losses,
-        "ties": int((d == 0).sum()),
-        "sign_test_p": sign_p,
-        "paired_t_p": t_p,
-    }
 
 
 @dataclass(frozen=True)
@@ -263,8 +241,8 @@ class FinetuneResult:
                 "",
                 f"Paired over seeds {c['seeds']}: {a}↔{b} errors of curated→full minus full→full = "
                 f"{c['mean_diff']:+.2f} ± {c['std_diff']:.2f}; curated→full fewer in {c['x_fewer']}, more in "
-                f"{c['x_more']}, tied in {c['ties']}; sign test p = {p(c['sign_test_p'])}, "
-                f"paired t p = {p(c['paired_t_p'])}.",
+                f"{c['x_more']}, tied in {c['ties']}; sign test p = {_p(c['sign_test_p'])}, "
+                f"paired t p = {_p(c['paired_t_p'])}.",
             ]
         return "\n".join(lines + self._control_lines()) + "\n"
 
@@ -296,7 +274,7 @@ class FinetuneResult:
             lines.append(
                 f"| {c['control']} | {c['schedule'].replace('+', '→')} | {c['mean_diff']:+.2f} ± "
                 f"{c['std_diff']:.2f} | {c['x_fewer']} / {c['x_more']} / {c['ties']} | "
-                f"{p(c['sign_test_p'])} | {p(c['paired_t_p'])} | {p(c['holm_p'])} |"
+                f"{_p(c['sign_test_p'])} | {_p(c['paired_t_p'])} | {_p(c['holm_p'])} |"
             )
         v = verdict_of(comps)
         return lines + left_out + (["", verdict_text(v)] if v is not None else [])
@@ -391,8 +369,9 @@ def verdict_text(v: dict) -> str:
     return head + "it beats every control on no schedule: the guided choice of samples is not shown to help here."
 
 
-def p(v) -> str:
-    return "n/a" if v is None else f"{v:.3g}"
+def _p(v) -> str:
+    """A p-value in the table: three significant digits, n/a when there is none."""
+    return format_p(v, digits=3, missing="n/a")
 
 
 def _row(label: str, s: dict) -> str:
@@ -417,19 +396,23 @@ def resolve_pair(run, pair) -> tuple[int, int]:
         labels = run.explain_set()["labels"]
         pairs = [(a, b) for a, b, _ in confused_pairs(cm, top=len(cm) ** 2) if {a, b} <= set(labels.tolist())]
         if not pairs:
-            raise I2XError("--pair auto: the final model confuses no pair of classes on the test set; give --pair A B")
+            raise ConfigError(
+                "pair", "auto", "the final model confuses no pair of classes on the test set; name two classes instead"
+            )
         for a, b in pairs:
             if run.pair_explanation(a, b)["uncertain"]:
                 return a, b
-        raise I2XError(
-            f"--pair auto: none of the {len(pairs)} confused pairs has a significant uncertain prototype "
-            "(see `i2x explain DIR --pair A B`); give --pair A B --prototype K to fine-tune anyway"
+        raise ConfigError(
+            "pair",
+            "auto",
+            f"none of the {len(pairs)} confused pairs has a significant uncertain prototype (see each pair's "
+            "explanation); name two classes and give prototype=K to fine-tune anyway",
         )
     if isinstance(pair, str) or len(pair) != 2:
-        raise I2XError(f"--pair {pair!r}: give two classes (--pair A B) or auto")
-    a, b = (run.class_index(c, "--pair") for c in pair)
+        raise ConfigError("pair", pair, "give two classes (names or indices) or auto")
+    a, b = (run.class_index(c, "pair") for c in pair)
     if a == b:
-        raise I2XError("--pair needs two different classes")
+        raise ConfigError("pair", list(pair), "needs two different classes")
     return a, b
 
 
@@ -439,18 +422,19 @@ def resolve_prototype(run, prototype, a: int, b: int, K: int) -> int:
     if prototype is None or prototype == "auto":
         pe = run.pair_explanation(a, b)
         if not pe["uncertain"]:
-            raise I2XError(
-                f"--prototype auto: the pair {names[a]}↔{names[b]} has no significant uncertain prototype (none in "
-                "both classes favours each class at a significant step); "
-                "give --prototype K explicitly or another --pair"
+            raise ConfigError(
+                "prototype",
+                "auto",
+                f"the pair {names[a]}↔{names[b]} has no significant uncertain prototype (none in both classes "
+                "favours each class at a significant step); give prototype=K explicitly or another pair",
             )
         return int(pe["uncertain"][0]["prototype"])
     try:
         k = int(prototype)
     except (TypeError, ValueError):
-        raise I2XError(f"--prototype {prototype!r}: give a prototype index 0..{K - 1} or auto") from None
+        raise ConfigError("prototype", prototype, f"give a prototype index 0..{K - 1} or auto") from None
     if not 0 <= k < K:
-        raise I2XError(f"--prototype {k} is out of range: this run has prototypes 0..{K - 1}")
+        raise ConfigError("prototype", k, f"is out of range: this run has prototypes 0..{K - 1}")
     return k
 
 
@@ -459,7 +443,6 @@ __all__ = [
     "parse_schedules",
     "pair_counts",
     "summarize",
-    "paired_comparison",
     "FinetuneResult",
     "resolve_pair",
     "resolve_prototype",

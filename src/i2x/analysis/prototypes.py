@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
-from ..errors import I2XError
+from ..errors import ConfigError, I2XError
 
 
 @dataclass(frozen=True)
@@ -120,9 +120,8 @@ def prototypes(
 
 def _check_k(k: int, vectors: int) -> None:
     if not (1 <= k <= vectors):
-        raise I2XError(
-            f"prototypes k={k} must be between 1 and the number of feature vectors ({vectors} = N·H'·W'); "
-            "lower --prototypes"
+        raise ConfigError(
+            "prototypes", k, f"must be between 1 and the number of feature vectors ({vectors} = N·H'·W'); lower it"
         )
 
 
@@ -166,14 +165,6 @@ def _vectors(features: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(x)):
         raise I2XError("features contain NaN or inf: the final model diverged; lower the learning rate")
     return x
-
-
-def assign(features: np.ndarray, protos: Prototypes) -> np.ndarray:
-    """Assignment maps (N, H', W') of new features to the nearest existing prototype."""
-    n, h, w, d = features.shape
-    z = (features.reshape(-1, d) - protos.pca_mean) @ protos.pca_components.T
-    d2 = ((z[:, None, :] - protos.centroids[None]) ** 2).sum(-1)
-    return d2.argmin(1).reshape(n, h, w).astype(np.int32)
 
 
 def typical_positions(

@@ -10,10 +10,10 @@ status 2 and one line naming the flag and the fix; ``--debug`` shows the traceba
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
-from ..config import ConfigError
-from ..errors import I2XError
+from ..errors import ConfigError, I2XError, flag_of
 from . import analyze, compare, explain, faithfulness, finetune, report, run
 
 COMMANDS = {m.NAME: m for m in (run, explain, analyze, report, finetune, faithfulness, compare)}
@@ -40,12 +40,38 @@ def main(argv: list[str] | None = None) -> int:
     except I2XError as exc:
         if debug:
             raise
-        msg = exc.cli_message() if isinstance(exc, ConfigError) else str(exc)
+        msg = cli_message(exc)
         print(f"i2x {a.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; continue with `i2x run --resume DIR`", file=sys.stderr)
         return 130
+
+
+def cli_message(exc: I2XError) -> str:
+    """The CLI's wording of a library error: a setting named ``name=value`` (the field of a
+    :class:`ConfigError`, and the settings its problem names) becomes its flag ``--name value``
+    (``--name`` / ``--no-name`` for True / False); other errors read as the library wrote them."""
+    if not isinstance(exc, ConfigError):
+        return str(exc)
+    return f"{flag_of(exc.name)} {exc.value}: {to_flags(exc.problem)}"
+
+
+def to_flags(text: str) -> str:
+    """``name=value`` of every setting named in ``text`` as its flag (``download=True`` -> ``--download``)."""
+    from ..config import all_setting_names
+
+    names = "|".join(sorted(all_setting_names(), key=len, reverse=True))
+
+    def flag(m: re.Match) -> str:
+        name, value = m.group(1), m.group(2)
+        if value in ("True", ""):
+            return flag_of(name)
+        if value == "False":
+            return "--no-" + flag_of(name)[2:]
+        return f"{flag_of(name)} {value}"
+
+    return re.sub(rf"(?<![\w.(])\b({names})=(\S*?)(?=[\s,;:)]|$)", flag, text)
 
 
 def entry() -> None:

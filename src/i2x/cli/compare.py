@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
 def cmd(a) -> int:
     import time
 
-    from ..analysis.compare import compare
+    from ..compare_runs import compare
 
     t0 = time.perf_counter()
     res = compare(a.run_a, a.run_b, out=a.out, html=not a.no_html)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..analysis.stats import format_p
 from ..errors import I2XError
 from ..rundir import Run
 
@@ -40,7 +41,7 @@ def explain_text(r: Run, cls: str | None = None, pair: list[str] | None = None) 
 def class_text(r: Run, cls: str) -> list[str]:
     ex, names = r.explanations(), r.classes
     its = ex.get("checkpoints") or r.manifest.get("checkpoints", [])
-    c = r.class_index(cls, "--class")
+    c = r.class_index(cls, "class")
     e = ex["classes"].get(names[c])
     if e is None:
         raise I2XError(f"--class {cls}: class {names[c]} has no sample in the explanation set")
@@ -68,7 +69,7 @@ def class_text(r: Run, cls: str) -> list[str]:
 
 def pair_text(r: Run, pair: list[str]) -> list[str]:
     names = r.classes
-    a, b = (r.class_index(x, "--pair") for x in pair)
+    a, b = (r.class_index(x, "pair") for x in pair)
     if a == b:
         raise I2XError("--pair needs two different classes")
     pe, flagged = r.pair_explanation(a, b), r.dynamics().flagged
@@ -105,7 +106,7 @@ def pair_text(r: Run, pair: list[str]) -> list[str]:
 
 
 def _p(p: dict) -> str:
-    return "" if p.get("p_value") is None else f" (p = {p['p_value']:.2g})"
+    return format_p(p.get("p_value"), missing="", template=" (p = {})")
 
 
 def _signs(p: dict, a: int, flagged) -> str:

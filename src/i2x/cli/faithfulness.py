@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..analysis.stats import format_p
 from ..config import FaithfulnessConfig
 from .options import add_run_command, given
 
@@ -32,7 +33,11 @@ def summary_lines(res: dict) -> str:
     """The rank correlation, the share beating random and one line per reported pair."""
     s = res["summary"]
     rc, br = s["rank_correlation"], s["beats_random"]
-    rho = "n/a" if rc["rho"] is None else f"{rc['rho']:+.3f} (p = {rc['p_value']:.2g}, {rc['n_pairs']} (k, c) pairs)"
+    rho = (
+        "n/a"
+        if rc["rho"] is None
+        else f"{rc['rho']:+.3f} (p = {format_p(rc['p_value'])}, {rc['n_pairs']} (k, c) pairs)"
+    )
     share = "n/a" if br["share"] is None else f"{br['share']:.0%}"
     lines = [
         f"fill {res['config']['fill']}, {res['config']['random_draws']} random draws, {s['deletions']} deletions",
@@ -57,5 +62,5 @@ def summary_lines(res: dict) -> str:
 def _flip(f: dict) -> str:
     if not f["n_images"]:
         return "no image"
-    p = "n/a" if f["p_value"] is None else f"{f['p_value']:.2g}"
+    p = format_p(f["p_value"], missing="n/a")
     return f"{f['deleted_rate']:.1%} vs random {f['random_rate']:.1%} (p = {p}, n = {f['n_images']})"

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import MISSING, fields
 
-from ..config import ExplainConfig, RunConfig, flag_of
+from ..config import ExplainConfig, RunConfig
+from ..errors import flag_of
 
 
 def _default_text(f) -> str:

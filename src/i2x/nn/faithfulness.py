@@ -22,17 +22,17 @@ from ..analysis.faithfulness import (
     TEST,
     deletion_cells,
     deletion_jobs,
+    faithfulness_summary,
     noisy_linear_impute,
     pixel_masks,
     random_cells,
-    summarize,
     uncertain_pairs,
 )
 from ..config import FaithfulnessConfig, command_config
-from ..data import Dataset
 from ..errors import I2XError
 from ..rundir import Run, run_lock
-from .pipeline import load_model
+from .models import load_model
+from .train import predict
 from .utils import eval_mode, resolve_device
 
 OUTPUT = "faithfulness.json"
@@ -86,7 +86,7 @@ def _faithfulness(run: Run, fc: FaithfulnessConfig, model, out, progress: bool) 
     settings = {"fill": fc.fill, "draws": fc.random_draws, "seed": fc.seed, "batch_size": fc.batch_size}
     rec = deletion_record(model, x, assign, jobs, device=dev, progress=progress, **settings)
     t0 = time.perf_counter()
-    res = summarize(rec, labels, run.dynamics().W.sum(0), bg, pairs, alpha=run.config.explain.alpha)
+    res = faithfulness_summary(rec, labels, run.dynamics().W.sum(0), bg, pairs, alpha=run.config.explain.alpha)
     for p in res["pairs"]:
         p["names"] = [run.classes[p["a"]], run.classes[p["b"]]]
     timings = {"load": t_load, **rec["timings"], "statistics": time.perf_counter() - t0}
@@ -113,8 +113,8 @@ def _faithfulness(run: Run, fc: FaithfulnessConfig, model, out, progress: bool) 
 
 def _inputs(run: Run):
     """E's normalised images (tensor), labels, assignment maps and background flags."""
-    es, m = run.explain_set(), run.manifest["data"]
-    x, _ = Dataset(es["images"], es["labels"], run.classes, tuple(m["mean"]), tuple(m["std"])).tensors()
+    es = run.explain_set()
+    x = torch.from_numpy(es["images"])  # stored as the model saw them
     assign = np.asarray(run.prototypes().assignments)
     if len(assign) != len(x):
         raise I2XError(f"{run.path}: {len(assign)} assignment maps for {len(x)} images of E; re-run `i2x analyze`")
@@ -177,7 +177,7 @@ def deletion_record(
     progress: bool = True,
 ) -> dict:
     """Softmax confidences before and after every deletion (the input of
-    :func:`i2x.analysis.faithfulness.summarize`).
+    :func:`i2x.analysis.faithfulness.faithfulness_summary`).
 
     ``x`` (N, C, H, W) normalised images, ``assignments`` (N, H', W') prototype maps, ``jobs``
     (N, K) bool, the (image, prototype) deletions to measure. Returns ``image``, ``prototype``,
@@ -197,7 +197,7 @@ def deletion_record(
     t_masks = time.perf_counter() - t0
     base = _blurred(x, assignments.shape[1:]) if fill == "blur" else None  # timed with the fill
     t_blur = time.perf_counter() - t0 - t_masks
-    conf_before = _confidences(model, x, batch_size, device)
+    conf_before = predict(model, x, batch_size, device)
     conf, t_fill = _perturbed(
         model, x.detach().cpu().numpy(), owner, cells, fill, base, seed, batch_size, device, progress
     )
@@ -253,16 +253,6 @@ def _blurred(x: torch.Tensor, map_hw) -> np.ndarray:
 
     kernel, sigma = blur_params(x.shape[-2:], map_hw)
     return gaussian_blur(x, [kernel, kernel], [sigma, sigma]).numpy()
-
-
-def _confidences(model, x: torch.Tensor, batch_size: int, device) -> np.ndarray:
-    """Softmax confidences (N, C) of the unperturbed images."""
-    with eval_mode(model), torch.inference_mode():
-        out = [
-            torch.softmax(model(x[i : i + batch_size].to(device)).float(), 1).cpu()
-            for i in range(0, len(x), batch_size)
-        ]
-    return torch.cat(out).numpy()
 
 
 __all__ = ["faithfulness", "deletion_record"]

@@ -26,9 +26,9 @@ from ..analysis.finetune import (
 )
 from ..config import FinetuneConfig, command_config
 from ..data import Dataset, as_dataset, splits_for
-from ..errors import I2XError
+from ..errors import ConfigError, I2XError
 from ..rundir import Run, run_lock
-from .pipeline import load_model
+from .models import load_model
 from .train import batch_rows, iterations_per_epoch, predict
 from .utils import resolve_device, seeded_generator
 
@@ -65,8 +65,7 @@ def _finetune(run: Run, fc: FinetuneConfig, model, test, out, progress: bool) ->
     ia, es = run.arrays("intensity"), run.explain_set()
     k = resolve_prototype(run, fc.prototype, a, b, ia["contain"].shape[1])
     keep = _curated(ia["contain"], es["labels"], a, b, k, run.classes)
-    m = run.manifest["data"]
-    x_e, y_e = Dataset(es["images"], es["labels"], run.classes, tuple(m["mean"]), tuple(m["std"])).tensors()
+    x_e, y_e = torch.from_numpy(es["images"]), torch.from_numpy(es["labels"])  # stored as the model saw them
     dev = resolve_device(fc.device)
     model = load_model(run.path, device=dev) if model is None else model.to(dev)
     t0 = time.perf_counter()
@@ -119,13 +118,14 @@ def _finetune(run: Run, fc: FinetuneConfig, model, test, out, progress: bool) ->
 def _curated(contain, labels, a: int, b: int, k: int, names: list[str]) -> np.ndarray:
     keep = curated_indices(contain, labels, a, b, k)
     if len(keep) == len(labels):
-        raise I2XError(
-            f"--prototype {k} is in no sample of class {names[a]} or {names[b]}: the curated set would "
-            "equal the explanation set; pick a prototype contained in the pair "
-            "(see `i2x explain DIR --pair A B`)"
+        raise ConfigError(
+            "prototype",
+            k,
+            f"is in no sample of class {names[a]} or {names[b]}: the curated set would equal the explanation "
+            "set; pick a prototype contained in the pair (see `i2x explain DIR --pair A B`)",
         )
     if len(keep) == 0:
-        raise I2XError(f"--prototype {k}: removing its {names[a]}/{names[b]} samples empties the explanation set")
+        raise ConfigError("prototype", k, f"removing its {names[a]}/{names[b]} samples empties the explanation set")
     return keep
 
 

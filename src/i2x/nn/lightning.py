@@ -94,14 +94,8 @@ class I2XCallback(Callback):
 
     def _save_explain_set(self) -> None:
         """The whole explanation set, for ``analyze`` and the report."""
-        path = self.out / "record" / "explain_set.npz"
-        if not path.exists():
-            store.save_npz(
-                path,
-                indices=np.arange(len(self.labels)),
-                labels=self.labels,
-                images=self.images.detach().cpu().numpy().astype(np.float32),
-            )
+        if not (self.out / store.EXPLAIN_SET).exists():
+            store.save_explain_set(self.out, self.images.detach().cpu().numpy(), self.labels)
 
 
 __all__ = ["I2XCallback"]

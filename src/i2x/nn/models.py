@@ -2,15 +2,17 @@
 
 Every builder returns an ``nn.Module`` whose target layer (the last spatial block, spec §Terms)
 is named in :data:`TARGET_LAYERS`; :func:`i2x.layers.find_target_layer` finds it for any
-other model.
+other model. :func:`load_model` rebuilds a run's final model from ``weights/final.pt``.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
-from ..errors import I2XError
+from ..errors import ConfigError, I2XError
 
 # Name of the target layer of each built-in model (the last block whose output is spatial).
 TARGET_LAYERS = {"smallcnn": "features", "resnet50": "layer4", "inceptionv3": "Mixed_7c"}
@@ -101,5 +103,29 @@ MODELS = {"smallcnn": SmallCNN, "resnet50": resnet50_small, "inceptionv3": incep
 def build_model(name: str, in_channels: int = 1, num_classes: int = 10) -> nn.Module:
     """Build a built-in model by name (see :data:`MODELS`)."""
     if name not in MODELS:
-        raise I2XError(f"--model {name!r} is not a built-in model; choose one of: {', '.join(sorted(MODELS))}")
+        raise ConfigError("model", name, f"is not a built-in model; choose one of: {', '.join(sorted(MODELS))}")
     return MODELS[name](in_channels=in_channels, num_classes=num_classes)
+
+
+def load_model(run_dir: str | Path, device="cpu") -> nn.Module:
+    """Rebuild the final model of a run directory (built-in models only)."""
+    from ..rundir import Run
+    from .train import load_state
+
+    r = Run(run_dir)
+    if r.config.model not in MODELS:
+        raise I2XError(
+            f"{r.path} was made with your own model ({r.manifest['model']['name']}), which i2x cannot "
+            "rebuild from weights/final.pt: load it yourself and pass it from Python, e.g. "
+            "i2x.finetune(DIR, model=my_model) or i2x.analyze(DIR, my_model)"
+        )
+    ck = load_state(Path(run_dir) / "weights" / "final.pt", map_location=device)
+    shape = r.manifest["data"]["image_shape"]
+    m = build_model(r.config.model, in_channels=shape[0], num_classes=len(r.classes))
+    m.load_state_dict(ck["model"])
+    return m.to(torch.device(device))
+
+
+def built_in_model(name: str, data) -> nn.Module:
+    """The built-in model ``name`` shaped for ``data`` (an :class:`i2x.data.Dataset`: its channels and classes)."""
+    return build_model(name, in_channels=data.shape[0], num_classes=len(data.classes))

@@ -18,13 +18,24 @@ import numpy as np
 import torch
 
 from .. import store
-from ..config import ConfigError, RunConfig, from_config, resolve
+from ..config import RunConfig, resolve
 from ..data import Dataset, Splits, as_dataset, explanation_indices, splits_for, stratified_split
-from ..errors import I2XError
-from ..rundir import Context, Hooks, Run, new_manifest, prepare_dir, run_lock, run_stages, stage_done, warn
+from ..errors import ConfigError, I2XError
+from ..manifest import StageOutput
+from ..rundir import (
+    Context,
+    Hooks,
+    Run,
+    listed_checkpoints,
+    new_manifest,
+    prepare_dir,
+    run_lock,
+    run_stages,
+    stage_done,
+)
 from .distributed import World, setup
 from .layers import resolve_layer
-from .models import MODELS, build_model
+from .models import built_in_model
 from .record import Recorder
 from .saliency import feature_stream, features
 from .train import iterations_per_epoch, load_state, predict, save_state
@@ -46,9 +57,10 @@ def run(
     preset: str | None = None,
     report: bool = True,
     **overrides,
-) -> Run:
-    """Train with recording and run every analysis stage; returns the :class:`Run`. Writes the
-    HTML report (``DIR/report/index.html``) unless ``report=False``, as ``i2x run`` does.
+) -> Run | None:
+    """Train with recording and run every analysis stage; returns the :class:`Run` (under
+    ``torchrun``: on rank 0; the other ranks train and record their shard, then return None).
+    Writes the HTML report (``DIR/report/index.html``) unless ``report=False``, as ``i2x run`` does.
 
     Settings: ``config`` (a :class:`RunConfig`) or ``preset`` (a name in :data:`i2x.PRESETS`),
     changed by keyword (``run(epochs=2, rho=0.9, out=...)``); on ``resume`` the run's own settings
@@ -80,33 +92,39 @@ def run(
         return r
 
 
-def _run(cfg: RunConfig, out: Path, old: dict | None, progress: bool, splits: Splits, model, world: World) -> Run:
+def _run(
+    cfg: RunConfig, out: Path, old: dict | None, progress: bool, splits: Splits, model, world: World
+) -> Run | None:
     """Stages 1-7 of :func:`run` in the locked, prepared ``out`` (under torchrun, every rank trains
     and records its shard; rank 0 runs stages 2-7 and returns the Run, the others None)."""
     device = world.device(resolve_device(cfg.device))
     torch.set_grad_enabled(True)
     tr = splits.train
     eidx = explanation_indices(tr.labels, cfg.explain_fraction, cfg.explain_seed)
-    manifest = new_manifest(cfg, _data_info(splits, cfg, eidx), {}, old)
-    manifest["distributed"] = world.info()
-    for w in _data_warnings(tr, eidx, cfg):
-        warn(manifest, w)
-    if world.main:
-        store.write_manifest(out, manifest)
-        # the raw images of E travel with the run, so a report can draw them without the dataset
-        store.save_npz(out / "record" / "explain_set.npz", indices=eidx, labels=tr.labels[eidx], images=tr.images[eidx])
+    warnings = _data_warnings(tr, eidx, cfg)
     model = model if model is not None else _built_in_model(cfg, tr)
     model.to(device)
     x_train, y_train = tr.tensors()
     x_exp, y_exp = x_train[eidx], y_train[eidx]
     layer = _check_model(model, cfg, x_exp, len(tr.classes), device)
-    manifest["model"] = _model_info(model, cfg.model, layer)
+    every, total = _schedule(cfg, len(tr))
+    manifest = new_manifest(
+        cfg,
+        _data_info(splits, cfg, eidx),
+        _model_info(model, cfg.model, layer),
+        old,
+        warnings=warnings,
+        distributed=world.info(),
+        schedule={"every": every, "iterations": total},
+        **listed_checkpoints(out, old),
+    )
+    if world.main:
+        manifest.write(out)
+        store.save_explain_set(out, x_exp.numpy(), y_exp.numpy(), eidx)  # E travels with the run
     (out / "weights").mkdir(exist_ok=True)
     if stage_done(out, manifest, "record"):
         model.load_state_dict(load_state(out / "weights" / "final.pt", device)["model"])
     rows = world.shard(len(eidx))  # this rank's slice of E (all of it in one process)
-    every, total = _schedule(cfg, len(tr))
-    manifest["schedule"] = {"every": every, "iterations": total}
     rec = Recorder(
         x_exp[rows],
         y_exp.numpy()[rows],
@@ -121,34 +139,48 @@ def _run(cfg: RunConfig, out: Path, old: dict | None, progress: bool, splits: Sp
         world=world,
     )
     hooks = Hooks(
-        train=partial(_train, model, x_train, y_train, cfg, rec, out, manifest, device, progress, world),
-        predict_test=partial(_predict_test, model, splits.test, device),
+        train=partial(
+            _train,
+            model=model,
+            x=x_train,
+            y=y_train,
+            cfg=cfg,
+            recorder=rec,
+            out=out,
+            device=device,
+            progress=progress,
+            world=world,
+        ),
+        predict_test=partial(_predict, model=model, test=splits.test, device=device),
         features=partial(features, model, x_exp, layer, cfg.record_batch_size, device),
         train_features=partial(feature_stream, model, x_train, layer, cfg.record_batch_size, device),
     )
-    if world.size > 1 and not _train_on_every_rank(hooks, out, manifest, world):
+    given = _train_on_every_rank(hooks, out, manifest, world) if world.size > 1 else {}
+    if not world.main:
         return None
-    run_stages(Context(out, manifest, cfg, y_exp.numpy(), list(tr.classes), hooks), progress)
+    run_stages(Context(out, manifest, cfg, y_exp.numpy(), list(tr.classes), hooks), progress, given)
     (out / "weights" / "train_state.pt").unlink(missing_ok=True)  # complete: final.pt is all a resume needs
     return Run(out)
 
 
-def _train_on_every_rank(hooks: Hooks, out: Path, manifest: dict, world: World) -> bool:
-    """Stage 1 under torchrun, on every rank at once (unless a resumed run has it); afterwards
-    only rank 0 goes on (True), into the stages that read the merged records."""
+def _train_on_every_rank(hooks: Hooks, out: Path, manifest, world: World) -> dict[str, StageOutput]:
+    """Stage 1 under torchrun, on every rank at once (unless a resumed run has it); returns its
+    output for rank 0's stage runner to record. The process group ends here: what follows reads
+    the merged records on rank 0 alone."""
+    given = {}
     if not stage_done(out, manifest, "record"):
         t0 = time.perf_counter()
-        files = hooks.train()
-        manifest.setdefault("timings", {})["record_distributed"] = round(time.perf_counter() - t0, 3)
-        hooks.train = lambda: files  # done: the stage runner only marks it complete
+        given["record"] = hooks.train()
+        given["record"].timings["record_distributed"] = round(time.perf_counter() - t0, 3)
+        given["record"].checkpoints = store.checkpoint_iterations(out) if world.main else None
     world.barrier()  # every shard of every checkpoint is on disk
     world.close()
-    return world.main
+    return given
 
 
 def _built_in_model(cfg: RunConfig, tr: Dataset):
-    torch.manual_seed(cfg.seed)  # the initial weights are part of what --seed reproduces
-    return build_model(cfg.model, in_channels=tr.shape[0], num_classes=len(tr.classes))
+    torch.manual_seed(cfg.seed)  # the initial weights are part of what the seed reproduces
+    return built_in_model(cfg.model, tr)
 
 
 def _model_info(model, name: str | None, layer: str) -> dict:
@@ -162,7 +194,7 @@ def _run_config(config, preset, overrides: dict, old: dict | None, out: Path) ->
     if config is not None and preset is not None:
         raise I2XError("give either config= or preset= (with keyword overrides), not both")
     base = (old or {}).get("config")
-    cfg = from_config(config, overrides) if config is not None else resolve(overrides, preset, base)
+    cfg = resolve(overrides, preset, base, config=config)
     if base is not None and RunConfig.from_dict(base) != cfg:
         before = RunConfig.from_dict(base).to_dict()
         diff = {k: (v, cfg.to_dict()[k]) for k, v in before.items() if cfg.to_dict()[k] != v}
@@ -259,49 +291,38 @@ def _check_model(model, cfg: RunConfig, x_exp: torch.Tensor, num_classes: int, d
     return layer
 
 
-def _train(
-    model,
-    x_train,
-    y_train,
-    cfg: RunConfig,
-    rec: Recorder,
-    out: Path,
-    manifest: dict,
-    device,
-    progress: bool,
-    world: World,
-) -> list[str]:
+def _train(*, model, x, y, cfg: RunConfig, recorder: Recorder, out: Path, device, progress: bool, world: World):
     """Stage 1: train with recording, then save the final model (rank 0 under torchrun)."""
     hist = train_model(
         model,
-        x_train,
-        y_train,
+        x,
+        y,
         cfg,
-        recorder=rec,
+        recorder=recorder,
         state_path=out / "weights" / "train_state.pt",
         device=device,
         progress=progress,
         world=world,
     )
-    manifest["metrics"]["final_train_loss"] = float(np.mean(hist["losses"][-20:])) if hist["losses"] else None
-    if not world.main:
-        return ["weights/final.pt"]
-    save_state(
-        out / "weights" / "final.pt",
-        {
-            "model": model.state_dict(),
-            "config": cfg.to_dict(),
-            "layer": rec.layer,
-            "step": hist["iterations"],
-            "metrics": {"losses": hist["losses"]},
-        },
-    )
-    return ["weights/final.pt"]
+    loss = float(np.mean(hist["losses"][-20:])) if hist["losses"] else None
+    if world.main:
+        save_state(
+            out / "weights" / "final.pt",
+            {
+                "model": model.state_dict(),
+                "config": cfg.to_dict(),
+                "layer": recorder.layer,
+                "step": hist["iterations"],
+                "metrics": {"losses": hist["losses"]},
+            },
+        )
+    return StageOutput(["weights/final.pt"], metrics={"final_train_loss": loss})
 
 
-def _predict_test(model, test: Dataset, device) -> tuple[np.ndarray, np.ndarray]:
-    x, y = test.tensors()
-    return y.numpy(), predict(model, x, device=device).argmax(1)
+def _predict(*, model, test, classes=None, device, source: str | None = None):
+    """(y_true, y_pred, source) of ``model`` on ``test`` (a Dataset, a torch Dataset or tensors)."""
+    x, y = as_dataset(test, classes=classes, name="test").tensors()
+    return y.numpy().astype(np.int64), predict(model, x, device=device).argmax(1), source
 
 
 def analyze(
@@ -336,37 +357,45 @@ def analyze(
             "in your loop first, or use analyze_checkpoints() on saved state_dicts"
         )
     with run_lock(out):
-        return _analyze(out, model, images, labels, classes, (test, train), config, progress, overrides)
+        old = store.read_manifest(out) if (out / store.MANIFEST).exists() else None
+        base = (old or {}).get("config") or None
+        cfg = resolve(overrides, base=base, config=config, analysis=True, train=train is not None)
+        return _analyze(out, old, cfg, model, (images, labels, classes), (test, train), progress)
 
 
-def _analyze(out: Path, model, images, labels, classes, data: tuple, config, progress: bool, overrides: dict) -> Run:
-    """:func:`analyze` in the locked ``out``; ``data`` = (test, train) as given."""
-    (test, train), old = data, store.read_manifest(out) if (out / store.MANIFEST).exists() else None
-    if train is not None and config is None:  # training data given: fit on it unless told otherwise
-        overrides = {"prototype_fit": "train", **overrides}
-    base = config or (  # a new analysis without training data fits on E
-        RunConfig.from_dict(old["config"])
-        if old and old.get("config")
-        else RunConfig(model="", prototype_fit="explain")
-    )
-    cfg = base.replace(**overrides).validate()
+def _analyze(out: Path, old: dict | None, cfg: RunConfig, model, given: tuple, data: tuple, progress: bool) -> Run:
+    """:func:`analyze` in the locked ``out``; ``given`` = (images, labels, classes), ``data`` = (test, train)."""
+    (images, labels, classes), (test, train) = given, data
     device = resolve_device(cfg.device)
-    x_exp, y_exp = _explain_tensors(out, old, images, labels)
+    x_exp, y_exp = _explain_tensors(out, images, labels)
     model.to(device)
     probs_e = predict(model, x_exp, device=device)
     old_model = (old or {}).get("model", {})
     layer, _ = resolve_layer(model, cfg.layer or old_model.get("layer"), x_exp[:1].to(device))
     classes = list(classes or (old or {}).get("data", {}).get("classes") or map(str, range(probs_e.shape[1])))
-    data = {} if old and "data" in old else _user_data(classes, x_exp)
-    manifest = new_manifest(cfg, data, _model_info(model, old_model.get("name"), layer), old)
+    manifest = new_manifest(
+        cfg,
+        {} if old and "data" in old else _user_data(classes, x_exp),
+        _model_info(model, old_model.get("name"), layer),
+        old,
+        **listed_checkpoints(out, old),  # the caller's loop's records as they are on disk now
+    )
+    if test is None:
+        on_e = (y_exp.numpy(), probs_e.argmax(1), "explanation set (no test set given to analyze)")
+        predict_test = lambda: on_e  # noqa: E731  (computed above: E's predictions were needed anyway)
+    else:
+        predict_test = partial(_predict, model=model, test=test, classes=classes, device=device, source=TEST_GIVEN)
     hooks = Hooks(
-        train=lambda: [],  # the records are there already: the caller's loop wrote them
-        predict_test=partial(_analyze_predictions, model, test, classes, y_exp, probs_e, manifest, device),
+        train=partial(StageOutput, []),  # the records are there already: the caller's loop wrote them
+        predict_test=predict_test,
         features=partial(features, model, x_exp, layer, cfg.record_batch_size, device),
         train_features=None if train is None else partial(_train_stream, model, train, classes, layer, cfg, device),
     )
     run_stages(Context(out, manifest, cfg, y_exp.numpy(), classes, hooks), progress)
     return Run(out)
+
+
+TEST_GIVEN = "test= given to analyze"
 
 
 def _train_stream(model, train, classes, layer, cfg: RunConfig, device):
@@ -389,35 +418,22 @@ def _user_data(classes: list[str], x_exp: torch.Tensor) -> dict:
     }
 
 
-def _explain_tensors(out: Path, old: dict | None, images, labels) -> tuple[torch.Tensor, torch.Tensor]:
+def _explain_tensors(out: Path, images, labels) -> tuple[torch.Tensor, torch.Tensor]:
     """The explanation set as tensors: the caller's (saved into the run) or the run's own."""
-    es_path = out / "record" / "explain_set.npz"
     if images is None:
-        if not es_path.exists():
+        if not (out / store.EXPLAIN_SET).exists():
             raise I2XError(
                 f"analyze({out}): no record/explain_set.npz; pass images= and labels= (the explanation "
                 "set your Recorder used)"
             )
-        es, d = store.load_npz(es_path), (old or {}).get("data", {})
-        if es["images"].dtype != np.uint8:  # a Recorder's: the normalised tensors it was given
-            return torch.from_numpy(es["images"]), torch.from_numpy(es["labels"].astype(np.int64))
-        return Dataset(es["images"], es["labels"], d["classes"], tuple(d["mean"]), tuple(d["std"])).tensors()
+        es = store.load_explain_set(out)
+        return torch.from_numpy(es["images"]), torch.from_numpy(es["labels"])
     x = torch.as_tensor(images, dtype=torch.float32)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
     if len(x) != len(y):
         raise I2XError(f"images ({len(x)}) and labels ({len(y)}) differ in length")
-    store.save_npz(es_path, indices=np.arange(len(y)), labels=y.numpy(), images=x.numpy())
+    store.save_explain_set(out, x.numpy(), y.numpy())
     return x, y
-
-
-def _analyze_predictions(model, test, classes, y_exp, probs_e, manifest: dict, device):
-    """(y_true, y_pred) on ``test``, or on the explanation set when no test set is given."""
-    if test is None:
-        manifest["data"]["test_source"] = "explanation set (no test set given to analyze)"
-        return y_exp.numpy(), probs_e.argmax(1)
-    xt, yt = as_dataset(test, classes=classes, name="test").tensors()
-    manifest["data"]["test_source"] = "test= given to analyze"
-    return yt.numpy().astype(np.int64), predict(model, xt, device=device).argmax(1)
 
 
 def _iteration_of(path: Path, state) -> int | None:
@@ -452,8 +468,7 @@ def analyze_checkpoints(
     Recording settings (``method=``, ``target=``, ``record_batch_size=``, ``layer=``, ``device=``)
     and analysis settings come from ``config`` / keywords.
     """
-    fit = "explain" if train is None else "train"
-    cfg = (config or RunConfig(model="", prototype_fit=fit)).replace(**overrides).validate()
+    cfg = resolve(overrides, config=config, analysis=True, train=train is not None)
     out, dev = Path(out), resolve_device(cfg.device)
     saved = _saved_checkpoints(checkpoints, dev)
     x = torch.as_tensor(images, dtype=torch.float32)
@@ -512,20 +527,4 @@ def _check_fits(model, x, num_classes: int) -> None:
         )
 
 
-def load_model(run_dir: str | Path, device="cpu"):
-    """Rebuild the final model of a run directory (built-in models only)."""
-    r = Run(run_dir)
-    if r.config.model not in MODELS:
-        raise I2XError(
-            f"{r.path} was made with your own model ({r.manifest['model']['name']}), which i2x cannot "
-            "rebuild from weights/final.pt: load it yourself and pass it from Python, e.g. "
-            "i2x.finetune(DIR, model=my_model) or i2x.analyze(DIR, my_model)"
-        )
-    ck = load_state(Path(run_dir) / "weights" / "final.pt", map_location=device)
-    shape = r.manifest["data"]["image_shape"]
-    m = build_model(r.config.model, in_channels=shape[0], num_classes=len(r.classes))
-    m.load_state_dict(ck["model"])
-    return m.to(torch.device(device))
-
-
-__all__ = ["run", "analyze", "analyze_checkpoints", "load_model"]
+__all__ = ["run", "analyze", "analyze_checkpoints"]

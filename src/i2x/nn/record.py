@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import DivergedError, I2XError
-from ..store import checkpoint_iterations, load_records, save_npz
+from ..store import EXPLAIN_SET, checkpoint_iterations, load_records, save_explain_set, save_npz
 from .distributed import SINGLE, World
 from .saliency import saliency_and_confidence
 
@@ -102,10 +102,8 @@ class Recorder:
     def _save_explain_set(self) -> None:
         """``record/explain_set.npz`` (the images as given, labels, sample indices) unless the run
         already wrote one, so that ``i2x.analyze(DIR, model)`` finds the explanation set."""
-        path = self.dir / "explain_set.npz"
-        if self.shard is None and not path.exists():
-            images = self.images.detach().cpu().numpy().astype(np.float32)
-            save_npz(path, indices=np.asarray(self.sample_index), labels=self.labels, images=images)
+        if self.shard is None and not (self.dir.parent / EXPLAIN_SET).exists():
+            save_explain_set(self.dir.parent, self.images.detach().cpu().numpy(), self.labels, self.sample_index)
 
     def step(self, model: nn.Module, iteration: int) -> bool:
         """Call after every optimizer step (and once with iteration 0 before training)."""

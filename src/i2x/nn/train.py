@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import store
-from ..config import ConfigError, RunConfig
-from ..errors import DivergedError, RunDirError
+from ..config import RunConfig
+from ..errors import ConfigError, DivergedError, RunDirError
 from .distributed import SINGLE, World, wrap
 from .record import Recorder
 from .utils import eval_mode, seeded_generator

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ..config import ConfigError
+from ..errors import ConfigError
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

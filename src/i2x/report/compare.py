@@ -1,8 +1,8 @@
 """The page of ``i2x compare``: two runs side by side (paper §3.4, Fig. 6-8) as ``DIR/index.html``
 with ``DIR/fig/NAME.png``, referenced relatively so the folder opens from disk.
 
-It draws the numbers of :func:`i2x.analysis.compare.comparison` (the ``compare.json`` dict,
-passed in; this module does not import the analysis) and reads the two runs' saved arrays for
+It draws the numbers of :func:`i2x.compare_runs.comparison` (the ``compare.json`` dict,
+passed in; of the analysis, only its p-value formatter is imported) and reads the two runs' saved arrays for
 the images, assignment maps and ridge coefficients (numpy + matplotlib, no torch, no model).
 Prototypes are named and coloured in run A's numbering: B's prototypes take the colour of their
 match in A; unmatched ones of B are grey.
@@ -18,8 +18,10 @@ from matplotlib.colors import TwoSlopeNorm, to_hex, to_rgb
 from matplotlib.figure import Figure
 
 from .. import store
+from ..analysis.stats import format_p
 from ..rundir import Run
 from . import figures as F
+from .load import display_images
 from .page import css
 
 E = html.escape
@@ -336,7 +338,7 @@ class ComparePage:
 
     def pair_table(self, side: dict, run: str, a: int, b: int) -> str:
         rows = [
-            f"<tr><td>{role}</td><td>{self.chip(r, run)}</td><td class=num>{_p(r['p_value'])}</td>"
+            f"<tr><td>{role}</td><td>{self.chip(r, run)}</td><td class=num>{format_p(r['p_value'])}</td>"
             f"<td>{self.name(r['favours']) if role == 'reliable' else str(r['sign_flips']) + ' flips'}</td>"
             f"<td class=num>{'—' if r['first_step'] is None else r['first_step']}</td></tr>"
             for role in ("uncertain", "reliable")
@@ -386,7 +388,8 @@ class ComparePage:
                 '<section id="examples"><h2>Matched prototypes</h2><p class="note">No matched prototype.</p></section>'
             )
         ra, rb = self.runs
-        images = ra.explain_set()["images"]
+        d = ra.manifest["data"]
+        images = display_images(ra.explain_set()["images"], d.get("mean"), d.get("std"))
         fig = self.figure(
             examples_figure(rows, images, (ra.prototypes().assignments, rb.prototypes().assignments), self.colors),
             "matched-examples",
@@ -396,10 +399,6 @@ class ComparePage:
             "matched prototypes with example cells from both runs",
         )
         return f'<section id="examples"><h2>Matched prototypes</h2>{fig}</section>'
-
-
-def _p(v) -> str:
-    return "—" if v is None else f"{v:.2g}"
 
 
 def build(data: dict, ra: Run, rb: Run, fw: F.FigureWriter) -> str:

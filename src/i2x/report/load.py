@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import store
+from ..analysis.stats import mean_std
 from ..errors import RunDirError
 from ..rundir import Run
 
@@ -90,16 +91,18 @@ def load_run(run_dir: str | Path) -> RunData:
 
 
 def display_images(images: np.ndarray, mean, std) -> np.ndarray:
-    """(N, C, H, W) images as uint8 for display, whatever their stored form: uint8 as they are;
-    float images (stored normalised, e.g. by ``i2x.analyze`` on tensors) un-normalised with the
-    run's mean/std, then stretched to 0..255 between their 0.5 and 99.5 percentiles."""
+    """(N, C, H, W) images of E as uint8 for display. They are stored normalised (float32, as the
+    model saw them) and un-normalised here with the run's mean/std; images that then lie in 0..1
+    (every built-in dataset, and images normalised from 0..1 pixels) are shown as they are (×255),
+    others (the caller's tensors of unknown range) stretched to 0..255 between their 0.5 and 99.5
+    percentiles."""
     x = np.asarray(images)
-    if x.dtype == np.uint8:
-        return x
     c = x.shape[1]
     mean = np.asarray(mean if mean is not None else [0.0] * c, dtype=np.float64).reshape(1, -1, 1, 1)
     std = np.asarray(std if std is not None else [1.0] * c, dtype=np.float64).reshape(1, -1, 1, 1)
     x = x.astype(np.float64) * std + mean
+    if x.size and x.min() >= -1e-4 and x.max() <= 1 + 1e-4:  # pixels in 0..1: their own values
+        return (255 * np.clip(x, 0, 1)).round().astype(np.uint8)
     lo, hi = np.percentile(x, [0.5, 99.5]) if x.size else (0.0, 1.0)
     return (255 * np.clip((x - lo) / max(hi - lo, 1e-12), 0, 1)).round().astype(np.uint8)
 
@@ -123,13 +126,9 @@ def _finetune(run_dir: Path) -> tuple[dict | None, str | None]:
     return _json_or_none(run_dir / "finetune" / "results.json"), table
 
 
-def _mean_std(v: list[float]) -> tuple[float, float]:
-    a = np.asarray(v, dtype=np.float64)
-    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
-
-
 def finetune_summary(res: dict) -> dict | None:
-    """Per schedule of ``i2x finetune``'s ``results.json``: mean ± std (ddof=1) of accuracy (%) and of
+    """Per schedule of ``i2x finetune``'s ``results.json``: mean ± std (:func:`~i2x.analysis.stats.mean_std`,
+    the rule of its saved ``<metric>_mean`` / ``<metric>_std``) of accuracy (%) and of
     a→b, b→a, a↔b errors, from every repeat's accuracy and confusion matrix (control arms named
     "schedule [control]"). None when ``res`` is
     not in that format (``pair`` [a, b], ``schedules`` name -> {"repeats": [...]}, ``baseline``)."""
@@ -147,10 +146,10 @@ def finetune_summary(res: dict) -> dict | None:
             if acc:
                 out[str(name)] = {
                     "n": len(acc),
-                    "accuracy": _mean_std(acc),
-                    "a_to_b": _mean_std(ab),
-                    "b_to_a": _mean_std(ba),
-                    "both": _mean_std([x + y for x, y in zip(ab, ba, strict=True)]),
+                    "accuracy": mean_std(acc),
+                    "a_to_b": mean_std(ab),
+                    "b_to_a": mean_std(ba),
+                    "both": mean_std([x + y for x, y in zip(ab, ba, strict=True)]),
                 }
         baseline = {"accuracy": 100 * base["accuracy"], "both": base["confusion"][a][b] + base["confusion"][b][a]}
     except (KeyError, TypeError, ValueError, IndexError, AttributeError):

@@ -7,6 +7,7 @@ from importlib import resources
 
 import numpy as np
 
+from ..analysis.stats import format_p
 from . import figures as F
 from .load import RunData, finetune_summary
 
@@ -366,7 +367,7 @@ class Page:
         if not rows:
             return f'<p class="note">No {kind} prototype for this pair.</p>'
         body = "".join(
-            f"<tr><td>{self.chip(r['prototype'])}</td><td class=num>{_p(r.get('p_value'))}</td>"
+            f"<tr><td>{self.chip(r['prototype'])}</td><td class=num>{format_p(r.get('p_value'))}</td>"
             f"<td class=num>{r['sign_flips']}</td>"
             f"<td class=num>{r['total_contribution']:+.3g}</td><td class=num>{100 * r['contain_a']:.0f} %</td>"
             f"<td class=num>{100 * r['contain_b']:.0f} %</td>"
@@ -439,7 +440,9 @@ class Page:
         except (TypeError, KeyError):
             return ""
         rho = (
-            "n/a" if rc.get("rho") is None else f"{rc['rho']:+.3f} (p = {_p(rc.get('p_value'))}, {rc['n_pairs']} pairs)"
+            "n/a"
+            if rc.get("rho") is None
+            else f"{rc['rho']:+.3f} (p = {format_p(rc.get('p_value'))}, {rc['n_pairs']} pairs)"
         )
         share = "n/a" if br.get("share") is None else f"{100 * br['share']:.0f} %"
         lines = [
@@ -471,7 +474,7 @@ def _flips(f: dict, x: str, y: str) -> str:
     if not f.get("n_images"):
         return f"{x}→{y}: no image"
     deleted, rand = 100 * (f["deleted_rate"] or 0), 100 * (f["random_rate"] or 0)
-    tail = f"(p = {_p(f.get('p_value'))}, {f['n_images']} images)"
+    tail = f"(p = {format_p(f.get('p_value'))}, {f['n_images']} images)"
     return f"{x}→{y} flips {deleted:.1f} % after deleting it vs {rand:.1f} % after random deletion {tail}"
 
 
@@ -533,7 +536,3 @@ def build(d: RunData, fw: F.FigureWriter) -> str:
         '<nav class="toc">' + "".join(f'<a href="#{i}">{t}</a>' for i, t in toc) + "</nav>"
         "<main>" + "".join(sections) + "</main></body></html>\n"
     )
-
-
-def _p(v) -> str:
-    return "—" if v is None else f"{v:.2g}"

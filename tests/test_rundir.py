@@ -1,8 +1,10 @@
-"""The stage table without torch (issue 17): `run_stages` on hooks that return made-up records,
-predictions and features, so that every stage's output is checked against the analysis function
-called with the run's own settings (non-default ones, so a setting wired to the wrong stage shows),
-the manifest it writes, and which stages a second call skips or redoes. Runs in about a second,
-which is what makes mutation testing of src/i2x/rundir.py affordable (docs/TESTING.md)."""
+"""i2x.rundir: the stage table, the manifest, the run directory and the `Run` reader, without torch.
+
+`run_stages` runs on hooks that return made-up records, predictions and features, so that every
+stage's output is checked against the analysis function called with the run's own settings
+(non-default ones, so a setting wired to the wrong stage shows), the manifest it writes, and which
+stages a second call skips or redoes. Runs in about a second, which is what makes mutation testing
+of src/i2x/rundir.py affordable (docs/TESTING.md)."""
 
 from __future__ import annotations
 
@@ -18,8 +20,10 @@ from i2x.analysis.dynamics import dynamics
 from i2x.analysis.explain import explain
 from i2x.analysis.intensity import background_prototypes, containment, intensity, saliency_density
 from i2x.analysis.prototypes import FeatureStream, prototypes
-from i2x.config import ConfigError, RunConfig
-from i2x.errors import I2XError, RunDirError
+from i2x.cli import cli_message
+from i2x.config import RunConfig
+from i2x.errors import ConfigError, I2XError, RunDirError
+from i2x.manifest import Manifest, StageOutput
 from i2x.rundir import (
     LOCK,
     STAGE_NAMES,
@@ -27,16 +31,21 @@ from i2x.rundir import (
     Hooks,
     Run,
     _any_complete,
+    _prototypes,
     health_warnings,
+    listed_checkpoints,
     new_manifest,
     prepare_dir,
     run_stages,
     stage_done,
-    warn,
 )
 
 CLASSES = ["zero", "one", "two"]
+
+
 ITS = [0, 4, 8, 12, 13]
+
+
 N, C, H, D = 30, 3, 3, 5
 
 
@@ -90,14 +99,9 @@ class Fake:
         self.y_pred[[0, 1, 2, 10]] = [1, 1, 2, 0]  # 0→1 twice, 0→2 once, 1→0 once: asymmetric
         self.calls = {"train": 0, "predict_test": 0, "features": 0, "train_features": 0}
 
-    def train(self) -> list[str]:
+    def train(self) -> StageOutput:
         self.calls["train"] += 1
-        store.save_npz(
-            self.out / "record" / "explain_set.npz",
-            indices=np.arange(N),
-            labels=self.labels,
-            images=np.zeros((N, 1, 2, 2), np.uint8),
-        )
+        store.save_explain_set(self.out, np.zeros((N, 1, 2, 2), np.float32), self.labels)
         for t, it in enumerate(ITS):
             store.save_npz(
                 self.out / "record" / f"ckpt_it{it:07d}.npz",
@@ -109,11 +113,11 @@ class Fake:
         (self.out / "weights").mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(self.out / "weights" / "final.pt", "w") as z:
             z.writestr("model", "weights")
-        return ["weights/final.pt"]
+        return StageOutput(["weights/final.pt"])
 
     def predict_test(self):
         self.calls["predict_test"] += 1
-        return self.y_true, self.y_pred
+        return self.y_true, self.y_pred, None
 
     def features(self):
         self.calls["features"] += 1
@@ -126,9 +130,12 @@ class Fake:
     def hooks(self, train_features: bool = True) -> Hooks:
         return Hooks(self.train, self.predict_test, self.features, self.train_features if train_features else None)
 
-    def context(self, cfg: RunConfig, manifest: dict | None = None, **kw) -> Context:
+    def context(self, cfg: RunConfig, manifest: Manifest | dict | None = None, **kw) -> Context:
+        """A context as the pipeline makes one: a new manifest, or ``manifest`` (a run's own) resumed."""
         data = {"classes": CLASSES, "explain_size": N}
-        m = manifest if manifest is not None else new_manifest(cfg, data, {"name": "fake", "layer": "x"})
+        old = manifest.to_dict() if isinstance(manifest, Manifest) else manifest
+        model = {"name": "fake", "layer": "x"}
+        m = new_manifest(cfg, data if old is None else {}, model, old, **listed_checkpoints(self.out, old))
         return Context(self.out, m, cfg, self.labels, CLASSES, self.hooks(**kw))
 
 
@@ -333,7 +340,7 @@ def test_records_from_the_caller_loop_set_the_checkpoints(tmp_path):
     fake.train()  # records written by the caller's own loop, before the stages
     cfg = _cfg()
     ctx = fake.context(cfg)
-    ctx.hooks.train = lambda: []
+    ctx.hooks.train = lambda: StageOutput([])
     run_stages(ctx)
     assert ctx.manifest["checkpoints"] == ITS and ctx.manifest["stages"]["record"]["files"] == []
     # records are read once per context
@@ -341,7 +348,7 @@ def test_records_from_the_caller_loop_set_the_checkpoints(tmp_path):
     assert ctx.records() is r1
     # a record lost after the run: named, not silently skipped
     (fake.out / "record" / f"ckpt_it{ITS[2]:07d}.npz").unlink()
-    ctx2 = fake.context(cfg, store.read_manifest(fake.out))
+    ctx2 = Context(fake.out, store.read_manifest(fake.out), cfg, fake.labels, CLASSES, fake.hooks())
     with pytest.raises(RunDirError, match=f"ckpt_it{ITS[2]:07d}.npz is missing"):
         ctx2.records()
 
@@ -362,10 +369,10 @@ def test_health_warnings_at_their_boundaries():
 
 
 def test_warn_records_each_warning_once():
-    m: dict = {}
-    warn(m, "x")
-    warn(m, "y")
-    warn(m, "x")
+    m = Manifest({})
+    m.warn("x")
+    m.warn("y")
+    m.warn("x")
     assert m["warnings"] == ["x", "y"]
 
 
@@ -378,7 +385,12 @@ def test_new_manifest_fresh_and_resumed():
     old = {"versions": {"i2x": "old"}, "stages": {"record": {}}, "timings": {"record": 1.0}, "metrics": {"x": 1}}
     old |= {"data": {"classes": CLASSES, "train_size": 10}, "model": {"name": "old", "layer": "l"}}
     r = new_manifest(cfg, {"test_size": 5}, {"name": "new"}, old)
-    assert r is old and r["stages"] == {"record": {}} and r["timings"] == {"record": 1.0} and r["metrics"] == {"x": 1}
+    assert (
+        r.to_dict() is old
+        and r["stages"] == {"record": {}}
+        and r["timings"] == {"record": 1.0}
+        and r["metrics"] == {"x": 1}
+    )
     assert r["data"] == {"classes": CLASSES, "train_size": 10, "test_size": 5}
     assert r["model"] == {"name": "new", "layer": "l"} and r["versions"] == {"i2x": "old"}
 
@@ -387,10 +399,12 @@ def test_run_reader_names_classes_and_missing_stages(tmp_path):
     fake, _ = _run(tmp_path)
     r = Run(fake.out)
     assert r.class_index("one") == 1 and r.class_index("2") == 2 and r.class_index(0) == 0
-    with pytest.raises(I2XError, match="class 'seven' is not a class of this run; classes: zero, one, two"):
+    with pytest.raises(ConfigError, match="class='seven': is not a class of this run; classes: zero, one, two") as e:
         r.class_index("seven")
-    with pytest.raises(I2XError, match="^--pair '3' is not"):
-        r.class_index("3", "--pair")
+    assert cli_message(e.value) == "--class seven: is not a class of this run; classes: zero, one, two"
+    with pytest.raises(ConfigError, match="^pair='3': is not") as e:
+        r.class_index("3", "pair")
+    assert cli_message(e.value).startswith("--pair 3: is not")
     pe = r.pair_explanation(0, 1)
     assert (pe["a"], pe["b"]) == (0, 1) and "uncertain" in pe
     m = store.read_manifest(fake.out)
@@ -439,8 +453,12 @@ def test_evaluate_keeps_every_class_lists_five_pairs_and_warns(tmp_path):
     y_true = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 0, 1, 2, 3])  # class 5 never occurs
     y_pred = np.array([1, 2, 0, 3, 3, 4, 4, 0, 0, 1, 0, 1, 2, 0])  # 9 confused pairs, 3 of 14 right
     manifest = {"data": {}}  # an old manifest: no metrics yet
-    ctx = Context(tmp_path, manifest, _cfg(), np.zeros(3, int), classes, Hooks(None, lambda: (y_true, y_pred), None))
-    assert _evaluate(ctx) == ["arrays/evaluate.npz"]
+    ctx = Context(
+        tmp_path, manifest, _cfg(), np.zeros(3, int), classes, Hooks(None, lambda: (y_true, y_pred, None), None)
+    )
+    out = _evaluate(ctx)  # what the stage made; the runner records it in the manifest
+    assert out.files == ["arrays/evaluate.npz"]
+    ctx.manifest.record("evaluate", out, 0.0, {})
     ev = _npz(tmp_path / "arrays" / "evaluate.npz")
     assert ev["confusion"].shape == (6, 6) and ev["confusion"].dtype == np.int64 and ev["confusion"][5].sum() == 0
     np.testing.assert_array_equal(ev["y_true"], y_true)
@@ -498,7 +516,7 @@ def test_which_checkpoints_the_manifest_lists(tmp_path):
     fake = Fake(tmp_path / "own-loop")
     fake.train()
     ctx = fake.context(cfg)
-    ctx.hooks.train = lambda: []
+    ctx.hooks.train = lambda: StageOutput([])
     run_stages(ctx)
     store.save_npz(
         fake.out / "record" / "ckpt_it0000020.npz",
@@ -516,7 +534,7 @@ def test_which_checkpoints_the_manifest_lists(tmp_path):
     assert ctx2.manifest["checkpoints"] == ITS
     assert store.read_manifest(fake2.out)["checkpoints"] == ITS
     # a manifest without the list (an older run): read from disk
-    del ctx2.manifest["checkpoints"]
+    del ctx2.manifest.to_dict()["checkpoints"]
     run_stages(fake2.context(cfg, ctx2.manifest))
     assert ctx2.manifest["checkpoints"] == [i for i in ITS if i != ITS[1]]
 
@@ -608,3 +626,26 @@ def test_run_reader_loads_what_the_stages_wrote(tmp_path):
     del m["stages"]
     store.write_manifest(fake.out, m)
     assert Run(fake.out).missing_stages() == list(STAGE_NAMES)
+
+
+def test_progress_bar_is_labelled_i2x_and_cleared_when_the_stages_end(tmp_path, capsys):
+    """`i2x run` prints its summary after the stages: the bar must not stay on the terminal."""
+    fake = Fake(tmp_path / "run")
+    fake.out.mkdir()
+    run_stages(fake.context(_cfg()), progress=True)
+    frames = capsys.readouterr().err.split("\r")
+    assert frames[-1] == "" and frames[-2].strip() == ""  # the last frame blanked, no newline left behind
+    shown = [f for f in frames if f.strip()]
+    assert shown and all(f.startswith("i2x: ") for f in shown)
+
+
+def test_the_manifest_counts_the_vectors_a_streamed_pca_saw(tmp_path):
+    """A training set larger than the PCA sample (65,536 vectors): the manifest says the PCA saw a
+    sample of whole images, and K-Means every vector."""
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(3, 64, 64, 2)).astype(np.float32)  # 4,096 cells per image
+    train = rng.normal(size=(17, 64, 64, 2)).astype(np.float32)  # 69,632 vectors: more than the sample
+    hooks = Hooks(None, None, lambda: feats, lambda: FeatureStream.of_array(train, batch=5))
+    ctx = Context(tmp_path, {"model": {}}, _cfg(prototype_fit="train", prototypes=2), np.zeros(3, int), ["a"], hooks)
+    ctx.manifest.record("prototypes", _prototypes(ctx), 0.0, {})
+    assert ctx.manifest["model"]["prototype_fit"] == {"on": "train", "vectors": 17 * 4096, "pca_vectors": 16 * 4096}

@@ -1,0 +1,156 @@
+"""Two finished run directories side by side: ``i2x compare RUN_A RUN_B --out DIR`` and
+:func:`i2x.compare` (paper §3.4, Fig. 6-8).
+
+This module reads the runs (:class:`i2x.rundir.Run`), checks that they are comparable, hands their
+arrays to the numpy comparison (:mod:`i2x.analysis.compare`: matching, naming, pairs; the method
+is described there) and writes ``compare.json`` and, through :mod:`i2x.report.compare` (imported
+on use: matplotlib), ``index.html``. No model is read.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import store
+from .analysis.compare import (
+    Names,
+    by_difference,
+    compare_classes,
+    compare_pair,
+    confused_in,
+    confusion_difference,
+    match_prototypes,
+    matching_data,
+)
+from .errors import I2XError
+from .rundir import Run
+
+
+@dataclass
+class Comparison:
+    """The result of :func:`compare`: ``data`` is ``compare.json``; ``path`` the folder written (or None)."""
+
+    data: dict
+    path: Path | None = None
+
+    def top_pairs(self, n: int = 3) -> list[dict]:
+        """The ``n`` pairs whose strategy differs most (score > 0)."""
+        return [p for p in self.data["pairs"] if p["difference"]["score"] > 0][:n]
+
+
+def check_comparable(ra: Run, rb: Run) -> None:
+    """Raise I2XError (one line: what differs and the fix) unless the runs share E, the classes,
+    the model and the assignment-map shape."""
+    a, b = ra.path, rb.path
+    ea, eb = ra.explain_set(), rb.explain_set()
+    for key in ("indices", "labels", "images"):  # images: the same rows of another dataset are another E
+        if key not in ea or key not in eb:
+            continue
+        if ea[key].shape != eb[key].shape or not np.array_equal(ea[key], eb[key]):
+            raise I2XError(
+                f"{a} and {b} explain different sets (record/explain_set.npz `{key}` differ): compare runs of the "
+                "same dataset made with the same --explain-seed and --explain-fraction (vary --data-seed only)"
+            )
+    if ra.classes != rb.classes:
+        raise I2XError(
+            f"{a} and {b} have different classes ({', '.join(ra.classes)} vs {', '.join(rb.classes)}): "
+            "compare two runs of the same dataset"
+        )
+    ma = (ra.manifest["config"].get("model"), ra.manifest.get("model", {}).get("layer"))
+    mb = (rb.manifest["config"].get("model"), rb.manifest.get("model", {}).get("layer"))
+    if ma != mb:
+        raise I2XError(
+            f"{a} and {b} use different models (model {ma[0]}, layer {ma[1]} vs model {mb[0]}, layer {mb[1]}): "
+            "compare two runs of the same --model and --layer (retrain with --data-seed to vary the data order)"
+        )
+    sa, sb = ra.prototypes().assignments.shape, rb.prototypes().assignments.shape
+    if sa[1:] != sb[1:]:
+        raise I2XError(
+            f"{a} and {b} have assignment maps of different shapes (H', W' = {sa[1:]} vs {sb[1:]}): "
+            "compare runs of the same model, layer and image size"
+        )
+
+
+def compare_pairs(ra: Run, rb: Run, names: Names, cm_a: np.ndarray, cm_b: np.ndarray) -> tuple[list, list]:
+    """Every pair confused in either run, evaluated in both; sorted by strategy difference (largest first).
+    Returns (pairs, skipped pairs with a class absent from E)."""
+    where = confused_in(ra.explanations(), rb.explanations())
+    steps = max(len(ra.manifest["checkpoints"]), len(rb.manifest["checkpoints"])) - 1
+    out, skipped = [], []
+    for a, b in sorted(where):
+        try:
+            pa, pb = ra.pair_explanation(a, b), rb.pair_explanation(a, b)
+        except I2XError:
+            skipped.append([a, b])
+            continue
+        out.append(compare_pair(a, b, pa, pb, ra.classes, names, cm_a, cm_b, where[(a, b)], steps))
+    return by_difference(out), skipped
+
+
+def _run_info(r: Run) -> dict:
+    m = r.manifest
+    return {
+        "path": str(r.path),
+        "seeds": m.get("seeds", {}),
+        "data_seed": m.get("config", {}).get("data_seed"),
+        "model": m.get("config", {}).get("model"),
+        "test_accuracy": m.get("metrics", {}).get("test_accuracy"),
+        "checkpoints": m.get("checkpoints", []),
+    }
+
+
+def comparison(run_a: str | os.PathLike | Run, run_b: str | os.PathLike | Run) -> dict:
+    """The numbers of ``compare.json`` (nothing written)."""
+    ra, rb = (r if isinstance(r, Run) else Run(r).check_complete("compare") for r in (run_a, run_b))
+    check_comparable(ra, rb)
+    pa, pb = ra.prototypes(), rb.prototypes()
+    m = match_prototypes(
+        pa.assignments,
+        pb.assignments,
+        pa.k,
+        pb.k,
+        background_a=ra.arrays("intensity").get("background"),
+        background_b=rb.arrays("intensity").get("background"),
+    )
+    names = Names(m["a_to_b"], m["b_to_a"])
+    cm_a, cm_b = (np.asarray(r.arrays("evaluate")["confusion"], dtype=np.int64) for r in (ra, rb))
+    pairs, skipped = compare_pairs(ra, rb, names, cm_a, cm_b)
+    return {
+        "runs": {"a": _run_info(ra), "b": _run_info(rb)},
+        "classes": ra.classes,
+        **matching_data(m),
+        "key_prototypes": compare_classes(ra.explanations(), rb.explanations(), ra.classes, names),
+        "pairs": pairs,
+        "skipped_pairs": skipped,
+        "confusion": confusion_difference(cm_a, cm_b),
+    }
+
+
+def compare(
+    run_a: str | os.PathLike, run_b: str | os.PathLike, out: str | os.PathLike | None = None, *, html: bool = True
+) -> Comparison:
+    """Compare two finished runs of the same data and model (typically differing only in
+    ``--data-seed``): match their prototypes, put their key prototypes, pair explanations and
+    confusion matrices side by side in run A's numbering, and score each pair's strategy difference.
+    With ``out``: write ``out/compare.json`` and (``html``) ``out/index.html`` with ``out/fig/*.png``."""
+    ra, rb = Run(run_a).check_complete("compare"), Run(run_b).check_complete("compare")
+    data = comparison(ra, rb)
+    if out is None:
+        return Comparison(data)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise I2XError(f"--out {out} is a file: give a folder for the comparison")
+    out.mkdir(parents=True, exist_ok=True)
+    store.save_json(out / "compare.json", data)
+    if html:
+        from .report.compare import write_page
+
+        write_page(data, ra, rb, out)
+    return Comparison(data, out)
+
+
+__all__ = ["compare", "comparison", "Comparison", "check_comparable", "compare_pairs"]
