@@ -334,7 +334,8 @@ def _signal_steps(seed=0, n=30, T=2):
 def test_planted_effect_gets_the_smallest_p_and_noise_does_not():
     conf, inten, labels = _signal_steps()
     n_perm = 199
-    d = dynamics(conf, inten, labels, min_cluster_size=5, permutations=n_perm, seed=1)
+    # the groups are the classes here: an effect of class membership, which only the all-sample null tests
+    d = dynamics(conf, inten, labels, min_cluster_size=5, permutations=n_perm, seed=1, null="all")
     assert (d.n_clusters == 2).all()
     floor = 1 / (1 + n_perm)
     # the real effect: no permutation of ΔI's rows reaches it (p at its floor) at every step
@@ -378,7 +379,7 @@ def test_permutation_p_values_match_exact_enumeration_with_clusters_fixed():
     inten = np.zeros((2, n, 2))
     inten[1] = rng.normal(size=(n, 2))
     inten[1, :3, 0] += 1.5
-    d = dynamics(conf, inten, None, min_cluster_size=3, permutations=4000, seed=0)
+    d = dynamics(conf, inten, None, min_cluster_size=3, permutations=4000, seed=0, null="all")
     assert d.n_clusters[0] == 2 and d.fallback[0] == 0
     exact_w, exact_d = _exact_p(conf[1] - conf[0], inten[1] - inten[0], d.labels[0], d.lam[0])
     np.testing.assert_allclose(d.p_W[0], exact_w, atol=0.03)
@@ -447,13 +448,15 @@ def test_dynamics_arrays_have_the_schema_dtypes():
 
 
 def test_permutation_p_values_are_seeded_per_step():
-    conf, inten, labels = _groups(T=3)
+    conf, inten, _ = _groups(T=3)
     inten = inten + np.random.default_rng(0).normal(0, 0.5, inten.shape)
+    labels = np.arange(inten.shape[1]) % 2  # classes across the groups: within-class permutations matter
     a = dynamics(conf, inten, labels, 5, permutations=49, seed=3)
     b = dynamics(conf, inten, labels, 5, permutations=49, seed=3)
     c = dynamics(conf, inten, labels, 5, permutations=49, seed=4)
-    np.testing.assert_array_equal(a.p_W, b.p_W)  # reproducible from the seed
-    assert not np.array_equal(a.p_W, c.p_W)
+    for p in ("p_W", "p_W_class"):  # both nulls: reproducible from the seed, and another seed differs
+        np.testing.assert_array_equal(getattr(a, p), getattr(b, p))
+        assert not np.array_equal(getattr(a, p), getattr(c, p))
 
 
 def test_a_prototype_that_never_changes_is_never_significant():

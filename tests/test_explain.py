@@ -331,6 +331,15 @@ def test_key_checkpoints_thresholds_and_p_values():
     assert [k["step"] for k in key_checkpoints(W, delta, 0, [0], ExplainConfig(key_step_fraction=0.1))] == [0, 1, 2, 3]
 
 
+def _rho_shared(e: dict) -> list[int]:
+    """Every prototype of a class's explanation that the ρ rule shares, class-specific or not."""
+    return sorted(e["shared"] + e["shared_not_class_specific"])
+
+
+def _group_protos(g: dict) -> tuple[int, ...]:
+    return tuple(sorted(g["prototypes"] + g["not_class_specific"]))
+
+
 def test_shared_needs_every_sample_at_rho_one():
     labels = np.array([0] * 10 + [1] * 2)
     contain = np.zeros((12, 3), bool)
@@ -342,9 +351,11 @@ def test_shared_needs_every_sample_at_rho_one():
     assert shared_prototypes(contain, labels, 0, rho=0.91) == [0]
     assert shared_prototypes(contain, labels, 0, background=np.array([True, False, False])) == []
     ex = explain(np.zeros((1, 3, 2)), contain, labels, np.zeros((1, 2)))
-    assert ex["classes"]["0"]["shared"] == [0] and ex["classes"]["1"]["shared"] == [2]
+    assert _rho_shared(ex["classes"]["0"]) == [0] and _rho_shared(ex["classes"]["1"]) == [2]
     ex = explain(np.zeros((1, 3, 2)), contain, labels, np.zeros((1, 2)), cfg=ExplainConfig(rho=0.9))
-    assert ex["classes"]["0"]["shared"] == [0, 1]
+    assert _rho_shared(ex["classes"]["0"]) == [0, 1]
+    # 12 samples: even P-0 (all 10 of class 0, none of class 1) is not class-specific after Holm (p = 1/66 x 6)
+    assert ex["classes"]["0"]["shared"] == [] and ex["classes"]["0"]["shared_not_class_specific"] == [0, 1]
     with pytest.raises(I2XError, match="class 5"):
         shared_prototypes(contain, labels, 5)
 
@@ -380,13 +391,13 @@ def test_explain_never_lists_background_prototypes():
     bg = np.array([True, False, False])
     kw = dict(confusion=cm, classes=["x", "y"], cfg=ExplainConfig(rho_group=0.9))
     plain = explain(W, contain, labels, delta, **kw)
-    assert 0 in plain["classes"]["x"]["shared"] and plain["pairs"][0]["uncertain"][0]["prototype"] == 0
+    assert 0 in _rho_shared(plain["classes"]["x"]) and plain["pairs"][0]["uncertain"][0]["prototype"] == 0
     assert any(p["prototype"] == 0 for kc in plain["classes"]["x"]["key_checkpoints"] for p in kc["prototypes"])
     ex = explain(W, contain, labels, delta, background=bg, **kw)
     assert ex["background"] == [0] and plain["background"] == []
     listed = set()
     for c in ex["classes"].values():
-        listed |= set(c["shared"]) | {k for g in c["specialized"] for k in g["prototypes"]}
+        listed |= set(_rho_shared(c)) | {k for g in c["specialized"] for k in _group_protos(g)}
         listed |= {p["prototype"] for kc in c["key_checkpoints"] for p in kc["prototypes"]}
     for p in ex["pairs"]:
         listed |= {r["prototype"] for r in p["uncertain"] + p["reliable"]}
@@ -533,9 +544,10 @@ def test_explain_schema_keys_and_counts():
     ex = explain(np.zeros((2, 2, 2)), contain, labels, np.zeros((2, 2)), classes=["a", "b"])
     assert set(ex) == {"config", "significance", "background", "classes", "pairs", "skipped_pairs", "flagged_steps"}
     a = ex["classes"]["a"]
-    assert set(a) == {"index", "n_samples", "shared", "specialized", "key_checkpoints"}
+    assert set(a) == {"index", "n_samples", "shared", "shared_not_class_specific", "specialized", "key_checkpoints"}
     assert (a["index"], a["n_samples"], ex["classes"]["b"]["n_samples"]) == (0, 3, 2)
-    assert all(set(g) == {"size", "prototypes"} for g in a["specialized"])
+    assert all(set(g) == {"size", "prototypes", "not_class_specific"} for g in a["specialized"])
+    assert all("class_level" not in p for p in ex["pairs"])  # only beside within-class p-values
 
 
 def test_explain_passes_its_settings_to_every_part():
@@ -544,7 +556,7 @@ def test_explain_passes_its_settings_to_every_part():
     contain[:3, 0] = contain[3:, 1] = True  # class 0: two sub-groups, each with its own prototype
     contain[:, 2] = True
     ex = explain(np.zeros((2, 4, 2)), contain, labels, np.zeros((2, 2)), cfg=ExplainConfig(groups=2, rho_group=0.5))
-    got = sorted(tuple(g["prototypes"]) for g in ex["classes"]["0"]["specialized"])
+    got = sorted(_group_protos(g) for g in ex["classes"]["0"]["specialized"])
     want = specialized_prototypes(contain, labels, 0, [2], groups=2, rho_group=0.5)
     assert got == sorted(tuple(g["prototypes"]) for g in want) == [(0,), (1,)]
     # rho_group reaches the sub-groups: P-3 in 2 of the 3 samples of one sub-group (67 %)
@@ -552,7 +564,7 @@ def test_explain_passes_its_settings_to_every_part():
     for rho_group, has in ((0.5, True), (0.9, False)):
         cfg = ExplainConfig(groups=2, rho_group=rho_group)
         ex = explain(np.zeros((2, 4, 2)), contain, labels, np.zeros((2, 2)), cfg=cfg)
-        assert any(3 in g["prototypes"] for g in ex["classes"]["0"]["specialized"]) is has
+        assert any(3 in _group_protos(g) for g in ex["classes"]["0"]["specialized"]) is has
     contain[0, 3] = contain[1, 3] = False
     # top and the flagged steps reach the pairs and the key checkpoints
     W = np.zeros((3, 4, 2))
@@ -574,11 +586,21 @@ def test_significance_text_is_the_documented_one():
         "calibrated": False,
         "test": "none: every non-zero sign counts (no p-values given)",
     }
-    s = _significance(True, 999, 0.05, 4)
+    s = _significance(True, 999, 0.05, 4)  # the all-sample null (i2x before issue 23)
     assert s["null"] == (
-        "H0: each step's intensity changes ΔI are independent of its confidence changes Δp "
-        "(rows of ΔI permuted over the samples; the HDBSCAN clusters of Δp kept)"
+        "H0: each step's intensity changes ΔI are independent of its confidence changes Δp (rows of ΔI "
+        "permuted over all samples; the HDBSCAN clusters of Δp kept); class membership alone rejects it, so a "
+        "listed role may only say that the prototype belongs to the pair's classes"
     )
+    assert s["null_stratum"] == "all" and "class_level" not in s
+    w = _significance(True, 999, 0.05, 4, "within-class")
+    assert w["null"] == (
+        "H0: within each class, a sample's intensity changes ΔI are independent of its confidence changes Δp "
+        "(rows of ΔI permuted among the samples of the same class; the HDBSCAN clusters of Δp kept): what class "
+        "membership explains is kept, so a listed role is a link beyond it"
+    )
+    assert w["null_stratum"] == "within-class" and w["class_level"].startswith("class_level (per pair): ")
+    assert w["test"] == s["test"] and w["class_specific"].startswith("shared and specialized prototypes: ")
     assert s["test"] == (
         "two-sided permutation p of d_t[k] = W_t[k,a] - W_t[k,b] (and of W_t[k,c]); a step's sign counts when "
         "p x 4 steps (Bonferroni) < alpha; uncertain = significant for a at one step and for b at another "

@@ -127,8 +127,9 @@ def test_background_prototype_is_never_shared_and_containment_is_selective():
     assert contain.all()
     ex = explain(np.zeros((2, 3, 2)), contain, labels, np.zeros((2, 2)), background=bg)
     assert ex["background"] == [0]
-    assert all(0 not in c["shared"] for c in ex["classes"].values())
-    assert ex["classes"]["0"]["shared"] == [1, 2]
+    assert all(0 not in c["shared"] + c["shared_not_class_specific"] for c in ex["classes"].values())
+    # in every sample of every class: shared by the ρ rule, specific to no class
+    assert ex["classes"]["0"]["shared"] == [] and ex["classes"]["0"]["shared_not_class_specific"] == [1, 2]
     # top half of each map's cells: only the prototypes that carry the sample's evidence
     sel = containment(assign, 3, sal, 0.5)
     assert sel[:, 1].all() and sel[:, 2].all() and not sel[:, 0].any()

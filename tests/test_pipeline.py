@@ -169,6 +169,8 @@ def _recompute_explanations(s: Saved) -> dict:
         p_pair=s.dy["p_pair"],
         background=s.ia["background"],
         permutations=int(s.dy["permutations"]),
+        null=str(s.dy["null"]),
+        p_pair_class=s.dy.get("p_pair_class"),
     )
     return json.loads(json.dumps({**ex, "checkpoints": s.manifest["checkpoints"]}))
 
@@ -189,20 +191,24 @@ def test_background_prototypes_reach_the_explanation(run_dir, tmp_path):
     bg = np.flatnonzero(s.ia["density"] < 1.0).tolist()
     assert 0 < len(bg) < s.K
     assert s.ex["background"] == bg and s.ia["background"].tolist() == [k in bg for k in range(s.K)]
-    listed = set()
-    for c in s.ex["classes"].values():
-        listed |= set(c["shared"]) | {k for g in c["specialized"] for k in g["prototypes"]}
-        listed |= {p["prototype"] for kc in c["key_checkpoints"] for p in kc["prototypes"]}
-    for p in s.ex["pairs"]:
-        listed |= {r["prototype"] for r in p["uncertain"] + p["reliable"]}
-    assert not listed & set(bg)
+    assert not _listed(s.ex) & set(bg)
     assert s.ex == _recompute_explanations(s)
     # with the background ignored, something background would have been listed: the check has teeth
     s.ia["background"] = np.zeros(s.K, bool)
-    loose = _recompute_explanations(s)
-    listed = {k for c in loose["classes"].values() for k in c["shared"]}
-    listed |= {r["prototype"] for p in loose["pairs"] for r in p["uncertain"] + p["reliable"]}
-    assert listed & set(bg)
+    assert _listed(_recompute_explanations(s)) & set(bg)
+
+
+def _listed(ex: dict) -> set[int]:
+    """Every prototype an explanation names anywhere: shared and specialized (class-specific or not),
+    key checkpoints, uncertain, reliable and class-level items of the pairs."""
+    listed = set()
+    for c in ex["classes"].values():
+        listed |= set(c["shared"] + c["shared_not_class_specific"])
+        listed |= {k for g in c["specialized"] for k in g["prototypes"] + g["not_class_specific"]}
+        listed |= {p["prototype"] for kc in c["key_checkpoints"] for p in kc["prototypes"]}
+    for p in ex["pairs"]:
+        listed |= {r["prototype"] for r in p["uncertain"] + p["reliable"] + p.get("class_level", [])}
+    return listed
 
 
 def test_recorded_maps_are_the_label_saliency_of_the_final_model(saved, run_dir):

@@ -155,6 +155,9 @@ def _npz(path: Path) -> dict[str, np.ndarray]:
 def _same(got: dict, want: dict) -> None:
     assert set(got) == set(want)
     for k in want:
+        if np.asarray(want[k]).dtype.kind in "US":  # e.g. the null's name
+            assert np.asarray(got[k]).tolist() == np.asarray(want[k]).tolist(), k
+            continue
         np.testing.assert_allclose(np.asarray(got[k], float), np.asarray(want[k], float), rtol=1e-6, err_msg=k)
 
 
@@ -193,6 +196,7 @@ def _check_all(fake: Fake, ctx: Context, cfg: RunConfig) -> dict:
     want = dynamics(
         fake.conf.astype(np.float32), ia["intensity"], fake.labels, cfg.min_cluster_size, cfg.tau, cfg.ridge_lambda,
         lam_scale=cfg.ridge_scale, fallback=cfg.cluster_fallback, permutations=cfg.permutations, seed=cfg.seed,
+        null=cfg.permutation_null,
     )  # fmt: skip
     _same(dy, want.to_arrays())
     assert m["metrics"]["explained_coverage"] == round(want.coverage(), 4)
@@ -201,7 +205,7 @@ def _check_all(fake: Fake, ctx: Context, cfg: RunConfig) -> dict:
     want = explain(
         want.W, ia["contain"], fake.labels, want.class_delta, confusion=ev["confusion"], flagged=want.flagged,
         classes=CLASSES, cfg=cfg.explain, p_W=want.p_W, p_pair=want.p_pair, background=ia["background"],
-        permutations=cfg.permutations,
+        permutations=cfg.permutations, null=want.null, p_pair_class=want.p_pair_class,
     )  # fmt: skip
     assert ex == json.loads(json.dumps({**want, "checkpoints": ITS}))
     return {"ev": ev, "pr": pr, "ia": ia, "dy": dy, "ex": ex}
@@ -259,7 +263,7 @@ def test_the_manifest_lists_each_stage_with_its_files_settings_and_time(tmp_path
     }
     assert st["dynamics"]["settings"] == {
         "min_cluster_size": 4, "tau": 0.1, "ridge_lambda": 3.0, "ridge_scale": "relative", "cluster_fallback": True,
-        "permutations": 199, "seed": 5,
+        "permutations": 199, "permutation_null": "within-class", "seed": 5,
     }  # fmt: skip
     assert st["explain"]["files"] == ["explanations.json"]
     assert st["explain"]["settings"] == {"explain": cfg.to_dict()["explain"]}
@@ -363,9 +367,30 @@ def test_health_warnings_at_their_boundaries():
     assert health_warnings(np.arange(8) % 4, 0.4, classes) == []
     one = np.array([2] * 19 + [0])  # 95 % "c"
     assert health_warnings(one, 0.9, classes) == ["the final model predicts c for 95 % of the test images"]
-    assert health_warnings(np.array([2] * 9 + [0]), 0.9, classes) == []  # exactly 90 %: not "most"
+    two = health_warnings(np.array([2] * 9 + [0]), 0.9, classes)  # exactly 90 %: not "most" ...
+    assert two == ["the final model predicts c or a for 100 % of the test images"]  # ... but two classes: all
     assert not any("predicts" in w for w in health_warnings(np.array([0, 0]), 1.0, ["only"]))  # one class
     assert health_warnings(np.zeros(0, int), 1.0, classes) == []
+
+
+def test_health_flags_a_model_that_learned_nothing():
+    """The shuffled-label case of issue 23: 16.7 % accuracy (no 'near chance' at ≤ 15 %), half the test
+    set one class, training loss ln 10: flagged by agreement, loss and prediction share, each with its reason."""
+    rng = np.random.default_rng(0)
+    classes = [str(c) for c in range(10)]
+    y_true = rng.integers(0, 10, 2000)
+    y_pred = np.where(rng.random(2000) < 0.5, 3, rng.integers(0, 10, 2000))
+    y_pred[:150] = y_true[:150]  # some right: ~16 % accuracy
+    acc = float((y_pred == y_true).mean())
+    assert 0.15 < acc < 0.2
+    w = health_warnings(y_pred, acc, classes, y_true=y_true, final_loss=2.306)
+    assert len(w) == 3 and "near chance" not in " ".join(w)
+    assert w[0].startswith("the final model agrees with the test labels little beyond chance (Cohen's kappa")
+    assert w[1].startswith("the training loss ended at 2.306, near ln 10 = 2.303")
+    assert w[2].startswith("the final model predicts 3 or ")
+    # a model that learned: none of them
+    good = np.where(rng.random(2000) < 0.97, y_true, (y_true + 1) % 10)
+    assert health_warnings(good, float((good == y_true).mean()), classes, y_true=y_true, final_loss=0.08) == []
 
 
 def test_warn_records_each_warning_once():
@@ -465,7 +490,7 @@ def test_evaluate_keeps_every_class_lists_five_pairs_and_warns(tmp_path):
     pairs = manifest["metrics"]["confused_pairs"]
     assert [(p["a"], p["b"], p["count"]) for p in pairs] == [(0, 1, 2), (0, 3, 2), (0, 2, 1), (0, 4, 1), (1, 3, 1)]
     assert manifest["data"]["test_size"] == 14 and manifest["metrics"]["test_accuracy"] == pytest.approx(3 / 14)
-    assert manifest["warnings"] == health_warnings(y_pred, 3 / 14, classes)
+    assert manifest["warnings"] == health_warnings(y_pred, 3 / 14, classes, y_true=y_true)
     assert "near chance" in manifest["warnings"][0]
 
 
@@ -596,7 +621,15 @@ def test_run_reader_loads_what_the_stages_wrote(tmp_path):
     dyn, ia = r.dynamics(), r.arrays("intensity")
     for a, b in ((0, 1), (2, 1)):
         want = pair_explanation(
-            dyn.W, ia["contain"], fake.labels, a, b, r.config.explain, p_pair=dyn.p_pair, background=ia["background"]
+            dyn.W,
+            ia["contain"],
+            fake.labels,
+            a,
+            b,
+            r.config.explain,
+            p_pair=dyn.p_pair,
+            background=ia["background"],
+            p_pair_class=dyn.p_pair_class,
         )
         assert r.pair_explanation(a, b) == want
     listed = r.pair_explanation(0, 1)["uncertain"]

@@ -341,6 +341,15 @@ class RunConfig:
         check=at_least(0),
         commands=ANALYZE,
     )
+    permutation_null: str = setting(
+        "within-class",
+        "the permutation test's null: within-class (ΔI rows permuted among samples of the same class: a link "
+        "beyond class membership) or all (over all samples: i2x before issue 23)",
+        why="ΔI and Δp both depend on the class, so permuting over all samples tests 'belongs to these classes': "
+        "within-class permuted confidences reproduced the all-sample listings (issue 23, docs/METHOD.md)",
+        choices=("within-class", "all"),
+        commands=ANALYZE,
+    )
     intensity_reduce: str = setting(
         "sum",
         "Eq. 4: sum or mean of the saliency over a prototype's cells in a sample",

@@ -83,6 +83,7 @@ def _evaluate(ctx: Context) -> StageOutput:
     cm = confusion_matrix(y_true, y_pred, labels=np.arange(len(ctx.classes))).astype(np.int64)  # (C, C)
     store.save_npz(ctx.out / "arrays" / "evaluate.npz", y_true=y_true, y_pred=y_pred, confusion=cm)
     accuracy = float((y_pred == y_true).mean())
+    loss = ctx.manifest.get("metrics", {}).get("final_train_loss")  # the record stage's, when i2x trained
     return StageOutput(
         ["arrays/evaluate.npz"],
         metrics={
@@ -90,27 +91,65 @@ def _evaluate(ctx: Context) -> StageOutput:
             "confused_pairs": [{"a": a, "b": b, "count": n} for a, b, n in confused_pairs(cm, top=5)],
         },
         data={**({} if source is None else {"test_source": source}), "test_size": int(len(y_true))},
-        warnings=health_warnings(y_pred, accuracy, ctx.classes),
+        warnings=health_warnings(y_pred, accuracy, ctx.classes, y_true=y_true, final_loss=loss),
     )
 
 
-def health_warnings(y_pred: np.ndarray, accuracy: float, classes: list[str]) -> list[str]:
-    """What is wrong with a final model whose explanation should not be trusted: accuracy near
-    chance, or one class predicted for most images."""
-    out, C = [], len(classes)
+def health_warnings(
+    y_pred: np.ndarray,
+    accuracy: float,
+    classes: list[str],
+    *,
+    y_true: np.ndarray | None = None,
+    final_loss: float | None = None,
+) -> list[str]:
+    """What is wrong with a final model whose explanation should not be trusted, each with its
+    reason: accuracy near chance; (given ``y_true``) agreement with the labels not clearly beyond
+    what always predicting the most common class gives (Cohen's κ < 0.2, "slight" agreement, or a
+    one-sided binomial test against the majority-class rate at p ≥ 0.001); (given ``final_loss``)
+    a training loss that ended near ln C, the loss of predicting the same probabilities for every
+    image; one class predicted for most (> 90 %) images, or two classes for more than half of them."""
+    out, C, n = [], len(classes), len(y_pred)
     if accuracy <= 1.5 / C:
         out.append(
             f"the final model is near chance ({100 * accuracy:.1f} % test accuracy, chance {100 / C:.1f} %): "
             "its explanation describes a model that did not learn; train longer, lower the lr, or check "
             "BatchNorm statistics"
         )
-    top = np.bincount(np.asarray(y_pred, dtype=np.int64), minlength=C)
-    if len(y_pred) and top.max() > 0.9 * len(y_pred) and C > 1:
+    elif y_true is not None and n and C > 1:
+        out += _agreement_warnings(np.asarray(y_true), np.asarray(y_pred), accuracy, classes)
+    if final_loss is not None and C > 1 and final_loss >= 0.9 * np.log(C):
         out.append(
-            f"the final model predicts {classes[int(top.argmax())]} for {100 * top.max() / len(y_pred):.0f} % "
-            "of the test images"
+            f"the training loss ended at {final_loss:.3f}, near ln {C} = {np.log(C):.3f} (the loss of predicting the "
+            "same probabilities for every image): the model barely fitted its training labels"
         )
+    top = np.bincount(np.asarray(y_pred, dtype=np.int64), minlength=C)
+    order = np.argsort(-top, kind="stable")
+    if n and top.max() > 0.9 * n and C > 1:
+        out.append(
+            f"the final model predicts {classes[int(top.argmax())]} for {100 * top.max() / n:.0f} % of the test images"
+        )
+    elif n and C > 3 and top[order[:2]].sum() > 0.5 * n:
+        a, b = (classes[int(c)] for c in order[:2])
+        out.append(f"the final model predicts {a} or {b} for {100 * top[order[:2]].sum() / n:.0f} % of the test images")
     return out
+
+
+def _agreement_warnings(y_true: np.ndarray, y_pred: np.ndarray, accuracy: float, classes: list[str]) -> list[str]:
+    """A warning when the predictions agree with the labels little beyond chance."""
+    from scipy.stats import binomtest
+    from sklearn.metrics import cohen_kappa_score
+
+    majority = np.bincount(y_true, minlength=len(classes)).max() / len(y_true)
+    p = binomtest(int(round(accuracy * len(y_true))), len(y_true), majority, alternative="greater").pvalue
+    kappa = cohen_kappa_score(y_true, y_pred, labels=np.arange(len(classes)))
+    if kappa >= 0.2 and p < 1e-3:
+        return []
+    return [
+        f"the final model agrees with the test labels little beyond chance (Cohen's kappa {kappa:.2f}; "
+        f"{100 * accuracy:.1f} % test accuracy against {100 * majority:.1f} % by always predicting the most "
+        f"common class, binomial p = {p:.2g}): its explanation describes a model that did not learn"
+    ]
 
 
 def _prototypes(ctx: Context) -> StageOutput:
@@ -177,6 +216,7 @@ def _dynamics(ctx: Context) -> StageOutput:
         fallback=c.cluster_fallback,
         permutations=c.permutations,
         seed=c.seed,
+        null=c.permutation_null,
     )
     store.save_npz(ctx.out / "arrays" / "dynamics.npz", **dyn.to_arrays())
     return StageOutput(["arrays/dynamics.npz"], metrics={"explained_coverage": round(dyn.coverage(), 4)})
@@ -199,6 +239,8 @@ def _explain(ctx: Context) -> StageOutput:
         p_pair=dyn.p_pair,
         background=ia.get("background"),
         permutations=dyn.permutations,
+        null=dyn.null,
+        p_pair_class=dyn.p_pair_class,
     )
     ex["checkpoints"] = ctx.manifest.checkpoints
     store.save_json(ctx.out / "explanations.json", ex)
@@ -233,7 +275,16 @@ STAGES: tuple[Stage, ...] = (
         "dynamics",
         _dynamics,
         ("arrays/dynamics.npz",),
-        ("min_cluster_size", "tau", "ridge_lambda", "ridge_scale", "cluster_fallback", "permutations", "seed"),
+        (
+            "min_cluster_size",
+            "tau",
+            "ridge_lambda",
+            "ridge_scale",
+            "cluster_fallback",
+            "permutations",
+            "permutation_null",
+            "seed",
+        ),
     ),
     Stage("explain", _explain, ("explanations.json",), ("explain",)),
 )
@@ -442,7 +493,15 @@ class Run:
         p-values (explanations.json holds the confused pairs only)."""
         dyn, ia, labels = self._evidence
         return pair_explanation(
-            dyn.W, ia["contain"], labels, a, b, self.config.explain, p_pair=dyn.p_pair, background=ia.get("background")
+            dyn.W,
+            ia["contain"],
+            labels,
+            a,
+            b,
+            self.config.explain,
+            p_pair=dyn.p_pair,
+            background=ia.get("background"),
+            p_pair_class=dyn.p_pair_class,
         )
 
     @cached_property

@@ -167,19 +167,38 @@ def _fit(step: _Step, dp, di, tau, lam: float, perm=None) -> np.ndarray:
     return ridge_batch(I, P, np.full(len(I), lam))
 
 
-def permutation_pvalues(step: _Step, dp, di, W, tau, lam: float, n_perm: int, rng) -> tuple[np.ndarray, ...]:
+NULLS = ("within-class", "all")  # the strata a permutation test permutes within (see permutation_pvalues)
+
+
+def permutations(n: int, b: int, rng, strata: np.ndarray | None = None) -> np.ndarray:
+    """``b`` random permutations (b, n) of ``n`` rows; with ``strata`` (n,) non-negative ints, each
+    row goes to a random row of its own stratum (uniform within every stratum)."""
+    if strata is None:
+        return rng.permuted(np.broadcast_to(np.arange(n), (b, n)), axis=1)
+    s = np.asarray(strata, dtype=np.float64)
+    order = np.argsort(s[None] * 2.0 + rng.random((b, n)), axis=1)  # by stratum, random within it
+    perm = np.empty((b, n), dtype=np.int64)
+    perm[:, np.argsort(s, kind="stable")] = order  # the j-th row of a stratum goes to its j-th random row
+    return perm
+
+
+def permutation_pvalues(
+    step: _Step, dp, di, W, tau, lam: float, n_perm: int, rng, strata: np.ndarray | None = None
+) -> tuple[np.ndarray, ...]:
     """Two-sided permutation p-values of W (K, C) and of every pair contribution
-    d[k, a, b] = W[k, a] − W[k, b] (K, C, C) under H0: the intensity changes ΔI are independent of
-    the confidence changes (rows of ΔI permuted over the samples; HDBSCAN labels, a function of Δp
-    alone, stay). p = (1 + #{|null| ≥ |observed|}) / (1 + n_perm)."""
+    d[k, a, b] = W[k, a] − W[k, b] (K, C, C). The rows of ΔI are permuted (HDBSCAN labels, a
+    function of Δp alone, stay): over all samples (``strata`` None; H0: ΔI is independent of Δp —
+    which class membership alone rejects, since both depend on the class), or within each
+    stratum (``strata`` = the samples' classes; H0: within each class, a sample's ΔI is independent
+    of its Δp: what the class explains is kept, so a rejection is a link beyond class membership).
+    p = (1 + #{|null| ≥ |observed|}) / (1 + n_perm)."""
     n, (K, C) = len(di), W.shape
     d = W[:, :, None] - W[:, None, :]
     cw, cd = np.zeros((K, C)), np.zeros((K, C, C))
     chunk = int(max(1, min(128, 2e7 // (K * C * C))))
     for start in range(0, n_perm, chunk):
         b = min(chunk, n_perm - start)
-        perm = rng.permuted(np.broadcast_to(np.arange(n), (b, n)), axis=1)
-        Wb = _fit(step, dp, di, tau, lam, perm)  # (b, K, C)
+        Wb = _fit(step, dp, di, tau, lam, permutations(n, b, rng, strata))  # (b, K, C)
         cw += (np.abs(Wb) >= np.abs(W) * (1 - 1e-9)).sum(0)
         db = Wb[:, :, :, None] - Wb[:, :, None, :]
         cd += (np.abs(db) >= np.abs(d) * (1 - 1e-9)).sum(0)
@@ -195,9 +214,12 @@ class Dynamics:
     class_delta: np.ndarray  # (T, C) mean change of class c's confidence over class-c samples (NaN if absent)
     fallback: np.ndarray | None = None  # (T,) 0 HDBSCAN as set, 1 smaller min_cluster_size, 2 one cluster of all
     lam: np.ndarray | None = None  # (T,) the ridge λ used at each step
-    p_W: np.ndarray | None = None  # (T, K, C) permutation p-value of W_t[k, c]
+    p_W: np.ndarray | None = None  # (T, K, C) permutation p-value of W_t[k, c] under ``null``
     p_pair: np.ndarray | None = None  # (T, K, C, C) permutation p-value of d_t[k] = W_t[k, a] − W_t[k, b]
     permutations: int = 0
+    null: str = "all"  # the stratum of p_W / p_pair: within-class (the samples' classes) or all samples
+    p_W_class: np.ndarray | None = None  # (T, K, C) with null within-class: the all-sample p-values too
+    p_pair_class: np.ndarray | None = None  # (T, K, C, C) (class-level association, not a sample-level link)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         out = {
@@ -207,8 +229,9 @@ class Dynamics:
             "flagged": self.flagged,
             "class_delta": self.class_delta,
             "permutations": np.int64(self.permutations),
+            "null": np.array(self.null),
         }
-        for name in ("fallback", "lam", "p_W", "p_pair"):
+        for name in ("fallback", "lam", "p_W", "p_pair", "p_W_class", "p_pair_class"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         return out
@@ -226,6 +249,9 @@ class Dynamics:
             a.get("p_W"),
             a.get("p_pair"),
             int(a.get("permutations", 0)),
+            str(a.get("null", "all")),
+            a.get("p_W_class"),
+            a.get("p_pair_class"),
         )
 
     def coverage(self) -> float:
@@ -247,21 +273,32 @@ def dynamics(
     fallback: bool = True,
     permutations: int = 0,
     seed: int = 0,
+    null: str = "within-class",
     progress=None,
 ) -> Dynamics:
     """Stages 4-6 over every step. confidences (T+1, N, C), intensities (T+1, N, K); ``labels``
     (N,) true classes, only used for ``class_delta``. ``lam_scale``: ``relative``
     (:func:`ridge_penalty`, scale-free) or ``absolute``. ``fallback``: a step where HDBSCAN finds no cluster
     is clustered again (:func:`clusters_with_fallback`) instead of W_t = 0. ``permutations`` > 0
-    adds permutation p-values (:func:`permutation_pvalues`), seeded by (``seed``, step)."""
+    adds permutation p-values (:func:`permutation_pvalues`), seeded by (``seed``, step): ``null``
+    ``within-class`` permutes within the classes ``labels`` (``p_W`` / ``p_pair``: a link beyond
+    class membership) and also over all samples (``p_W_class`` / ``p_pair_class``: the class-level
+    association, with the stream ``null="all"`` uses); ``all`` permutes over all samples only."""
     p, inten = _check_inputs(confidences, intensities)
     _check_scale(lam_scale)
+    if null not in NULLS:
+        raise I2XError(f"null={null!r} must be one of {', '.join(NULLS)}")
+    if null == "within-class" and permutations and labels is None:
+        raise I2XError("null='within-class' permutes within the classes: pass labels= (or null='all')")
+    within = null == "within-class" and permutations > 0
     T, n, c = p.shape[0] - 1, p.shape[1], p.shape[2]
     T, k = max(T, 0), inten.shape[2]
     W, labs = np.zeros((T, k, c)), np.full((T, n), -1, dtype=np.int64)
     ncl, fb, lams = np.zeros(T, dtype=np.int64), np.zeros(T, dtype=np.int8), np.zeros(T)
     p_W = np.ones((T, k, c), dtype=np.float32) if permutations else None
     p_pair = np.ones((T, k, c, c), dtype=np.float32) if permutations else None
+    p_W_class, p_pair_class = (np.ones_like(p_W), np.ones_like(p_pair)) if within else (None, None)
+    strata = np.asarray(labels, dtype=np.int64) if within else None
     for t in range(T) if progress is None else progress(range(T)):
         dp, di = p[t + 1] - p[t], inten[t + 1] - inten[t]  # (N, C), (N, K)
         if fallback:
@@ -275,11 +312,15 @@ def dynamics(
         W_n = _fit(step, dp, di_n, tau, lam_n)[0]
         W[t] = W_n / sc
         if permutations and ncl[t]:  # p-values do not depend on the scale: computed on ΔI / s
-            rng = np.random.default_rng([seed, t])
-            p_W[t], p_pair[t] = permutation_pvalues(step, dp, di_n, W_n, tau, lam_n, permutations, rng)
-    return Dynamics(
-        W, labs, ncl, ncl == 0, _class_delta(p, labels), fb if fallback else None, lams, p_W, p_pair, permutations
-    )
+            fit = (step, dp, di_n, W_n, tau, lam_n, permutations)
+            all_samples = permutation_pvalues(*fit, np.random.default_rng([seed, t]))
+            if within:
+                p_W_class[t], p_pair_class[t] = all_samples
+                p_W[t], p_pair[t] = permutation_pvalues(*fit, np.random.default_rng([seed, t, 1]), strata)
+            else:
+                p_W[t], p_pair[t] = all_samples
+    cd, fb = _class_delta(p, labels), fb if fallback else None
+    return Dynamics(W, labs, ncl, ncl == 0, cd, fb, lams, p_W, p_pair, permutations, null, p_W_class, p_pair_class)
 
 
 def _check_inputs(confidences, intensities) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,7 @@ from sklearn.cluster import AgglomerativeClustering
 
 from ..config import ExplainConfig
 from ..errors import I2XError
+from .stats import enrichment_pvalues, holm
 
 
 def shared_prototypes(
@@ -131,35 +132,9 @@ def _side_p(sig: np.ndarray, adj: np.ndarray, sign: int) -> np.ndarray:
     return np.where(sig == sign, adj, 1.0).min(0) if len(sig) else np.ones(sig.shape[1])
 
 
-def pair_explanation(
-    W: np.ndarray,
-    contain: np.ndarray,
-    labels: np.ndarray,
-    a: int,
-    b: int,
-    cfg: ExplainConfig | None = None,
-    *,
-    p_pair: np.ndarray | None = None,
-    background: np.ndarray | None = None,
-) -> dict:
-    """Uncertain and reliable prototypes of the pair (a, b) from d_t[k] = W_t[k, a] − W_t[k, b].
-
-    Uncertain: in ≥ min_pair_contain of both classes, significantly favouring a at some step and
-    b at another; p_value = the larger of the two sides' smallest Bonferroni-adjusted p (an
-    intersection-union test). Reliable: significant at ≥ 1 step, one sign at every significant
-    step and no opposite step even at unadjusted p < alpha; p_value = its smallest adjusted p.
-    ``p_pair`` (T, K, C, C): permutation p-values of d (:func:`i2x.analysis.dynamics.permutation_pvalues`);
-    without it every non-zero sign counts (uncalibrated). ``background`` (K,) prototypes never count.
-    """
-    cfg = cfg or ExplainConfig()
-    labels = np.asarray(labels)
-    for c in (a, b):
-        if not (labels == c).any():
-            raise I2XError(f"class {c} has no sample in the explanation set: choose a pair that occurs in it")
-    fa, fb = contain[labels == a].mean(0), contain[labels == b].mean(0)
-    fg = np.zeros(len(fa), bool) if background is None else np.asarray(background, bool)
-    d = pair_contribution(W, a, b)  # (T, K)
-    p = None if p_pair is None else np.asarray(p_pair)[:, :, a, b]
+def _roles(d: np.ndarray, p: np.ndarray | None, fa, fb, fg, cfg: ExplainConfig) -> dict:
+    """Uncertain and reliable prototypes (every one, ranked) of one pair's contributions d (T, K)
+    with p-values p (T, K) or None, and what their rows need."""
     sig, adj = significant_signs(d, p, cfg.alpha)
     pos, neg = _side_p(sig, adj, 1), _side_p(sig, adj, -1)
     flips, mag = sign_flips(sig), (np.abs(d) * (sig != 0)).sum(0)
@@ -173,6 +148,45 @@ def pair_explanation(
     ]
     unc.sort(key=lambda k: (p_unc[k], -flips[k] * mag[k], k))
     rel.sort(key=lambda k: (p_rel[k], -abs(d[:, k].sum()), k))
+    return {"unc": unc, "rel": rel, "sig": sig, "adj": adj, "flips": flips, "mag": mag, "p_unc": p_unc, "p_rel": p_rel}
+
+
+def pair_explanation(
+    W: np.ndarray,
+    contain: np.ndarray,
+    labels: np.ndarray,
+    a: int,
+    b: int,
+    cfg: ExplainConfig | None = None,
+    *,
+    p_pair: np.ndarray | None = None,
+    background: np.ndarray | None = None,
+    p_pair_class: np.ndarray | None = None,
+) -> dict:
+    """Uncertain and reliable prototypes of the pair (a, b) from d_t[k] = W_t[k, a] − W_t[k, b].
+
+    Uncertain: in ≥ min_pair_contain of both classes, significantly favouring a at some step and
+    b at another; p_value = the larger of the two sides' smallest Bonferroni-adjusted p (an
+    intersection-union test). Reliable: significant at ≥ 1 step, one sign at every significant
+    step and no opposite step even at unadjusted p < alpha; p_value = its smallest adjusted p.
+    ``p_pair`` (T, K, C, C): permutation p-values of d (:func:`i2x.analysis.dynamics.permutation_pvalues`,
+    within-class by default: a link beyond class membership); without it every non-zero sign counts
+    (uncalibrated). ``p_pair_class``: the all-sample p-values; the prototypes that pass the same rules
+    with them but not with ``p_pair`` are listed as ``class_level``: associated with the pair's
+    classes, not shown to drive their confidence (never called uncertain or reliable).
+    ``background`` (K,) prototypes never count.
+    """
+    cfg = cfg or ExplainConfig()
+    labels = np.asarray(labels)
+    for c in (a, b):
+        if not (labels == c).any():
+            raise I2XError(f"class {c} has no sample in the explanation set: choose a pair that occurs in it")
+    fa, fb = contain[labels == a].mean(0), contain[labels == b].mean(0)
+    fg = np.zeros(len(fa), bool) if background is None else np.asarray(background, bool)
+    d = pair_contribution(W, a, b)  # (T, K)
+    p = None if p_pair is None else np.asarray(p_pair)[:, :, a, b]
+    r = _roles(d, p, fa, fb, fg, cfg)
+    sig, adj, flips, mag = r["sig"], r["adj"], r["flips"], r["mag"]
 
     def row(k, score, p_value):
         steps = np.flatnonzero(sig[:, k])
@@ -194,12 +208,37 @@ def pair_explanation(
             ],
         }
 
-    return {
+    out = {
         "a": int(a),
         "b": int(b),
-        "uncertain": [row(k, flips[k] * mag[k], p_unc[k]) for k in unc[: cfg.top]],
-        "reliable": [row(k, abs(d[:, k].sum()), p_rel[k]) for k in rel[: cfg.top]],
+        "uncertain": [row(k, flips[k] * mag[k], r["p_unc"][k]) for k in r["unc"][: cfg.top]],
+        "reliable": [row(k, abs(d[:, k].sum()), r["p_rel"][k]) for k in r["rel"][: cfg.top]],
     }
+    if p_pair_class is not None:
+        out["class_level"] = _class_level(d, np.asarray(p_pair_class)[:, :, a, b], fa, fb, fg, cfg, r, (a, b))
+    return out
+
+
+def _class_level(d, p_class, fa, fb, fg, cfg: ExplainConfig, conditional: dict, pair: tuple[int, int]) -> list[dict]:
+    """The prototypes that pass the uncertain/reliable rules against the all-sample null but not
+    against the within-class one: a class-level association, ranked by their class-level p."""
+    c = _roles(d, p_class, fa, fb, fg, cfg)
+    listed = set(conditional["unc"]) | set(conditional["rel"])
+    rows = [(k, "both directions", c["p_unc"][k]) for k in c["unc"] if k not in listed]
+    rows += [(k, "one direction", c["p_rel"][k]) for k in c["rel"] if k not in listed]
+    rows.sort(key=lambda r: (r[2], r[0]))
+    a, b = pair
+    return [
+        {
+            "prototype": int(k),
+            "pattern": pattern,
+            "p_value_class_level": float(pv),
+            "favours": int(a) if d[:, k].sum() > 0 else int(b),
+            "contain_a": float(fa[k]),
+            "contain_b": float(fb[k]),
+        }
+        for k, pattern, pv in rows[: cfg.top]
+    ]
 
 
 def confused_pairs(confusion: np.ndarray, top: int = 3) -> list[tuple[int, int, int]]:
@@ -209,6 +248,23 @@ def confused_pairs(confusion: np.ndarray, top: int = 3) -> list[tuple[int, int, 
     pairs = [(int(i), int(j), int(sym[i, j])) for i in range(len(cm)) for j in range(i + 1, len(cm)) if sym[i, j] > 0]
     pairs.sort(key=lambda p: (-p[2], p[0], p[1]))
     return pairs[:top]
+
+
+def class_specific(contain: np.ndarray, labels: np.ndarray, n_classes: int, alpha: float) -> np.ndarray:
+    """(K, C) bool: prototype k is contained in more of class c's samples than in the explanation
+    set as a whole, beyond chance (one-sided Fisher exact test, Holm-corrected over all K × C:
+    family-wise level ``alpha``). The null of the class-level lists: under labels that carry no
+    information (a model trained on shuffled labels), nothing is specific."""
+    p = enrichment_pvalues(contain, labels, n_classes)
+    return holm(p.ravel()).reshape(p.shape) < alpha
+
+
+def _split(protos: list[int], specific: np.ndarray) -> dict:
+    """``protos`` split into the class-specific ones and the others (contained as often elsewhere)."""
+    return {
+        "prototypes": [k for k in protos if specific[k]],
+        "not_class_specific": [k for k in protos if not specific[k]],
+    }
 
 
 def explain(
@@ -226,28 +282,37 @@ def explain(
     p_pair: np.ndarray | None = None,
     background: np.ndarray | None = None,
     permutations: int = 0,
+    null: str = "all",
+    p_pair_class: np.ndarray | None = None,
 ) -> dict:
     """The whole structured explanation: per class and per (confused) pair, JSON-ready.
 
     ``p_W`` (T, K, C) / ``p_pair`` (T, K, C, C): permutation p-values from
-    :func:`i2x.analysis.dynamics.dynamics`; ``background`` (K,) bool: prototypes that carry no
-    evidence, never listed as shared, specialized, key, uncertain or reliable."""
+    :func:`i2x.analysis.dynamics.dynamics` under ``null`` (``within-class``: a sample-level link
+    beyond class membership; ``all``: all samples permuted); ``p_pair_class``: the all-sample
+    p-values beside within-class ones, for each pair's ``class_level`` list. ``background`` (K,)
+    bool: prototypes that carry no evidence, never listed as shared, specialized, key, uncertain or
+    reliable. Shared and specialized prototypes are split by :func:`class_specific`."""
     cfg = cfg or ExplainConfig()
     W, labels = np.asarray(W), np.asarray(labels)
     C = W.shape[2]
     classes = classes or [str(c) for c in range(C)]
     per_class = {}
+    specific = class_specific(contain, labels, C, cfg.alpha)  # (K, C): beyond what random labels give
     for c in range(C):
         if not (labels == c).any():
             continue
         shared = shared_prototypes(contain, labels, c, cfg.rho, background)
         spec = specialized_prototypes(contain, labels, c, shared, cfg.groups, cfg.rho_group, background=background)
         cand = sorted(set(shared) | {k for g in spec for k in g["prototypes"]})
+        groups = [{"size": g["size"], **_split(g["prototypes"], specific[:, c])} for g in spec]
+        sh = _split(shared, specific[:, c])
         per_class[classes[c]] = {
             "index": c,
             "n_samples": int((labels == c).sum()),
-            "shared": shared,
-            "specialized": [{"size": g["size"], "prototypes": g["prototypes"]} for g in spec],
+            "shared": sh["prototypes"],
+            "shared_not_class_specific": sh["not_class_specific"],
+            "specialized": groups,
             "key_checkpoints": key_checkpoints(W, class_delta, c, cand, cfg, flagged, p_W),
         }
     pair_list, skipped = [], []
@@ -257,14 +322,16 @@ def explain(
         if not ((labels == a).any() and (labels == b).any()):
             skipped.append([int(a), int(b)])  # a class absent from E: nothing to explain it with
             continue
-        pe = pair_explanation(W, contain, labels, a, b, cfg, p_pair=p_pair, background=background)
+        pe = pair_explanation(
+            W, contain, labels, a, b, cfg, p_pair=p_pair, background=background, p_pair_class=p_pair_class
+        )
         if confusion is not None:
             pe["confusions"] = {"a_to_b": int(confusion[a, b]), "b_to_a": int(confusion[b, a])}
         pe["names"] = [classes[a], classes[b]]
         pair_list.append(pe)
     return {
         "config": asdict(cfg),
-        "significance": _significance(p_pair is not None, permutations, cfg.alpha, W.shape[0]),
+        "significance": _significance(p_pair is not None, permutations, cfg.alpha, W.shape[0], null),
         "background": [] if background is None else [int(k) for k in np.flatnonzero(background)],
         "classes": per_class,
         "pairs": pair_list,
@@ -273,16 +340,35 @@ def explain(
     }
 
 
-def _significance(calibrated: bool, permutations: int, alpha: float, steps: int) -> dict:
+NULL_TEXT = {
+    "within-class": "H0: within each class, a sample's intensity changes ΔI are independent of its confidence "
+    "changes Δp (rows of ΔI permuted among the samples of the same class; the HDBSCAN clusters of Δp kept): "
+    "what class membership explains is kept, so a listed role is a link beyond it",
+    "all": "H0: each step's intensity changes ΔI are independent of its confidence changes Δp (rows of ΔI "
+    "permuted over all samples; the HDBSCAN clusters of Δp kept); class membership alone rejects it, so a "
+    "listed role may only say that the prototype belongs to the pair's classes",
+}
+
+
+def _significance(calibrated: bool, permutations: int, alpha: float, steps: int, null: str = "all") -> dict:
     if not calibrated:
         return {"calibrated": False, "test": "none: every non-zero sign counts (no p-values given)"}
-    return {
+    out = {
         "calibrated": True,
         "alpha": alpha,
         "permutations": int(permutations),
-        "null": "H0: each step's intensity changes ΔI are independent of its confidence changes Δp "
-        "(rows of ΔI permuted over the samples; the HDBSCAN clusters of Δp kept)",
+        "null": NULL_TEXT[null],
+        "null_stratum": null,
         "test": f"two-sided permutation p of d_t[k] = W_t[k,a] - W_t[k,b] (and of W_t[k,c]); a step's sign "
         f"counts when p x {steps} steps (Bonferroni) < alpha; uncertain = significant for a at one step and for "
         "b at another (p_value = max of the two sides); reliable = significant with one sign only",
+        "class_specific": "shared and specialized prototypes: contained in more of the class than of the whole "
+        "explanation set (one-sided Fisher exact test, Holm over prototypes x classes, family-wise alpha); the "
+        "others are listed as not_class_specific",
     }
+    if null == "within-class":
+        out["class_level"] = (
+            "class_level (per pair): prototypes that pass the same rules against the all-sample null but not "
+            "within class: associated with the pair's classes, not shown to drive their confidence"
+        )
+    return out

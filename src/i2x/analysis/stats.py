@@ -80,6 +80,22 @@ def holm(p: np.ndarray) -> np.ndarray:
     return adj
 
 
+def enrichment_pvalues(contain: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """(K, C) one-sided Fisher exact p-values (the hypergeometric tail): is prototype k contained in
+    more of class c's samples than its rate over all samples predicts, as if the labels were drawn
+    at random? A model that learned nothing (labels independent of what it sees) gives uniform p."""
+    from scipy.stats import hypergeom
+
+    x, y = np.asarray(contain, dtype=bool), np.asarray(labels)
+    total, n = x.sum(0), len(y)  # (K,) samples containing k, all samples
+    p = np.ones((x.shape[1], n_classes))
+    for c in range(n_classes):
+        m = y == c
+        if m.any():
+            p[:, c] = hypergeom.sf(x[m].sum(0) - 1, n, total, int(m.sum()))
+    return p
+
+
 def format_p(v, digits: int = 2, missing: str = "—", template: str = "{}") -> str:
     """A p-value as text: ``digits`` significant digits (``0.013``), put into ``template``; ``missing``
     (the whole text) when there is none. The report's ``0.013`` / ``—``; fine-tuning's table

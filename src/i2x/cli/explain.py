@@ -47,12 +47,17 @@ def class_text(r: Run, cls: str) -> list[str]:
         raise I2XError(f"--class {cls}: class {names[c]} has no sample in the explanation set")
     out = [
         f"Class {names[c]} ({e['n_samples']} samples in the explanation set)",
-        "  shared prototypes (in every sample): " + (", ".join(f"P-{k}" for k in e["shared"]) or "none"),
+        "  shared prototypes (in every sample, more often than in the other classes): " + _ps(e["shared"]),
     ]
+    if e.get("shared_not_class_specific"):
+        out.append(
+            "    in every sample but as often elsewhere (not class-specific): " + _ps(e["shared_not_class_specific"])
+        )
     for i, g in enumerate(e["specialized"]):
         out.append(
             f"  specialized, sub-group {i + 1} ({g['size']} samples): "
-            + (", ".join(f"P-{k}" for k in g["prototypes"]) or "none beyond the shared ones")
+            + (_ps(g["prototypes"]) if g["prototypes"] else "none beyond the shared ones")
+            + (f"; not class-specific: {_ps(g['not_class_specific'])}" if g.get("not_class_specific") else "")
         )
     if not e["key_checkpoints"]:
         out.append("  no key checkpoint: no step changed its confidence with a key prototype carrying it")
@@ -76,7 +81,8 @@ def pair_text(r: Run, pair: list[str]) -> list[str]:
     T = len(flagged)
     cm, sig = r.arrays("evaluate")["confusion"], r.explanations().get("significance", {})
     na, nb = names[a], names[b]
-    test = f"permutation p × {T} steps < {sig['alpha']}" if sig.get("calibrated") else "every non-zero sign"
+    null = "within-class " if sig.get("null_stratum") == "within-class" else ""
+    test = f"{null}permutation p × {T} steps < {sig['alpha']}" if sig.get("calibrated") else "every non-zero sign"
     out = [
         f"Pair {na} vs {nb}: test errors {na}→{nb} {cm[a, b]}, {nb}→{na} {cm[b, a]}",
         f"  contribution d_t[k] = W_t[k,{na}] − W_t[k,{nb}] per step: + favours {na}, - favours {nb} at a "
@@ -99,10 +105,27 @@ def pair_text(r: Run, pair: list[str]) -> list[str]:
         )
     if not pe["uncertain"]:
         out.append("    none")
+    if "class_level" in pe:
+        out.append(
+            "  class-level associations (significant against permuting all samples, not within class: the prototype "
+            "belongs to the classes, its link to their confidence is not shown):"
+        )
+        for p in pe["class_level"]:
+            pv = format_p(p["p_value_class_level"])
+            out.append(
+                f"    P-{p['prototype']}: {p['pattern']}, favours {names[p['favours']]} (class-level p = {pv}; "
+                f"{_contain(p, na, nb)})"
+            )
+        if not pe["class_level"]:
+            out.append("    none")
     bg = r.explanations().get("background", [])
     if bg:
         out.append("  background prototypes (never listed): " + ", ".join(f"P-{k}" for k in bg))
     return out
+
+
+def _ps(protos: list[int]) -> str:
+    return ", ".join(f"P-{k}" for k in protos) or "none"
 
 
 def _p(p: dict) -> str:

@@ -89,12 +89,19 @@ def summary(r, seconds: float | None = None) -> str:
     if ex.get("background"):
         lines.append("  background prototypes (carry no evidence): " + ", ".join(f"P-{k}" for k in ex["background"]))
     sig = ex.get("significance", {})
-    level = f"permutation p < {sig['alpha']}" if sig.get("calibrated") else "uncalibrated signs"
+    stratum = "within-class " if sig.get("null_stratum") == "within-class" else ""
+    level = f"{stratum}permutation p < {sig['alpha']}" if sig.get("calibrated") else "uncalibrated signs"
     lines.append(f"  most confused pairs (test set) and their top uncertain prototype ({level}):")
     for p in ex["pairs"]:
         c, u = p.get("confusions", {}), _top(p["uncertain"])
         lines.append(
             f"    {names[p['a']]}↔{names[p['b']]}: {c.get('a_to_b', 0)}+{c.get('b_to_a', 0)} errors; uncertain: {u}"
+        )
+    if stratum and ex["pairs"] and not any(p["uncertain"] or p["reliable"] for p in ex["pairs"]):
+        n_class = sum(len(p.get("class_level", [])) for p in ex["pairs"])
+        lines.append(
+            f"  no prototype role in these pairs survives the within-class test at this scale (explanation set "
+            f"{d['explain_size']}): {n_class} class-level associations only say which prototypes the classes contain"
         )
     if seconds is not None:
         lines.append(f"  wall time: {seconds:.1f} s")

@@ -1,0 +1,140 @@
+"""The evidence level of the explanation (issue 23): a listed role must survive a null that keeps
+each class. Planted truth: a prototype that only belongs to a class is at most class-level; a
+planted within-class link is found; null data lists (almost) nothing; a model that learned
+nothing has no class-specific shared or specialized prototype."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from i2x.analysis.dynamics import dynamics, permutations
+from i2x.analysis.explain import class_specific, explain, pair_explanation
+from i2x.analysis.stats import enrichment_pvalues
+from i2x.config import ExplainConfig
+
+A, B = 0, 1
+
+
+def planted_class(seed: int, link: bool = True, n_class: int = 60, T: int = 6, K: int = 4, noise: float = 0.3):
+    """Three classes of ``n_class`` samples; within A and B half the samples ("fast") gain 0.2
+    confidence per step, the others 0.05 (their own class up, the other down); class 2 does not
+    move. Prototype 0 brightens in every A sample and prototype 2 in every B sample, whatever the
+    sample's gain: a class-level association only. With ``link``, prototype 1 brightens in the fast
+    A samples alone: a within-class link between intensity and confidence change."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat([A, B, 2], n_class)
+    n = len(labels)
+    fast = np.tile(np.arange(n_class) % 2 == 0, 3)
+    conf, inten = np.zeros((T + 1, n, 3)), np.zeros((T + 1, n, K))
+    for t in range(T):
+        dp = np.zeros((n, 3))
+        for c, o in ((A, B), (B, A)):
+            m = labels == c
+            dp[m, c], dp[m, o] = np.where(fast[m], 0.2, 0.05), -np.where(fast[m], 0.2, 0.05)
+        dp += rng.normal(0, 0.005, size=dp.shape)
+        di = rng.normal(0, noise, size=(n, K))
+        di[labels == A, 0] += 1.0
+        di[labels == B, 2] += 1.0
+        if link:
+            di[(labels == A) & fast, 1] += 1.0
+        conf[t + 1], inten[t + 1] = conf[t] + dp, inten[t] + di
+    return conf, inten, labels
+
+
+def _pair(d, labels, K, a=A, b=B):
+    contain = np.ones((len(labels), K), dtype=bool)
+    cfg = ExplainConfig(top=K)
+    return pair_explanation(d.W, contain, labels, a, b, cfg, p_pair=d.p_pair, p_pair_class=d.p_pair_class)
+
+
+def _listed(pe) -> set[int]:
+    return {r["prototype"] for r in pe["uncertain"] + pe["reliable"]}
+
+
+def test_within_class_permutations_keep_every_sample_in_its_class():
+    rng = np.random.default_rng(0)
+    strata = np.array([2, 0, 0, 1, 2, 2, 0, 1, 1, 1])
+    perm = permutations(len(strata), 500, rng, strata)
+    assert (np.sort(perm, axis=1) == np.arange(10)).all()  # permutations
+    assert (strata[perm] == strata[None]).all()  # each row goes to a row of its own class
+    for i in np.flatnonzero(strata == 1):  # uniform within the class: each of 4 places ~ 1/4
+        counts = np.bincount(perm[:, i], minlength=10)[strata == 1]
+        assert counts.min() > 500 / 4 * 0.7
+    assert not (perm == np.arange(10)).all(1).all()
+
+
+def test_a_class_level_prototype_is_not_listed_a_within_class_link_is():
+    conf, inten, labels = planted_class(0, link=True)
+    d = dynamics(conf, inten, labels, min_cluster_size=10, permutations=999, seed=0)
+    assert d.null == "within-class" and d.p_pair_class is not None
+    pe = _pair(d, labels, 4)
+    # (ii) the planted within-class link: found, p < 0.01
+    rel = {r["prototype"]: r for r in pe["reliable"]}
+    assert 1 in rel and rel[1]["p_value"] < 0.01 and rel[1]["favours"] == A
+    # (i) the class-level prototypes (0 in A, 2 in B): never uncertain or reliable, listed as class-level
+    assert not _listed(pe) & {0, 2}
+    assert {r["prototype"] for r in pe["class_level"]} == {0, 2}
+    assert all(r["p_value_class_level"] < 0.01 for r in pe["class_level"])
+    # against the all-sample null (i2x before issue 23) the class-level ones were listed as roles
+    d_all = dynamics(conf, inten, labels, min_cluster_size=10, permutations=999, seed=0, null="all")
+    assert {0, 1, 2} <= _listed(_pair(d_all, labels, 4))
+    assert "class_level" not in _pair(d_all, labels, 4)
+
+
+def test_null_seeds_list_at_most_five_percent():
+    """(iii) No within-class link (class-level effects only, as in the real data): ≤ 5 % of the
+    prototype × pair tests list a role; with no class effect either, ≤ 5 % are class-level."""
+    roles = class_level = tests = 0
+    for seed in range(100, 120):
+        conf, inten, labels = planted_class(seed, link=False)
+        flat = inten.copy()
+        flat[:, :, [0, 2]] = np.cumsum(np.random.default_rng(seed).normal(0, 0.3, (len(inten), len(labels), 2)), 0)
+        for data, count in ((inten, "roles"), (flat, "class")):
+            d = dynamics(conf, data, labels, min_cluster_size=10, permutations=199, seed=seed)
+            for a, b in itertools.combinations(range(3), 2):
+                pe = _pair(d, labels, 4, a, b)
+                if count == "roles":
+                    roles += len(_listed(pe))
+                    tests += 4
+                else:
+                    class_level += len(_listed(pe)) + len(pe["class_level"])
+    assert tests == 240
+    assert roles / tests <= 0.05, roles
+    assert class_level / tests <= 0.05, class_level
+
+
+def test_class_lists_of_a_model_that_learned_nothing_are_empty():
+    """Containment independent of the labels (shuffled labels): nothing is class-specific, so no
+    shared or specialized prototype is listed — they are named not_class_specific instead; a
+    planted class-specific prototype is still found."""
+    rng = np.random.default_rng(3)
+    n, K, C = 300, 12, 5
+    labels = rng.permutation(np.arange(n) % C)
+    contain = rng.random((n, K)) < rng.uniform(0.2, 1.0, K)  # each prototype in its own share of all samples
+    contain[:, 0] = True  # in every sample: 'shared' by every class, specific to none
+    W, cd = np.zeros((3, K, C)), np.zeros((3, C))
+    ex = explain(W, contain, labels, cd, cfg=ExplainConfig(rho=0.95, rho_group=0.9))
+    for e in ex["classes"].values():
+        assert e["shared"] == [] and all(g["prototypes"] == [] for g in e["specialized"])
+    assert all(0 in e["shared_not_class_specific"] for e in ex["classes"].values())
+    assert not class_specific(contain, labels, C, 0.05).any()
+    planted = contain.copy()
+    planted[:, 5] = labels == 2  # prototype 5: in every sample of class 2 and in no other
+    ex = explain(W, planted, labels, cd, cfg=ExplainConfig(rho=0.95))
+    assert ex["classes"]["2"]["shared"] == [5]
+    assert all(e["shared"] == [] for c, e in ex["classes"].items() if c != "2")
+
+
+def test_enrichment_p_is_the_fisher_exact_test():
+    from scipy.stats import fisher_exact
+
+    rng = np.random.default_rng(1)
+    labels, contain = rng.integers(0, 3, 40), rng.random((40, 4)) < 0.5
+    p = enrichment_pvalues(contain, labels, 3)
+    for k, c in itertools.product(range(4), range(3)):
+        m, x = labels == c, contain[:, k]
+        table = [[(x & m).sum(), (~x & m).sum()], [(x & ~m).sum(), (~x & ~m).sum()]]
+        assert p[k, c] == pytest.approx(fisher_exact(table, alternative="greater").pvalue, rel=1e-9)
