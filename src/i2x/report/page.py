@@ -202,7 +202,8 @@ class Page:
         timeline = self.class_timeline(c, kcs)
         shared = e.get("shared", [])
         groups = "".join(
-            f"<li>sub-group {i + 1} ({g['size']} samples): {self.chips(g['prototypes'])}</li>"
+            f"<li>sub-group {i + 1} ({g['size']} samples): {self.chips(g['prototypes'])}"
+            f"{self.not_specific(g.get('not_class_specific', []))}</li>"
             for i, g in enumerate(e.get("specialized", []))
         )
         ex_rows = list(dict.fromkeys(list(shared) + spec))[:MAX_EXAMPLE_ROWS]
@@ -225,9 +226,15 @@ class Page:
             f"steps where the mean confidence of {self.name(c)} "
             "changed by ≥ 20 % of its largest change and one of its prototypes carried it; "
             "opposing classes have W of the other sign.</p>"
-            f"{timeline}<p><b>Shared prototypes</b> (in every sample): {self.chips(shared)}</p>"
+            f"{timeline}<p><b>Shared prototypes</b> (in every sample, more often than in the other classes): "
+            f"{self.chips(shared)}{self.not_specific(e.get('shared_not_class_specific', []))}</p>"
             f"<p><b>Specialized prototypes</b> (sub-groups by containment):</p><ul>{groups}</ul>{exfig}"
         )
+
+    def not_specific(self, protos: list[int]) -> str:
+        if not protos:
+            return ""
+        return f' <span class="note">(also, but as often in other classes: {self.chips(protos)})</span>'
 
     def class_timeline(self, c: int, kcs: list[dict]) -> str:
         """The table of class ``c``'s key checkpoints (paper Fig. 4), or a note that it has none."""
@@ -324,7 +331,7 @@ class Page:
                 f"{fig}<div class=grid2>"
                 f"<div>{self.pair_table(p.get('uncertain', []), 'uncertain', a, b)}</div>"
                 f"<div>{self.pair_table(p.get('reliable', []), 'reliable', a, b)}</div>"
-                f"</div>{exfig}"
+                f"</div>{self.class_level(p)}{exfig}"
             )
         if not out:
             out.append(
@@ -361,6 +368,20 @@ class Page:
             f"{self.chips(bg)}: their cells carry less than "
             f"{self.d.manifest['config'].get('background_saliency', 0.5):g} × the mean saliency per cell; "
             "never listed as shared, specialized, key, uncertain or reliable"
+        )
+
+    def class_level(self, p: dict) -> str:
+        """The pair's class-level associations: named as such, never as uncertain or reliable."""
+        if "class_level" not in p:
+            return ""
+        items = ", ".join(
+            f"{self.chip(r['prototype'])} ({r['pattern']}, p = {format_p(r['p_value_class_level'])})"
+            for r in p["class_level"]
+        )
+        return (
+            '<p class="note"><b>Class-level associations</b> (significant against permuting all samples, not '
+            "within class: the prototype belongs to these classes; its link to their confidence is not shown): "
+            f"{items or 'none'}</p>"
         )
 
     def pair_table(self, rows: list[dict], kind: str, a: int, b: int) -> str:
