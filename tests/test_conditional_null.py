@@ -128,6 +128,25 @@ def test_class_lists_of_a_model_that_learned_nothing_are_empty():
     assert all(e["shared"] == [] for c, e in ex["classes"].items() if c != "2")
 
 
+def test_containment_through_the_labels_saliency_is_not_taken_for_class_specificity():
+    """Shuffled labels: the saliency of each sample's own (random) label keeps label-dependent cells,
+    so the selective containment looks class-specific; the prototypes' presence does not depend on
+    the label, and class-specificity is tested on it."""
+    rng = np.random.default_rng(4)
+    n, K, C = 400, 10, 4
+    labels = rng.integers(0, C, n)
+    present = rng.random((n, K)) < 0.8  # the features: independent of the (shuffled) labels
+    contain = present & (np.arange(K)[None] % C == labels[:, None])  # the label's map keeps "its" prototypes
+    W, cd = np.zeros((2, K, C)), np.zeros((2, C))
+    cfg = ExplainConfig(rho=0.7, rho_group=0.9)
+    fooled = explain(W, contain, labels, cd, cfg=cfg)
+    assert any(e["shared"] for e in fooled["classes"].values())  # selective containment alone: "specific"
+    ex = explain(W, contain, labels, cd, cfg=cfg, present=present)
+    assert all(e["shared"] == [] for e in ex["classes"].values())
+    assert all(g["prototypes"] == [] for e in ex["classes"].values() for g in e["specialized"])
+    assert any(e["shared_not_class_specific"] for e in ex["classes"].values())  # listed, flagged as such
+
+
 def test_enrichment_p_is_the_fisher_exact_test():
     from scipy.stats import fisher_exact
 

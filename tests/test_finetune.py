@@ -518,9 +518,11 @@ def test_finetune_prototype_auto_on_a_real_run(saved, run_dir, capsys):
     cfg, bg = saved.cfg.explain, saved.ia["background"]
     expect = None
     for a, b in order:
+        st = np.load(run_dir / "arrays" / "stability.npz")
         pe = pair_explanation(
-            saved.dy["W"], saved.ia["contain"], saved.labels, a, b, cfg, p_pair=saved.dy["p_pair"], background=bg
-        )
+            saved.dy["W"], saved.ia["contain"], saved.labels, a, b, cfg, p_pair=saved.dy["p_pair"], background=bg,
+            frequency=st["roles"][a, b] if int(st["resamples"]) else None,
+        )  # fmt: skip
         if (a, b) in pes:
             assert [r["prototype"] for r in pe["uncertain"]] == [r["prototype"] for r in pes[(a, b)]["uncertain"]]
         if pe["uncertain"] and expect is None:

@@ -171,8 +171,12 @@ def _recompute_explanations(s: Saved) -> dict:
         permutations=int(s.dy["permutations"]),
         null=str(s.dy["null"]),
         p_pair_class=s.dy.get("p_pair_class"),
+        stability=st if int((st := dict(np.load(s.dir / "arrays" / "stability.npz")))["resamples"]) else None,
+        present=s.ia["present"],
     )
-    return json.loads(json.dumps({**ex, "checkpoints": s.manifest["checkpoints"]}))
+    health = s.manifest["metrics"]["health"]
+    flag = {"passed": not health, "reasons": health, "note": s.ex["model_health"]["note"]}
+    return json.loads(json.dumps({**ex, "checkpoints": s.manifest["checkpoints"], "model_health": flag}))
 
 
 def test_explanations_are_explain_of_the_saved_arrays(saved):

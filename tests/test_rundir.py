@@ -62,6 +62,7 @@ def _cfg(**kw) -> RunConfig:
         min_cluster_size=4,
         tau=0.1,
         ridge_lambda=3.0,
+        stability_resamples=8,
         permutations=199,
         rho=0.9,
         alpha=0.2,
@@ -161,6 +162,27 @@ def _same(got: dict, want: dict) -> None:
         np.testing.assert_allclose(np.asarray(got[k], float), np.asarray(want[k], float), rtol=1e-6, err_msg=k)
 
 
+def _stability_of(fake: Fake, ia: dict, cfg: RunConfig) -> dict | None:
+    """The selection frequencies of the run's settings, recomputed (and checked against the saved ones)."""
+    from i2x.analysis.stability import selection_frequencies
+
+    saved = _npz(fake.out / "arrays" / "stability.npz")
+    if not cfg.stability_resamples:
+        assert int(saved["resamples"]) == 0
+        return None
+    settings = dict(
+        min_cluster_size=cfg.min_cluster_size, tau=cfg.tau, lam=cfg.ridge_lambda, lam_scale=cfg.ridge_scale,
+        fallback=cfg.cluster_fallback, permutations=cfg.permutations, null=cfg.permutation_null,
+    )  # fmt: skip
+    want = selection_frequencies(
+        fake.conf.astype(np.float32), ia["intensity"], ia["contain"], fake.labels, len(CLASSES), settings,
+        cfg.explain, resamples=cfg.stability_resamples, seed=cfg.seed, background=ia["background"],
+        present=ia["present"],
+    )  # fmt: skip
+    _same(saved, want)
+    return saved
+
+
 def _check_all(fake: Fake, ctx: Context, cfg: RunConfig) -> dict:
     """Every stage's file = the analysis function of the previous stage's file with the run's settings."""
     out, m = fake.out, ctx.manifest
@@ -188,6 +210,7 @@ def _check_all(fake: Fake, ctx: Context, cfg: RunConfig) -> dict:
     np.testing.assert_allclose(ia["intensity"], intensity(fake.sal, a, k, cfg.intensity_reduce), rtol=1e-5)
     assert ia["intensity"].dtype == np.float32
     np.testing.assert_array_equal(ia["contain"], containment(a, k, fake.sal[-1] if q else None, q))
+    np.testing.assert_array_equal(ia["present"], containment(a, k))  # any cell: independent of the label
     dens = saliency_density(a, fake.sal[-1], k)
     np.testing.assert_allclose(ia["density"], dens)
     np.testing.assert_array_equal(ia["background"], background_prototypes(dens, cfg.background_saliency))
@@ -206,8 +229,11 @@ def _check_all(fake: Fake, ctx: Context, cfg: RunConfig) -> dict:
         want.W, ia["contain"], fake.labels, want.class_delta, confusion=ev["confusion"], flagged=want.flagged,
         classes=CLASSES, cfg=cfg.explain, p_W=want.p_W, p_pair=want.p_pair, background=ia["background"],
         permutations=cfg.permutations, null=want.null, p_pair_class=want.p_pair_class,
+        stability=_stability_of(fake, ia, cfg), present=ia["present"],
     )  # fmt: skip
-    assert ex == json.loads(json.dumps({**want, "checkpoints": ITS}))
+    health = {"passed": True, "reasons": [], "note": "no health check failed"}  # the fake model is healthy
+    assert m["metrics"]["health"] == []
+    assert ex == json.loads(json.dumps({**want, "checkpoints": ITS, "model_health": health}))
     return {"ev": ev, "pr": pr, "ia": ia, "dy": dy, "ex": ex}
 
 
@@ -371,6 +397,18 @@ def test_health_warnings_at_their_boundaries():
     assert two == ["the final model predicts c or a for 100 % of the test images"]  # ... but two classes: all
     assert not any("predicts" in w for w in health_warnings(np.array([0, 0]), 1.0, ["only"]))  # one class
     assert health_warnings(np.zeros(0, int), 1.0, classes) == []
+
+
+def test_an_unhealthy_model_flags_its_whole_explanation(tmp_path):
+    fake = Fake(tmp_path / "run")
+    fake.out.mkdir()
+    fake.y_pred = np.zeros_like(fake.y_true)  # one class for every test image
+    run_stages(fake.context(_cfg()))
+    ex = json.loads((fake.out / "explanations.json").read_text())
+    m = store.read_manifest(fake.out)
+    assert ex["model_health"]["passed"] is False and ex["model_health"]["reasons"] == m["metrics"]["health"]
+    assert any("predicts zero for 100 %" in w for w in ex["model_health"]["reasons"])
+    assert ex["model_health"]["note"].startswith("the final model failed a health check")
 
 
 def test_health_flags_a_model_that_learned_nothing():
@@ -630,6 +668,7 @@ def test_run_reader_loads_what_the_stages_wrote(tmp_path):
             p_pair=dyn.p_pair,
             background=ia["background"],
             p_pair_class=dyn.p_pair_class,
+            frequency=r.arrays("stability")["roles"][min(a, b), max(a, b)],
         )
         assert r.pair_explanation(a, b) == want
     listed = r.pair_explanation(0, 1)["uncertain"]

@@ -140,6 +140,14 @@ class ExplainConfig:
         check=open_fraction(),
         commands=ANALYZE,
     )
+    stability_threshold: float = setting(
+        0.6,
+        "an item is listed when it is selected in at least this share of the half-subsamples of E",
+        why="Meinshausen & Bühlmann's stability selection uses 0.6-0.9; 0.6 keeps a planted role (selected in "
+        "≥ 0.9) and no null item reached it (docs/METHOD.md)",
+        check=fraction,
+        commands=ANALYZE,
+    )
     top: int = setting(
         5,
         "prototypes listed per pair and per key step",
@@ -338,6 +346,15 @@ class RunConfig:
         999,
         "permutations per step for the p-values of W and of pair contributions (0: no p-values)",
         why="999 resolves p = 0.001; with Bonferroni over ~16 steps a sign needs p < 0.003",
+        check=at_least(0),
+        commands=ANALYZE,
+    )
+    stability_resamples: int = setting(
+        50,
+        "half-subsamples of the explanation set on which stages 4-7 are redone for each item's selection "
+        "frequency (0: off)",
+        why="an explanation must describe the model, not the images it looked at (issue 24); 50 resolve a "
+        "frequency to 0.02",
         check=at_least(0),
         commands=ANALYZE,
     )

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from .analysis.dynamics import Dynamics, dynamics
 from .analysis.explain import confused_pairs, explain, pair_explanation
 from .analysis.intensity import background_prototypes, containment, intensity, saliency_density
 from .analysis.prototypes import FeatureStream, Prototypes, pca_sample_images, prototypes
+from .analysis.stability import selection_frequencies
 from .config import RunConfig
 from .errors import ConfigError, I2XError, RunDirError
 from .manifest import Manifest, StageOutput
@@ -52,6 +53,7 @@ class Context:
     labels: np.ndarray  # (N,) true classes of the explanation set E
     classes: list[str]
     hooks: Hooks
+    note: Callable[[str], None] = field(default=lambda text: None, repr=False)  # progress within a stage
     _records: dict | None = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -84,14 +86,16 @@ def _evaluate(ctx: Context) -> StageOutput:
     store.save_npz(ctx.out / "arrays" / "evaluate.npz", y_true=y_true, y_pred=y_pred, confusion=cm)
     accuracy = float((y_pred == y_true).mean())
     loss = ctx.manifest.get("metrics", {}).get("final_train_loss")  # the record stage's, when i2x trained
+    health = health_warnings(y_pred, accuracy, ctx.classes, y_true=y_true, final_loss=loss)
     return StageOutput(
         ["arrays/evaluate.npz"],
         metrics={
+            "health": health,
             "test_accuracy": accuracy,
             "confused_pairs": [{"a": a, "b": b, "count": n} for a, b, n in confused_pairs(cm, top=5)],
         },
         data={**({} if source is None else {"test_source": source}), "test_size": int(len(y_true))},
-        warnings=health_warnings(y_pred, accuracy, ctx.classes, y_true=y_true, final_loss=loss),
+        warnings=health,
     )
 
 
@@ -195,6 +199,7 @@ def _intensity(ctx: Context) -> StageOutput:
         ctx.out / "arrays" / "intensity.npz",
         intensity=inten.astype(np.float32),
         contain=cont,
+        present=containment(protos.assignments, protos.k),  # (N, K) any cell: does not depend on the label
         density=density,
         background=bg,
     )
@@ -206,26 +211,62 @@ def _dynamics(ctx: Context) -> StageOutput:
     permutation p-values of W and of the pair contributions."""
     c = ctx.cfg
     dyn = dynamics(
-        ctx.records()["confidences"],
-        ctx.arrays("intensity")["intensity"],
-        ctx.labels,
-        c.min_cluster_size,
-        c.tau,
-        c.ridge_lambda,
-        lam_scale=c.ridge_scale,
-        fallback=c.cluster_fallback,
-        permutations=c.permutations,
-        seed=c.seed,
-        null=c.permutation_null,
-    )
+        ctx.records()["confidences"], ctx.arrays("intensity")["intensity"], ctx.labels, seed=c.seed,
+        **_dynamics_settings(c),
+    )  # fmt: skip
     store.save_npz(ctx.out / "arrays" / "dynamics.npz", **dyn.to_arrays())
     return StageOutput(["arrays/dynamics.npz"], metrics={"explained_coverage": round(dyn.coverage(), 4)})
+
+
+def _stability(ctx: Context) -> StageOutput:
+    """Selection frequencies (issue 24): stages 4-7 redone on half-subsamples of E."""
+    c, ia = ctx.cfg, ctx.arrays("intensity")
+    if not c.stability_resamples:
+        store.save_npz(ctx.out / "arrays" / "stability.npz", resamples=np.int64(0))
+        return StageOutput(["arrays/stability.npz"])
+    freq = selection_frequencies(
+        ctx.records()["confidences"],
+        ia["intensity"],
+        ia["contain"],
+        ctx.labels,
+        len(ctx.classes),
+        _dynamics_settings(c),
+        c.explain,
+        present=ia.get("present"),
+        resamples=c.stability_resamples,
+        seed=c.seed,
+        background=ia.get("background"),
+        progress=partial(_counting, note=ctx.note, what="stability: half-subsample"),
+    )
+    store.save_npz(ctx.out / "arrays" / "stability.npz", **freq)
+    return StageOutput(["arrays/stability.npz"])
+
+
+def _counting(items: list, note: Callable[[str], None], what: str):
+    """``items``, saying ``what i/n`` before each."""
+    for i, x in enumerate(items):
+        note(f"{what} {i + 1}/{len(items)}")
+        yield x
+
+
+def _dynamics_settings(c: RunConfig) -> dict:
+    """The keywords of :func:`i2x.analysis.dynamics.dynamics` a run's settings give (permutations, null ...)."""
+    return {
+        "min_cluster_size": c.min_cluster_size,
+        "tau": c.tau,
+        "lam": c.ridge_lambda,
+        "lam_scale": c.ridge_scale,
+        "fallback": c.cluster_fallback,
+        "permutations": c.permutations,
+        "null": c.permutation_null,
+    }
 
 
 def _explain(ctx: Context) -> StageOutput:
     """Stage 7 (§2.6): structured explanations per class and per confused pair."""
     dyn, ia = Dynamics.from_arrays(ctx.arrays("dynamics")), ctx.arrays("intensity")
     cm = ctx.arrays("evaluate")["confusion"]
+    st = ctx.arrays("stability")
     ex = explain(
         dyn.W,
         ia["contain"],
@@ -241,8 +282,19 @@ def _explain(ctx: Context) -> StageOutput:
         permutations=dyn.permutations,
         null=dyn.null,
         p_pair_class=dyn.p_pair_class,
+        stability=st if int(st["resamples"]) else None,
+        present=ia.get("present"),
     )
     ex["checkpoints"] = ctx.manifest.checkpoints
+    health = ctx.manifest.get("metrics", {}).get("health", [])
+    ex["model_health"] = {
+        "passed": not health,
+        "reasons": health,
+        "note": "the final model failed a health check: every list here describes a model that did not learn "
+        "its labels, whatever its p-values"
+        if health
+        else "no health check failed",
+    }
     store.save_json(ctx.out / "explanations.json", ex)
     return StageOutput(["explanations.json"])
 
@@ -286,6 +338,7 @@ STAGES: tuple[Stage, ...] = (
             "seed",
         ),
     ),
+    Stage("stability", _stability, ("arrays/stability.npz",), ("stability_resamples", "explain")),
     Stage("explain", _explain, ("explanations.json",), ("explain",)),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
@@ -316,6 +369,7 @@ def run_stages(ctx: Context, progress: bool = False, given: dict[str, StageOutpu
 
     given = given or {}
     bar = tqdm(STAGES, desc="i2x", disable=not progress, leave=False)
+    ctx.note = bar.set_postfix_str  # a long stage says how far it is on the one bar
     redo = False
     for stage in bar:
         if redo or not stage_done(ctx.out, ctx.manifest, stage.name, ctx.cfg):
@@ -502,7 +556,13 @@ class Run:
             p_pair=dyn.p_pair,
             background=ia.get("background"),
             p_pair_class=dyn.p_pair_class,
+            frequency=self._frequency(a, b),
         )
+
+    def _frequency(self, a: int, b: int) -> np.ndarray | None:
+        """(K, 2) selection frequencies of the pair's roles, when the run measured them."""
+        st = self.arrays("stability") if (self.path / "arrays" / "stability.npz").exists() else {}
+        return st["roles"][min(a, b), max(a, b)] if int(st.get("resamples", 0)) else None
 
     @cached_property
     def _evidence(self) -> tuple[Dynamics, dict, np.ndarray]:

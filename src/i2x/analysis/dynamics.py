@@ -274,6 +274,7 @@ def dynamics(
     permutations: int = 0,
     seed: int = 0,
     null: str = "within-class",
+    class_level: bool = True,
     progress=None,
 ) -> Dynamics:
     """Stages 4-6 over every step. confidences (T+1, N, C), intensities (T+1, N, K); ``labels``
@@ -283,7 +284,8 @@ def dynamics(
     adds permutation p-values (:func:`permutation_pvalues`), seeded by (``seed``, step): ``null``
     ``within-class`` permutes within the classes ``labels`` (``p_W`` / ``p_pair``: a link beyond
     class membership) and also over all samples (``p_W_class`` / ``p_pair_class``: the class-level
-    association, with the stream ``null="all"`` uses); ``all`` permutes over all samples only."""
+    association, with the stream ``null="all"`` uses; ``class_level=False`` skips them); ``all``
+    permutes over all samples only."""
     p, inten = _check_inputs(confidences, intensities)
     _check_scale(lam_scale)
     if null not in NULLS:
@@ -291,13 +293,14 @@ def dynamics(
     if null == "within-class" and permutations and labels is None:
         raise I2XError("null='within-class' permutes within the classes: pass labels= (or null='all')")
     within = null == "within-class" and permutations > 0
+    class_level = class_level and within
     T, n, c = p.shape[0] - 1, p.shape[1], p.shape[2]
     T, k = max(T, 0), inten.shape[2]
     W, labs = np.zeros((T, k, c)), np.full((T, n), -1, dtype=np.int64)
     ncl, fb, lams = np.zeros(T, dtype=np.int64), np.zeros(T, dtype=np.int8), np.zeros(T)
     p_W = np.ones((T, k, c), dtype=np.float32) if permutations else None
     p_pair = np.ones((T, k, c, c), dtype=np.float32) if permutations else None
-    p_W_class, p_pair_class = (np.ones_like(p_W), np.ones_like(p_pair)) if within else (None, None)
+    p_W_class, p_pair_class = (np.ones_like(p_W), np.ones_like(p_pair)) if class_level else (None, None)
     strata = np.asarray(labels, dtype=np.int64) if within else None
     for t in range(T) if progress is None else progress(range(T)):
         dp, di = p[t + 1] - p[t], inten[t + 1] - inten[t]  # (N, C), (N, K)
@@ -313,12 +316,14 @@ def dynamics(
         W[t] = W_n / sc
         if permutations and ncl[t]:  # p-values do not depend on the scale: computed on ΔI / s
             fit = (step, dp, di_n, W_n, tau, lam_n, permutations)
-            all_samples = permutation_pvalues(*fit, np.random.default_rng([seed, t]))
+            if class_level or not within:
+                all_samples = permutation_pvalues(*fit, np.random.default_rng([seed, t]))
+                if not within:
+                    p_W[t], p_pair[t] = all_samples
+                else:
+                    p_W_class[t], p_pair_class[t] = all_samples
             if within:
-                p_W_class[t], p_pair_class[t] = all_samples
                 p_W[t], p_pair[t] = permutation_pvalues(*fit, np.random.default_rng([seed, t, 1]), strata)
-            else:
-                p_W[t], p_pair[t] = all_samples
     cd, fb = _class_delta(p, labels), fb if fallback else None
     return Dynamics(W, labs, ncl, ncl == 0, cd, fb, lams, p_W, p_pair, permutations, null, p_W_class, p_pair_class)
 

@@ -162,6 +162,7 @@ def pair_explanation(
     p_pair: np.ndarray | None = None,
     background: np.ndarray | None = None,
     p_pair_class: np.ndarray | None = None,
+    frequency: np.ndarray | None = None,
 ) -> dict:
     """Uncertain and reliable prototypes of the pair (a, b) from d_t[k] = W_t[k, a] − W_t[k, b].
 
@@ -174,7 +175,10 @@ def pair_explanation(
     (uncalibrated). ``p_pair_class``: the all-sample p-values; the prototypes that pass the same rules
     with them but not with ``p_pair`` are listed as ``class_level``: associated with the pair's
     classes, not shown to drive their confidence (never called uncertain or reliable).
-    ``background`` (K,) prototypes never count.
+    ``background`` (K,) prototypes never count. ``frequency`` (K, 2): how often each prototype is
+    uncertain / reliable over half-subsamples of E (:mod:`i2x.analysis.stability`); then each row
+    carries its ``frequency``, rows below ``cfg.stability_threshold`` are left out and counted in
+    ``below_threshold``.
     """
     cfg = cfg or ExplainConfig()
     labels = np.asarray(labels)
@@ -208,15 +212,34 @@ def pair_explanation(
             ],
         }
 
+    unc, rel, below = _stable_roles(r["unc"], r["rel"], frequency, cfg.stability_threshold)
     out = {
         "a": int(a),
         "b": int(b),
-        "uncertain": [row(k, flips[k] * mag[k], r["p_unc"][k]) for k in r["unc"][: cfg.top]],
-        "reliable": [row(k, abs(d[:, k].sum()), r["p_rel"][k]) for k in r["rel"][: cfg.top]],
+        "uncertain": [row(k, flips[k] * mag[k], r["p_unc"][k]) for k in unc[: cfg.top]],
+        "reliable": [row(k, abs(d[:, k].sum()), r["p_rel"][k]) for k in rel[: cfg.top]],
     }
+    if frequency is not None:
+        for j, kind in enumerate(("uncertain", "reliable")):
+            for item in out[kind]:
+                item["frequency"] = float(frequency[item["prototype"], j])
+        out["below_threshold"] = below
     if p_pair_class is not None:
         out["class_level"] = _class_level(d, np.asarray(p_pair_class)[:, :, a, b], fa, fb, fg, cfg, r, (a, b))
     return out
+
+
+def _stable_roles(unc: list[int], rel: list[int], frequency, threshold: float) -> tuple[list, list, dict]:
+    """The uncertain / reliable prototypes selected in ≥ ``threshold`` of the half-subsamples, and
+    how many fell below (no filter without ``frequency``)."""
+    if frequency is None:
+        return unc, rel, {}
+    f = np.asarray(frequency)
+    below = {
+        "uncertain": int(sum(f[k, 0] < threshold for k in unc)),
+        "reliable": int(sum(f[k, 1] < threshold for k in rel)),
+    }
+    return [k for k in unc if f[k, 0] >= threshold], [k for k in rel if f[k, 1] >= threshold], below
 
 
 def _class_level(d, p_class, fa, fb, fg, cfg: ExplainConfig, conditional: dict, pair: tuple[int, int]) -> list[dict]:
@@ -267,6 +290,52 @@ def _split(protos: list[int], specific: np.ndarray) -> dict:
     }
 
 
+def _class_entry(c: int, contain, labels, specific, dyn: tuple, cfg: ExplainConfig, background, stability) -> dict:
+    """Class ``c``'s explanation: shared and specialized prototypes (split by class-specificity),
+    key checkpoints, and with ``stability`` the selection frequencies."""
+    W, class_delta, flagged, p_W = dyn
+    shared = shared_prototypes(contain, labels, c, cfg.rho, background)
+    spec = specialized_prototypes(contain, labels, c, shared, cfg.groups, cfg.rho_group, background=background)
+    cand = sorted(set(shared) | {k for g in spec for k in g["prototypes"]})
+    sh = _split(shared, specific)
+    e = {
+        "index": c,
+        "n_samples": int((labels == c).sum()),
+        "shared": sh["prototypes"],
+        "shared_not_class_specific": sh["not_class_specific"],
+        "specialized": [{"size": g["size"], **_split(g["prototypes"], specific)} for g in spec],
+        "key_checkpoints": key_checkpoints(W, class_delta, c, cand, cfg, flagged, p_W),
+    }
+    if stability is not None:
+        _stable_class(e, c, stability, cfg.stability_threshold)
+    return e
+
+
+def _stable_class(e: dict, c: int, stability: dict, threshold: float) -> None:
+    """Annotate class ``c``'s lists with selection frequencies; leave out and count those below ``threshold``."""
+    below = {"shared": 0, "specialized": 0, "key": 0}
+    f_sh, f_sp = stability["shared"][c], stability["specialized"][c]
+    below["shared"] = sum(f_sh[k] < threshold for k in e["shared"])
+    e["shared"] = [k for k in e["shared"] if f_sh[k] >= threshold]
+    for g in e["specialized"]:
+        below["specialized"] += sum(f_sp[k] < threshold for k in g["prototypes"])
+        g["prototypes"] = [k for k in g["prototypes"] if f_sp[k] >= threshold]
+    keys = []
+    for kc in e["key_checkpoints"]:
+        for p in kc["prototypes"]:
+            p["frequency"] = float(stability["key"][c, kc["step"], p["prototype"]])
+        below["key"] += sum(p["frequency"] < threshold for p in kc["prototypes"])
+        kc["prototypes"] = [p for p in kc["prototypes"] if p["frequency"] >= threshold]
+        if kc["prototypes"]:
+            keys.append(kc)
+    e["key_checkpoints"] = keys
+    e["frequency"] = {
+        "shared": {str(k): float(f_sh[k]) for k in e["shared"]},
+        "specialized": {str(k): float(f_sp[k]) for g in e["specialized"] for k in g["prototypes"]},
+    }
+    e["below_threshold"] = {k: int(v) for k, v in below.items()}
+
+
 def explain(
     W: np.ndarray,
     contain: np.ndarray,
@@ -284,6 +353,8 @@ def explain(
     permutations: int = 0,
     null: str = "all",
     p_pair_class: np.ndarray | None = None,
+    stability: dict | None = None,
+    present: np.ndarray | None = None,
 ) -> dict:
     """The whole structured explanation: per class and per (confused) pair, JSON-ready.
 
@@ -292,29 +363,25 @@ def explain(
     beyond class membership; ``all``: all samples permuted); ``p_pair_class``: the all-sample
     p-values beside within-class ones, for each pair's ``class_level`` list. ``background`` (K,)
     bool: prototypes that carry no evidence, never listed as shared, specialized, key, uncertain or
-    reliable. Shared and specialized prototypes are split by :func:`class_specific`."""
+    reliable. Shared and specialized prototypes are split by :func:`class_specific`. ``stability``:
+    the selection frequencies of :func:`i2x.analysis.stability.selection_frequencies`; every
+    listed item then carries its frequency, and items below ``cfg.stability_threshold`` are left
+    out and counted (``below_threshold``). ``present`` (N, K): which prototypes have any cell in a
+    sample — containment that does not depend on the explained label (``contain`` keeps the cells
+    of the label's saliency map); class-specificity is tested on it when given."""
     cfg = cfg or ExplainConfig()
     W, labels = np.asarray(W), np.asarray(labels)
     C = W.shape[2]
     classes = classes or [str(c) for c in range(C)]
-    per_class = {}
-    specific = class_specific(contain, labels, C, cfg.alpha)  # (K, C): beyond what random labels give
-    for c in range(C):
-        if not (labels == c).any():
-            continue
-        shared = shared_prototypes(contain, labels, c, cfg.rho, background)
-        spec = specialized_prototypes(contain, labels, c, shared, cfg.groups, cfg.rho_group, background=background)
-        cand = sorted(set(shared) | {k for g in spec for k in g["prototypes"]})
-        groups = [{"size": g["size"], **_split(g["prototypes"], specific[:, c])} for g in spec]
-        sh = _split(shared, specific[:, c])
-        per_class[classes[c]] = {
-            "index": c,
-            "n_samples": int((labels == c).sum()),
-            "shared": sh["prototypes"],
-            "shared_not_class_specific": sh["not_class_specific"],
-            "specialized": groups,
-            "key_checkpoints": key_checkpoints(W, class_delta, c, cand, cfg, flagged, p_W),
-        }
+    # (K, C): beyond what random labels give; on label-independent containment when given (the
+    # saliency of the sample's own label would make even shuffled labels look specific)
+    specific = class_specific(contain if present is None else present, labels, C, cfg.alpha)
+    dyn = (W, class_delta, flagged, p_W)
+    per_class = {
+        classes[c]: _class_entry(c, contain, labels, specific[:, c], dyn, cfg, background, stability)
+        for c in range(C)
+        if (labels == c).any()
+    }
     pair_list, skipped = [], []
     if pairs is None and confusion is not None:
         pairs = [(a, b) for a, b, _ in confused_pairs(confusion)]
@@ -322,14 +389,16 @@ def explain(
         if not ((labels == a).any() and (labels == b).any()):
             skipped.append([int(a), int(b)])  # a class absent from E: nothing to explain it with
             continue
+        freq = None if stability is None else stability["roles"][min(a, b), max(a, b)]
         pe = pair_explanation(
-            W, contain, labels, a, b, cfg, p_pair=p_pair, background=background, p_pair_class=p_pair_class
-        )
+            W, contain, labels, a, b, cfg, p_pair=p_pair, background=background, p_pair_class=p_pair_class,
+            frequency=freq,
+        )  # fmt: skip
         if confusion is not None:
             pe["confusions"] = {"a_to_b": int(confusion[a, b]), "b_to_a": int(confusion[b, a])}
         pe["names"] = [classes[a], classes[b]]
         pair_list.append(pe)
-    return {
+    out = {
         "config": asdict(cfg),
         "significance": _significance(p_pair is not None, permutations, cfg.alpha, W.shape[0], null),
         "background": [] if background is None else [int(k) for k in np.flatnonzero(background)],
@@ -338,6 +407,14 @@ def explain(
         "skipped_pairs": skipped,
         "flagged_steps": [] if flagged is None else [int(t) for t in np.flatnonzero(flagged)],
     }
+    if stability is not None:
+        out["stability"] = {
+            "resamples": int(stability["resamples"]),
+            "threshold": cfg.stability_threshold,
+            "resample": "stratified half-subsamples of the explanation set (each class halved, without "
+            "replacement); stages 4-7 redone on each with the run's settings, model, records and prototypes",
+        }
+    return out
 
 
 NULL_TEXT = {

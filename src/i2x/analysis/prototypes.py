@@ -108,14 +108,27 @@ def prototypes(
         z = _project(x, pca, p)
     km = KMeans(n_clusters=k, n_init=n_init, random_state=random_state).fit(z_fit)
     labels = km.labels_ if fit_features is None else km.predict(z.astype(km.cluster_centers_.dtype))
+    rank, centers = by_size(km.labels_, km.cluster_centers_)
+    labels = rank[labels]
     return Prototypes(
-        typical=typical_positions(z, labels, km.cluster_centers_, (n, h, w), n_typical),
-        centroids=km.cluster_centers_.astype(np.float32),
+        typical=typical_positions(z, labels, centers, (n, h, w), n_typical),
+        centroids=centers.astype(np.float32),
         assignments=labels.reshape(n, h, w).astype(np.int32),
         pca_components=pca.components_[:p].astype(np.float32),
         pca_mean=pca.mean_.astype(np.float32),
         explained_variance=float(cum[p - 1]),
     )
+
+
+def by_size(fit_labels: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Prototype numbers that do not depend on K-Means' arbitrary cluster order (issue 24): P-0 is
+    the prototype with the most fitted feature vectors, then by decreasing size (ties: the order
+    K-Means gave). Returns (new number of each K-Means cluster (K,), centroids in the new order)."""
+    k = len(centers)
+    order = np.argsort(-np.bincount(fit_labels, minlength=k), kind="stable")
+    rank = np.empty(k, dtype=np.int64)
+    rank[order] = np.arange(k)
+    return rank, centers[order]
 
 
 def _check_k(k: int, vectors: int) -> None:

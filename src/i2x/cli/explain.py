@@ -45,7 +45,9 @@ def class_text(r: Run, cls: str) -> list[str]:
     e = ex["classes"].get(names[c])
     if e is None:
         raise I2XError(f"--class {cls}: class {names[c]} has no sample in the explanation set")
-    out = [
+    health = ex.get("model_health", {"passed": True})
+    out = [f"WARNING: {health['note']}: {'; '.join(health['reasons'])}"] if not health["passed"] else []
+    out += [
         f"Class {names[c]} ({e['n_samples']} samples in the explanation set)",
         "  shared prototypes (in every sample, more often than in the other classes): " + _ps(e["shared"]),
     ]
@@ -58,6 +60,13 @@ def class_text(r: Run, cls: str) -> list[str]:
             f"  specialized, sub-group {i + 1} ({g['size']} samples): "
             + (_ps(g["prototypes"]) if g["prototypes"] else "none beyond the shared ones")
             + (f"; not class-specific: {_ps(g['not_class_specific'])}" if g.get("not_class_specific") else "")
+        )
+    n = sum(e.get("below_threshold", {}).values())
+    if n:
+        b = e["below_threshold"]
+        out.append(
+            f"  left out as unstable (selected in too few half-subsamples of E): {b['shared']} shared, "
+            f"{b['specialized']} specialized, {b['key']} key-checkpoint prototypes"
         )
     if not e["key_checkpoints"]:
         out.append("  no key checkpoint: no step changed its confidence with a key prototype carrying it")
@@ -96,6 +105,7 @@ def pair_text(r: Run, pair: list[str]) -> list[str]:
         )
     if not pe["reliable"]:
         out.append("    none")
+    out += _below(pe, "reliable")
     out.append("  uncertain prototypes (in both classes, significant for each class at different steps):")
     for p in pe["uncertain"]:
         steps = ", ".join(f"T{s}" for s in p["sign_changes_at"])
@@ -105,6 +115,7 @@ def pair_text(r: Run, pair: list[str]) -> list[str]:
         )
     if not pe["uncertain"]:
         out.append("    none")
+    out += _below(pe, "uncertain")
     if "class_level" in pe:
         out.append(
             "  class-level associations (significant against permuting all samples, not within class: the prototype "
@@ -129,7 +140,14 @@ def _ps(protos: list[int]) -> str:
 
 
 def _p(p: dict) -> str:
-    return format_p(p.get("p_value"), missing="", template=" (p = {})")
+    """`` (p = 0.013)``, with the selection frequency when the run has one: `` (p = 0.013, selected 92 %)``."""
+    f = "" if p.get("frequency") is None else f", selected {100 * p['frequency']:.0f} %"
+    return format_p(p.get("p_value"), missing="", template=" (p = {}" + f + ")")
+
+
+def _below(e: dict, kind: str) -> list[str]:
+    n = e.get("below_threshold", {}).get(kind, 0)
+    return [f"    ({n} more significant but selected in too few half-subsamples of E: left out)"] if n else []
 
 
 def _signs(p: dict, a: int, flagged) -> str:

@@ -75,6 +75,8 @@ def summary(r, seconds: float | None = None) -> str:
     if ex.get("flagged_steps"):
         lines.append(f"  steps without any cluster (W_t = 0, flagged): {ex['flagged_steps']}")
     lines += [f"  WARNING: {w}" for w in m.get("warnings", [])]
+    if not ex.get("model_health", {"passed": True})["passed"]:
+        lines.append(f"  WARNING: {ex['model_health']['note']}")
     fb = r.dynamics().fallback
     if fb is not None and fb.any():
         lines.append(
@@ -93,15 +95,22 @@ def summary(r, seconds: float | None = None) -> str:
     level = f"{stratum}permutation p < {sig['alpha']}" if sig.get("calibrated") else "uncalibrated signs"
     lines.append(f"  most confused pairs (test set) and their top uncertain prototype ({level}):")
     for p in ex["pairs"]:
-        c, u = p.get("confusions", {}), _top(p["uncertain"])
+        c, u = p.get("confusions", {}), _top(p["uncertain"], p.get("below_threshold", {}).get("uncertain", 0))
         lines.append(
             f"    {names[p['a']]}↔{names[p['b']]}: {c.get('a_to_b', 0)}+{c.get('b_to_a', 0)} errors; uncertain: {u}"
+        )
+    st = ex.get("stability")
+    if st:
+        lines.append(
+            f"  listed: items selected in ≥ {100 * st['threshold']:.0f} % of {st['resamples']} half-subsamples of the "
+            "explanation set (selection frequency in `i2x explain`)"
         )
     if stratum and ex["pairs"] and not any(p["uncertain"] or p["reliable"] for p in ex["pairs"]):
         n_class = sum(len(p.get("class_level", [])) for p in ex["pairs"])
         lines.append(
-            f"  no prototype role in these pairs survives the within-class test at this scale (explanation set "
-            f"{d['explain_size']}): {n_class} class-level associations only say which prototypes the classes contain"
+            f"  no prototype role in these pairs survives the within-class test{' and resampling' if st else ''} at "
+            f"this scale (explanation set {d['explain_size']}): {n_class} class-level associations only say which "
+            "prototypes the classes contain"
         )
     if seconds is not None:
         lines.append(f"  wall time: {seconds:.1f} s")
@@ -111,12 +120,13 @@ def summary(r, seconds: float | None = None) -> str:
     return "\n".join(lines)
 
 
-def _top(rows: list[dict]) -> str:
+def _top(rows: list[dict], below: int = 0) -> str:
     if not rows:
-        return "none significant"
+        return f"none stable ({below} significant but selected too rarely)" if below else "none significant"
     t = rows[0]
     p = "" if t.get("p_value") is None else f"p = {t['p_value']:.2g}, "
+    f = "" if t.get("frequency") is None else f"selected in {100 * t['frequency']:.0f} % of resamples, "
     return (
-        f"P-{t['prototype']} ({p}{t['sign_flips']} sign changes, in {100 * t['contain_a']:.0f} % / "
+        f"P-{t['prototype']} ({p}{f}{t['sign_flips']} sign changes, in {100 * t['contain_a']:.0f} % / "
         f"{100 * t['contain_b']:.0f} % of the two classes)"
     )

@@ -89,6 +89,11 @@ class Page:
             ("significance", E(self.significance_text())),
             ("test accuracy", f"<b>{100 * met['test_accuracy']:.2f} %</b>" if "test_accuracy" in met else "n/a"),
             *[("warning", f'<b class="warn">{E(w)}</b>') for w in m.get("warnings", [])],
+            *(
+                [("model health", f'<b class="warn">{E(health["note"])}</b>')]
+                if not (health := d.explanations.get("model_health", {"passed": True}))["passed"]
+                else []
+            ),
         ]
         tbl = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
         cm = d.confusion
@@ -275,7 +280,7 @@ class Page:
             a, b = p["a"], p["b"]
             unc = [u["prototype"] for u in p.get("uncertain", [])]
             rel = [r["prototype"] for r in p.get("reliable", [])][:3]
-            conf = p.get("confusions", {})
+            conf, below = p.get("confusions", {}), p.get("below_threshold", {})
             fig = self.figure(
                 F.pair_contribution_figure(d, a, b, unc, rel, self.colors),
                 f"pair-{a}-{b}-contribution",
@@ -329,8 +334,8 @@ class Page:
                 f"{self.name(a)}→{self.name(b)}: {conf.get('a_to_b', '?')}, "
                 f"{self.name(b)}→{self.name(a)}: {conf.get('b_to_a', '?')})</span></h3>"
                 f"{fig}<div class=grid2>"
-                f"<div>{self.pair_table(p.get('uncertain', []), 'uncertain', a, b)}</div>"
-                f"<div>{self.pair_table(p.get('reliable', []), 'reliable', a, b)}</div>"
+                f"<div>{self.pair_table(p.get('uncertain', []), 'uncertain', a, b, below.get('uncertain', 0))}</div>"
+                f"<div>{self.pair_table(p.get('reliable', []), 'reliable', a, b, below.get('reliable', 0))}</div>"
                 f"</div>{self.class_level(p)}{exfig}"
             )
         if not out:
@@ -384,11 +389,17 @@ class Page:
             f"{items or 'none'}</p>"
         )
 
-    def pair_table(self, rows: list[dict], kind: str, a: int, b: int) -> str:
+    def pair_table(self, rows: list[dict], kind: str, a: int, b: int, below: int = 0) -> str:
+        left = (
+            f' <span class="note">({below} more significant but selected in too few half-subsamples of E)</span>'
+            if below
+            else ""
+        )
         if not rows:
-            return f'<p class="note">No {kind} prototype for this pair.</p>'
+            return f'<p class="note">No {kind} prototype for this pair.{left}</p>'
         body = "".join(
             f"<tr><td>{self.chip(r['prototype'])}</td><td class=num>{format_p(r.get('p_value'))}</td>"
+            f"<td class=num>{_share(r.get('frequency'))}</td>"
             f"<td class=num>{r['sign_flips']}</td>"
             f"<td class=num>{r['total_contribution']:+.3g}</td><td class=num>{100 * r['contain_a']:.0f} %</td>"
             f"<td class=num>{100 * r['contain_b']:.0f} %</td>"
@@ -403,9 +414,9 @@ class Page:
         )
         last = "sign changes at" if kind == "uncertain" else "favours"
         return (
-            f"<table><tr><th>{kind}</th><th class=num>p</th><th class=num>flips</th><th class=num>Σ d</th>"
-            f"<th class=num>in {self.name(a)}</th><th class=num>in {self.name(b)}</th>"
-            f"<th>{last}</th></tr>{body}</table>"
+            f"<table><tr><th>{kind}</th><th class=num>p</th><th class=num>selected</th><th class=num>flips</th>"
+            f"<th class=num>Σ d</th><th class=num>in {self.name(a)}</th><th class=num>in {self.name(b)}</th>"
+            f"<th>{last}</th></tr>{body}</table>{left}"
         )
 
     def dynamics(self) -> str:
@@ -497,6 +508,11 @@ def _flips(f: dict, x: str, y: str) -> str:
     deleted, rand = 100 * (f["deleted_rate"] or 0), 100 * (f["random_rate"] or 0)
     tail = f"(p = {format_p(f.get('p_value'))}, {f['n_images']} images)"
     return f"{x}→{y} flips {deleted:.1f} % after deleting it vs {rand:.1f} % after random deletion {tail}"
+
+
+def _share(v) -> str:
+    """A selection frequency as a percentage, or — when the run has none."""
+    return "—" if v is None else f"{100 * v:.0f} %"
 
 
 def md_tables(text: str) -> str:
