@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from i2x.cli import main
 from i2x.store import SCHEMA_VERSION, load_npz
@@ -127,3 +128,17 @@ def test_cli_run_without_no_report_writes_the_report(tmp_path, tiny_args, capsys
     ex = json.loads((out / "explanations.json").read_text())
     for p in ex["pairs"]:
         assert (out / "report" / "fig" / f"pair-{p['a']}-{p['b']}-contribution.png").exists()
+
+
+@pytest.mark.parametrize("command", ["run", "explain", "analyze", "report", "finetune", "faithfulness", "compare"])
+def test_every_subcommand_help_lists_its_options(command, capsys):
+    """The README: `--help` lists every option (a '%' in a setting's help once made argparse crash)."""
+    from i2x.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: i2x {command}") and "--help" in out
+    if command == "run":
+        assert "20 % test hold-out" in out and "--explain-seed" in out

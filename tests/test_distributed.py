@@ -74,7 +74,10 @@ def test_resume_under_torchrun_after_kill(ddp_run, tmp_path):
     try:
         while proc.poll() is None and time.time() - t0 < 300:
             if (out / "record").exists() and len(list((out / "record").glob("ckpt_it*-shard1.npz"))) >= 3:
-                os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks, no clean-up
+                os.killpg(proc.pid, signal.SIGKILL)  # torchrun, no clean-up ...
+                # ... and both ranks: torch's launcher starts each in its own session, so the group kill
+                # misses them, and a surviving rank would finish the run and hold its lock meanwhile
+                subprocess.run(["pkill", "-9", "-f", f"i2x run --out {out} "], check=False)
                 killed = True
                 break
             time.sleep(0.005)

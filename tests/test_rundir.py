@@ -399,6 +399,22 @@ def test_health_warnings_at_their_boundaries():
     assert health_warnings(np.zeros(0, int), 1.0, classes) == []
 
 
+def test_too_few_permutations_for_the_steps_are_a_warning(tmp_path):
+    """p ≥ 1/(permutations + 1): with Bonferroni over T steps nothing can be significant when
+    T / (permutations + 1) ≥ alpha; the run says so instead of listing nothing in silence."""
+    fake = Fake(tmp_path / "run")
+    fake.out.mkdir()
+    T = len(ITS) - 1
+    cfg = _cfg(permutations=int(T / 0.2) - 1)  # alpha 0.2 in _cfg: T / (p + 1) = alpha exactly
+    run_stages(fake.context(cfg))
+    w = [x for x in store.read_manifest(fake.out).get("warnings", []) if "permutations" in x]
+    assert len(w) == 1 and f"give permutations ≥ {int(np.ceil(T / 0.2))}" in w[0]
+    ok = Fake(tmp_path / "ok")
+    ok.out.mkdir()
+    run_stages(ok.context(_cfg(permutations=int(T / 0.2))))
+    assert not any("permutations" in x for x in store.read_manifest(ok.out).get("warnings", []))
+
+
 def test_an_unhealthy_model_flags_its_whole_explanation(tmp_path):
     fake = Fake(tmp_path / "run")
     fake.out.mkdir()

@@ -215,7 +215,14 @@ def _dynamics(ctx: Context) -> StageOutput:
         **_dynamics_settings(c),
     )  # fmt: skip
     store.save_npz(ctx.out / "arrays" / "dynamics.npz", **dyn.to_arrays())
-    return StageOutput(["arrays/dynamics.npz"], metrics={"explained_coverage": round(dyn.coverage(), 4)})
+    T, alpha = len(dyn.W), c.explain.alpha
+    floor = [] if not c.permutations or T / (c.permutations + 1) < alpha else [
+        f"with {c.permutations} permutations the smallest p-value is 1/{c.permutations + 1}, which times the "
+        f"{T} steps (Bonferroni) is not below alpha {alpha}: no step can be significant, so no role is listed; "
+        f"give permutations ≥ {int(np.ceil(T / alpha))}"
+    ]  # fmt: skip
+    coverage = {"explained_coverage": round(dyn.coverage(), 4)}
+    return StageOutput(["arrays/dynamics.npz"], metrics=coverage, warnings=floor)
 
 
 def _stability(ctx: Context) -> StageOutput:

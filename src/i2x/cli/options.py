@@ -27,7 +27,8 @@ def add_settings(parser: argparse.ArgumentParser, cls, command: str) -> list[str
         m = f.metadata
         if command not in m.get("commands", ()):
             continue
-        kw: dict = {"dest": f.name, "default": None, "help": m.get("help", "") + _default_text(f)}
+        help_text = (m.get("help", "") + _default_text(f)).replace("%", "%%")  # argparse formats help with %
+        kw: dict = {"dest": f.name, "default": None, "help": help_text}
         if m.get("type") is bool:
             kw["action"] = argparse.BooleanOptionalAction
         else:

@@ -50,6 +50,14 @@ class Page:
         return f"T{t}→T{t + 1} (it. {its[t]}→{its[t + 1]})"
 
     # sections ------------------------------------------------------------------------------
+    def warning_rows(self) -> list[tuple[str, str]]:
+        """The run's warnings, and the flag of a model that failed a health check."""
+        rows = [("warning", f'<b class="warn">{E(w)}</b>') for w in self.d.manifest.get("warnings", [])]
+        health = self.d.explanations.get("model_health", {"passed": True})
+        if not health["passed"]:
+            rows.append(("model health", f'<b class="warn">{E(health["note"])}</b>'))
+        return rows
+
     def summary(self) -> str:
         d, m = self.d, self.d.manifest
         cfg, data, model, met = m.get("config", {}), m.get("data", {}), m.get("model", {}), m.get("metrics", {})
@@ -88,12 +96,7 @@ class Page:
             ("background", self.background_text()),
             ("significance", E(self.significance_text())),
             ("test accuracy", f"<b>{100 * met['test_accuracy']:.2f} %</b>" if "test_accuracy" in met else "n/a"),
-            *[("warning", f'<b class="warn">{E(w)}</b>') for w in m.get("warnings", [])],
-            *(
-                [("model health", f'<b class="warn">{E(health["note"])}</b>')]
-                if not (health := d.explanations.get("model_health", {"passed": True}))["passed"]
-                else []
-            ),
+            *self.warning_rows(),
         ]
         tbl = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
         cm = d.confusion
