@@ -103,8 +103,6 @@ def pair_text(r: Run, pair: list[str]) -> list[str]:
             f"    P-{p['prototype']}: favours {names[p['favours']]}{_p(p)} (Σd={p['total_contribution']:+.3g}; "
             f"{_contain(p, na, nb)})  {_signs(p, a, flagged)}"
         )
-    if not pe["reliable"]:
-        out.append("    none")
     out += _below(pe, "reliable")
     out.append("  uncertain prototypes (in both classes, significant for each class at different steps):")
     for p in pe["uncertain"]:
@@ -113,8 +111,6 @@ def pair_text(r: Run, pair: list[str]) -> list[str]:
             f"    P-{p['prototype']}{_p(p)}: {p['sign_flips']} sign changes (at {steps}); "
             f"{_contain(p, na, nb)}  {_signs(p, a, flagged)}"
         )
-    if not pe["uncertain"]:
-        out.append("    none")
     out += _below(pe, "uncertain")
     if "class_level" in pe:
         out.append(
@@ -146,8 +142,10 @@ def _p(p: dict) -> str:
 
 
 def _below(e: dict, kind: str) -> list[str]:
+    """``none`` under an empty list, and how many items the stability threshold left out."""
     n = e.get("below_threshold", {}).get(kind, 0)
-    return [f"    ({n} more significant but selected in too few half-subsamples of E: left out)"] if n else []
+    left = [f"    ({n} more significant but selected in too few half-subsamples of E: left out)"] if n else []
+    return ([] if e[kind] else ["    none"]) + left
 
 
 def _signs(p: dict, a: int, flagged) -> str:
