@@ -15,10 +15,12 @@ import torch
 from i2x.analysis.explain import pair_explanation
 from i2x.config import ExplainConfig, RunConfig
 
-# scikit-learn's 8x8 digits, 2 epochs: a complete real run in a few seconds on 2 CPU cores
+# scikit-learn's 8x8 digits, 2 epochs: a complete real run in a few seconds on 2 CPU cores (10 half-subsamples
+# for the stability stage instead of 50: the stage's own tests are in test_stability.py and test_rundir.py)
 TINY_RUN_ARGS = (
-    "--dataset digits --epochs 2 --every 5 --prototypes 6 --min-cluster-size 5 --device cpu --quiet --no-report".split()
-)
+    "--dataset digits --epochs 2 --every 5 --prototypes 6 --min-cluster-size 5 --device cpu --quiet --no-report "
+    "--stability-resamples 10"
+).split()
 
 
 # --------------------------------------------------------------------------- data on disk
