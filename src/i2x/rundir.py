@@ -568,8 +568,13 @@ class Run:
 
     def _frequency(self, a: int, b: int) -> np.ndarray | None:
         """(K, 2) selection frequencies of the pair's roles, when the run measured them."""
-        st = self.arrays("stability") if (self.path / "arrays" / "stability.npz").exists() else {}
+        st = self._stability
         return st["roles"][min(a, b), max(a, b)] if int(st.get("resamples", 0)) else None
+
+    @cached_property
+    def _stability(self) -> dict:
+        """The stability arrays, read once per Run (not once per pair)."""
+        return self.arrays("stability") if (self.path / "arrays" / "stability.npz").exists() else {}
 
     @cached_property
     def _evidence(self) -> tuple[Dynamics, dict, np.ndarray]:
