@@ -719,3 +719,12 @@ def test_dynamics_and_explain_properties(t1, n, c, k, data):
     assert set(ex["classes"]) == present
     for x, x0 in zip((conf, inten, labels, contain), copies, strict=True):
         np.testing.assert_array_equal(x, x0)
+
+
+def test_pair_pvalues_are_symmetric_with_one_on_the_diagonal():
+    rng = np.random.default_rng(0)
+    conf = rng.dirichlet(np.ones(4), size=(4, 60))
+    inten = rng.random((4, 60, 5))
+    d = dynamics(conf, inten, rng.integers(0, 4, 60), permutations=49, min_cluster_size=5)
+    assert np.array_equal(d.p_pair, d.p_pair.transpose(0, 1, 3, 2))
+    assert (d.p_pair[:, :, np.arange(4), np.arange(4)] == 1).all()

@@ -44,3 +44,12 @@ def test_in_null_data_no_item_reaches_the_threshold():
     threshold = ExplainConfig().stability_threshold
     reached = [bool((_freq(seed, signal=False)["roles"] >= threshold).any()) for seed in range(200, 220)]
     assert sum(reached) <= 1, reached  # ≥ 95 % of 20 null seeds list nothing
+
+
+def test_frequencies_do_not_depend_on_the_number_of_workers():
+    conf, inten, labels = planted(3, signal=True)
+    contain = np.ones((len(labels), inten.shape[2]), dtype=bool)
+    args = (conf, inten, contain, labels, 3, SETTINGS, ExplainConfig())
+    one = selection_frequencies(*args, resamples=6, seed=3)
+    two = selection_frequencies(*args, resamples=6, seed=3, n_jobs=2)  # halves finish in any order
+    assert one.keys() == two.keys() and all(np.array_equal(one[k], two[k]) for k in one)

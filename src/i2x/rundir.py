@@ -243,17 +243,18 @@ def _stability(ctx: Context) -> StageOutput:
         resamples=c.stability_resamples,
         seed=c.seed,
         background=ia.get("background"),
+        n_jobs=-1,
         progress=partial(_counting, note=ctx.note, what="stability: half-subsample"),
     )
     store.save_npz(ctx.out / "arrays" / "stability.npz", **freq)
     return StageOutput(["arrays/stability.npz"])
 
 
-def _counting(items: list, note: Callable[[str], None], what: str):
-    """``items``, saying ``what i/n`` before each."""
+def _counting(items, total: int, note: Callable[[str], None], what: str):
+    """``items`` (``total`` of them), saying ``what i/total`` as each arrives."""
     for i, x in enumerate(items):
-        note(f"{what} {i + 1}/{len(items)}")
         yield x
+        note(f"{what} {i + 1}/{total}")
 
 
 def _dynamics_settings(c: RunConfig) -> dict:

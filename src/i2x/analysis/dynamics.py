@@ -193,16 +193,18 @@ def permutation_pvalues(
     of its Δp: what the class explains is kept, so a rejection is a link beyond class membership).
     p = (1 + #{|null| ≥ |observed|}) / (1 + n_perm)."""
     n, (K, C) = len(di), W.shape
-    d = W[:, :, None] - W[:, None, :]
-    cw, cd = np.zeros((K, C)), np.zeros((K, C, C))
+    ia, ib = np.triu_indices(C, 1)  # |d[k, a, b]| = |d[k, b, a]|: count each pair once
+    bar_w, bar_d = np.abs(W) * (1 - 1e-9), np.abs(W[:, ia] - W[:, ib]) * (1 - 1e-9)
+    cw, cd = np.zeros((K, C)), np.zeros((K, len(ia)))
     chunk = int(max(1, min(128, 2e7 // (K * C * C))))
     for start in range(0, n_perm, chunk):
         b = min(chunk, n_perm - start)
         Wb = _fit(step, dp, di, tau, lam, permutations(n, b, rng, strata))  # (b, K, C)
-        cw += (np.abs(Wb) >= np.abs(W) * (1 - 1e-9)).sum(0)
-        db = Wb[:, :, :, None] - Wb[:, :, None, :]
-        cd += (np.abs(db) >= np.abs(d) * (1 - 1e-9)).sum(0)
-    return (1 + cw) / (1 + n_perm), (1 + cd) / (1 + n_perm)
+        cw += (np.abs(Wb) >= bar_w).sum(0)
+        cd += (np.abs(Wb[:, :, ia] - Wb[:, :, ib]) >= bar_d).sum(0)
+    p_d = np.ones((K, C, C))  # d[k, a, a] = 0: p = 1
+    p_d[:, ia, ib] = p_d[:, ib, ia] = (1 + cd) / (1 + n_perm)
+    return (1 + cw) / (1 + n_perm), p_d
 
 
 @dataclass(frozen=True)

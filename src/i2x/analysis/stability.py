@@ -12,8 +12,11 @@ prototypes. An item's frequency is the share of resamples that list it. Pure num
 from __future__ import annotations
 
 import itertools
+import os
+from functools import partial
 
 import numpy as np
+from joblib import Parallel, delayed
 
 from .dynamics import dynamics
 from .explain import explain
@@ -43,6 +46,7 @@ def selection_frequencies(
     seed: int = 0,
     background: np.ndarray | None = None,
     present: np.ndarray | None = None,
+    n_jobs: int | None = None,
     progress=None,
 ) -> dict[str, np.ndarray]:
     """Selection frequencies of every item over ``resamples`` half-subsamples of E.
@@ -59,7 +63,6 @@ def selection_frequencies(
 
     T, K = intensities.shape[0] - 1, intensities.shape[2]
     cfg = replace(explain_cfg, top=K)
-    pairs = list(itertools.combinations(range(n_classes), 2))
     out = {
         "roles": np.zeros((n_classes, n_classes, K, 2)),
         "key": np.zeros((n_classes, max(T, 0), K)),
@@ -67,22 +70,41 @@ def selection_frequencies(
         "specialized": np.zeros((n_classes, K)),
     }
     subsamples = half_subsamples(labels, resamples, seed)
-    for b, idx in enumerate(subsamples if progress is None else progress(subsamples)):
-        y = np.asarray(labels)[idx]
-        d = dynamics(
-            confidences[:, idx], intensities[:, idx], y, seed=seed + 1000 * (b + 1), class_level=False, **settings
-        )
-        in_half = [(a, c) for a, c in pairs if (y == a).any() and (y == c).any()]
-        ex = explain(
-            d.W, contain[idx], y, d.class_delta, flagged=d.flagged, pairs=in_half, cfg=cfg, p_W=d.p_W,
-            p_pair=d.p_pair, background=background, classes=[str(c) for c in range(n_classes)],
-            present=None if present is None else present[idx],
-        )  # fmt: skip
+    one = partial(_one_half, confidences, intensities, contain, np.asarray(labels), n_classes, settings, cfg, seed,
+                  background, present)  # fmt: skip
+    jobs = _jobs(n_jobs, resamples)
+    if jobs == 1:
+        done = map(one, range(resamples), subsamples)
+    else:  # each half is seeded by its index: the counts do not depend on n_jobs or the order of completion
+        pool = Parallel(n_jobs=jobs, prefer="processes", return_as="generator_unordered")
+        done = pool(delayed(one)(b, idx) for b, idx in enumerate(subsamples))
+    for ex in done if progress is None else progress(done, resamples):
         _count(out, ex)
     for v in out.values():
         v /= max(resamples, 1)
     out["resamples"] = np.int64(resamples)
     return out
+
+
+def _jobs(n_jobs: int | None, resamples: int) -> int:
+    """Workers for the halves: ``n_jobs`` as in scikit-learn (None: 1, -1: every CPU)."""
+    if n_jobs is None:
+        return 1
+    n = os.cpu_count() or 1 if n_jobs < 0 else n_jobs
+    return max(1, min(n, resamples))
+
+
+def _one_half(confidences, intensities, contain, labels, n_classes, settings, cfg, seed, background, present, b, idx):
+    """Stages 4-7 on the half ``idx`` (the ``b``-th): the explanation it lists."""
+    y = labels[idx]
+    d = dynamics(confidences[:, idx], intensities[:, idx], y, seed=seed + 1000 * (b + 1), class_level=False, **settings)
+    present_classes = set(np.unique(y).tolist())
+    in_half = [(a, c) for a, c in itertools.combinations(range(n_classes), 2) if {a, c} <= present_classes]
+    return explain(
+        d.W, contain[idx], y, d.class_delta, flagged=d.flagged, pairs=in_half, cfg=cfg, p_W=d.p_W,
+        p_pair=d.p_pair, background=background, classes=[str(c) for c in range(n_classes)],
+        present=None if present is None else present[idx],
+    )  # fmt: skip
 
 
 def _count(out: dict, ex: dict) -> None:
