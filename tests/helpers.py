@@ -186,3 +186,50 @@ def nearest_prototype(features: np.ndarray, protos) -> np.ndarray:
     z = (features.reshape(-1, d) - protos.pca_mean) @ protos.pca_components.T
     d2 = ((z[:, None, :] - protos.centroids[None]) ** 2).sum(-1)
     return d2.argmin(1).reshape(n, h, w).astype(np.int32)
+
+
+# --- the caller's own model through every command (tests/test_own_models.py, tests/test_transformers.py)
+
+CLASSES = ["red", "green", "blue"]
+
+
+def own_data(n: int = 60, seed: int = 0):
+    """3-channel 32x32 images whose class is the brightest colour channel, wrapped in Subsets."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    x = torch.rand(n, 3, 32, 32, generator=g) * 0.5
+    x[torch.arange(n), y] += 0.5
+    ds = torch.utils.data.TensorDataset(x, y)
+    ds.classes = CLASSES  # a dataset's own class names travel through Subset
+    return torch.utils.data.Subset(ds, range(n))
+
+
+def round_trip(r, model, test, capsys):
+    """explain -> report -> finetune(model=) -> faithfulness(model=) on a finished run."""
+    import i2x
+    from i2x.cli import main
+    from i2x.report import report
+
+    assert main(["explain", str(r.path)]) == 0 and "test accuracy" in capsys.readouterr().out
+    assert main(["explain", str(r.path), "--class", "red"]) == 0 and "Class red" in capsys.readouterr().out
+
+    html = report(r.path, svg=False).read_text()
+    assert "Class red" in html
+    contain, labels = r.arrays("intensity")["contain"], r.explain_set()["labels"]
+    k = int(np.argmax(contain[np.isin(labels, (0, 1))].sum(0)))
+    res = i2x.finetune(
+        r.path,
+        model=model,
+        test=test,
+        pair=("red", "green"),
+        prototype=k,
+        schedules="curated+full",
+        repeats=1,
+        controls="random-pair",
+        progress=False,
+    )
+    assert res.names == ("red", "green") and res.test_size == len(test)
+    f = i2x.faithfulness(r.path, model=model, random_draws=2, progress=False)
+    assert (
+        f["summary"]["deletions"] > 0 and json.loads((r.path / "faithfulness.json").read_text())["classes"] == CLASSES
+    )

@@ -87,9 +87,15 @@ def test_spatial_layers_restores_mixed_modes_and_hooks():
 
 def test_resolve_layer_by_name_module_and_none():
     m = SmallCNN()
-    assert L.resolve_layer(m, "features")[1] is m.features
-    assert L.resolve_layer(m, m.features[3]) == ("features.3", m.features[3])
-    assert L.resolve_layer(m, None, _ex())[0] == "features"
+    assert L.resolve_layer(m, "features").module is m.features
+    assert L.resolve_layer(m, m.features[3])[:2] == ("features.3", m.features[3])
+    t = L.resolve_layer(m, None, _ex())
+    assert t.name == "features" and t.grid.info() == {
+        "layout": "nchw",
+        "grid": [7, 7],
+        "channels": 64,
+        "prefix_tokens": 0,
+    }
 
 
 def test_resolve_layer_errors_name_meaningful_candidates():

@@ -11,7 +11,7 @@ from i2x.nn.models import MODELS, TARGET_LAYERS, build_model
 
 
 def _target_shape(model, x):
-    name, mod = resolve_layer(model, None, x[:1])
+    name, mod, _ = resolve_layer(model, None, x[:1])
     out = {}
     h = mod.register_forward_hook(lambda m, i, o: out.update(shape=tuple(o.shape)))
     try:
@@ -38,6 +38,15 @@ def test_builtin_models_target_layer(name, shape, grid):
     layer, fshape, y = _target_shape(m, torch.randn(2, *shape))
     assert layer == TARGET_LAYERS[name]
     assert fshape[-2:] == (grid, grid) and y.shape == (2, 10)
+
+
+@pytest.mark.parametrize("shape, grid", [((1, 28, 28), 7), ((3, 32, 32), 8)])
+def test_builtin_vit_finds_its_layer_on_the_patch_grid(shape, grid):
+    torch.manual_seed(0)
+    m = build_model("vit", in_channels=shape[0], num_classes=10, image_size=shape[-1])
+    t = resolve_layer(m, None, torch.randn(1, *shape))  # its head starts at zero: found through the head's input
+    assert t.name == TARGET_LAYERS["vit"] and t.grid.size == (grid, grid) and t.grid.prefix == 1
+    assert m(torch.randn(2, *shape)).shape == (2, 10)
 
 
 def test_inceptionv3_upsamples_inside():

@@ -4,29 +4,13 @@ run/analyze -> explain -> report -> finetune(model=) -> faithfulness(model=)."""
 
 from __future__ import annotations
 
-import json
-
-import numpy as np
 import pytest
 import torch
 import torchvision
+from helpers import CLASSES, own_data, round_trip
 from torch import nn
 
 import i2x
-from i2x.cli import main
-
-CLASSES = ["red", "green", "blue"]
-
-
-def _data(n: int = 60, seed: int = 0):
-    """3-channel 32x32 images whose class is the brightest colour channel, wrapped in Subsets."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % 3
-    x = torch.rand(n, 3, 32, 32, generator=g) * 0.5
-    x[torch.arange(n), y] += 0.5
-    ds = torch.utils.data.TensorDataset(x, y)
-    ds.classes = CLASSES  # a dataset's own class names travel through Subset
-    return torch.utils.data.Subset(ds, range(n))
 
 
 def _hand_cnn():
@@ -49,39 +33,11 @@ MODELS = {
 }
 
 
-def _downstream(r, model, test, capsys):
-    """explain -> report -> finetune(model=) -> faithfulness(model=) on a finished run."""
-    assert main(["explain", str(r.path)]) == 0 and "test accuracy" in capsys.readouterr().out
-    assert main(["explain", str(r.path), "--class", "red"]) == 0 and "Class red" in capsys.readouterr().out
-    from i2x.report import report
-
-    html = report(r.path, svg=False).read_text()
-    assert "Class red" in html
-    contain, labels = r.arrays("intensity")["contain"], r.explain_set()["labels"]
-    k = int(np.argmax(contain[np.isin(labels, (0, 1))].sum(0)))
-    res = i2x.finetune(
-        r.path,
-        model=model,
-        test=test,
-        pair=("red", "green"),
-        prototype=k,
-        schedules="curated+full",
-        repeats=1,
-        controls="random-pair",
-        progress=False,
-    )
-    assert res.names == ("red", "green") and res.test_size == len(test)
-    f = i2x.faithfulness(r.path, model=model, random_draws=2, progress=False)
-    assert (
-        f["summary"]["deletions"] > 0 and json.loads((r.path / "faithfulness.json").read_text())["classes"] == CLASSES
-    )
-
-
 @pytest.mark.parametrize("name", list(MODELS))
 def test_your_model_through_every_command(name, tmp_path, capsys):
     torch.manual_seed(0)
     model = MODELS[name]()
-    train, test = _data(60), _data(30, seed=1)
+    train, test = own_data(60), own_data(30, seed=1)
     r = i2x.run(
         out=tmp_path / name,
         model=model,
@@ -102,13 +58,13 @@ def test_your_model_through_every_command(name, tmp_path, capsys):
     h = {"mobilenet_v3_small": "features.", "resnet18": "layer", "hand_cnn_inplace_relu": ""}[name]
     assert m["model"]["layer"].startswith(h) and len(m["model"]["feature_shape"]) == 3
     assert (r.path / "report" / "index.html").exists()  # i2x.run writes the report, as the CLI does
-    _downstream(r, model, test, capsys)
+    round_trip(r, model, test, capsys)
 
 
 def test_recorder_loop_then_every_command(tmp_path, capsys):
     torch.manual_seed(0)
     model = _hand_cnn()
-    train, test = _data(60), _data(30, seed=1)
+    train, test = own_data(60), own_data(30, seed=1)
     x = torch.stack([train[i][0] for i in range(len(train))])
     y = torch.stack([train[i][1] for i in range(len(train))])
     rec = i2x.Recorder(x[:30], y[:30].numpy(), every=2, out_dir=tmp_path / "loop")
@@ -125,7 +81,7 @@ def test_recorder_loop_then_every_command(tmp_path, capsys):
     # the README's call, as written: the Recorder saved the explanation set
     r = i2x.analyze(tmp_path / "loop", model, classes=CLASSES, test=test, prototypes=4, min_cluster_size=3)
     assert r.manifest["checkpoints"] == [0, 2, 4, 6] and r.manifest["data"]["classes"] == CLASSES
-    _downstream(r, model, test, capsys)
+    round_trip(r, model, test, capsys)
 
 
 def test_readme_own_loop_block_runs_as_written(tmp_path):
@@ -136,7 +92,7 @@ def test_readme_own_loop_block_runs_as_written(tmp_path):
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "i2x.Recorder(" in b)
     torch.manual_seed(0)
-    train, test = _data(60), _data(30, seed=1)
+    train, test = own_data(60), own_data(30, seed=1)
     x = torch.stack([train[i][0] for i in range(len(train))])
     y = torch.stack([train[i][1] for i in range(len(train))])
     xt = torch.stack([test[i][0] for i in range(len(test))])

@@ -280,7 +280,7 @@ def test_the_manifest_lists_each_stage_with_its_files_settings_and_time(tmp_path
     assert st["evaluate"] == {"complete": True, "files": ["arrays/evaluate.npz"], "settings": {}}
     assert st["prototypes"]["settings"] == {
         "prototypes": 4, "prototype_fit": "explain", "pca_variance": 0.99, "pca_max_components": 3, "seed": 5,
-        "layer": None,
+        "layer": None, "reshape": "auto",
     }  # fmt: skip
     assert st["intensity"] == {
         "complete": True,

@@ -211,7 +211,7 @@ class RunConfig:
     # model and training
     model: str = setting(
         "smallcnn",
-        "smallcnn, resnet50, inceptionv3",
+        "smallcnn, resnet50, inceptionv3, vit (torchvision ViT, patch 4, 0.7 M parameters)",
         why="smallcnn passes 97 % on MNIST in about a minute on 2 CPU cores",
         commands=ANALYZE,
     )
@@ -265,7 +265,19 @@ class RunConfig:
         check=at_least(0),
     )
     method: str = setting(
-        "gradcam", "saliency method (gradcam, gradcam++, layercam, xgradcam)", why="the paper uses GradCAM"
+        "gradcam",
+        "saliency method (gradcam, gradcam++, layercam, xgradcam, pgc:<grad-cam class>; in Python also a callable "
+        "(model, images, targets) -> (N, H', W'))",
+        why="the paper uses GradCAM (Eq. 1: 'e.g. GradCAM'); any other source plugs in (issue 25)",
+    )
+    reshape: str = setting(
+        "auto",
+        "how the target layer's output is a map: auto, nchw (CNNs), nhwc (Swin), tokens (ViT/DeiT: prefix tokens "
+        "dropped, the rest a patch grid)",
+        why="auto tells them apart by shape (the image's aspect) and by timm's / torchvision's prefix tokens; the "
+        "others say it for a layout auto misreads",
+        choices=("auto", "nchw", "nhwc", "tokens"),
+        commands=ANALYZE,
     )
     target: str = setting(
         "label",

@@ -203,7 +203,27 @@ def _intensity(ctx: Context) -> StageOutput:
         density=density,
         background=bg,
     )
-    return StageOutput(["arrays/intensity.npz"])
+    flat, reasons = saliency_health(sal[-1])
+    return StageOutput(["arrays/intensity.npz"], metrics={"saliency_flat": flat, "saliency_health": reasons},
+                       warnings=reasons)  # fmt: skip
+
+
+FLAT_SPREAD = 1e-7  # a map whose max - min is below this (class-score units) says nothing about where
+
+
+def saliency_health(final_maps: np.ndarray, limit: float = 0.1) -> tuple[float, list[str]]:
+    """The share of the final model's maps that are flat (max - min < :data:`FLAT_SPREAD`: ~0
+    everywhere, as at an attention internal or a layer whose positions barely reach the scores),
+    and the reason to flag the run when more than ``limit`` of them are."""
+    m = np.asarray(final_maps, dtype=np.float64).reshape(len(final_maps), -1)
+    flat = float((np.ptp(m, axis=1) < FLAT_SPREAD).mean()) if m.size else 0.0
+    if flat <= limit:
+        return round(flat, 4), []
+    return round(flat, 4), [
+        f"saliency is flat (max - min < {FLAT_SPREAD:g}) in {flat:.0%} of the final model's maps: the target "
+        "layer's positions barely reach the class scores, so the prototype intensities are noise; name another "
+        "layer (layer=) or saliency method"
+    ]
 
 
 def _dynamics(ctx: Context) -> StageOutput:
@@ -294,12 +314,13 @@ def _explain(ctx: Context) -> StageOutput:
         present=ia.get("present"),
     )
     ex["checkpoints"] = ctx.manifest.checkpoints
-    health = ctx.manifest.get("metrics", {}).get("health", [])
+    metrics = ctx.manifest.get("metrics", {})
+    health = metrics.get("health", []) + metrics.get("saliency_health", [])
     ex["model_health"] = {
         "passed": not health,
         "reasons": health,
         "note": "the final model failed a health check: every list here describes a model that did not learn "
-        "its labels, whatever its p-values"
+        "its labels, or saliency that carries no evidence, whatever its p-values"
         if health
         else "no health check failed",
     }
@@ -323,7 +344,7 @@ STAGES: tuple[Stage, ...] = (
         "prototypes",
         _prototypes,
         ("arrays/prototypes.npz",),
-        ("prototypes", "prototype_fit", "pca_variance", "pca_max_components", "seed", "layer"),
+        ("prototypes", "prototype_fit", "pca_variance", "pca_max_components", "seed", "layer", "reshape"),
     ),
     Stage(
         "intensity",
@@ -373,10 +394,10 @@ def run_stages(ctx: Context, progress: bool = False, given: dict[str, StageOutpu
     timing each; the manifest records each stage's output and is rewritten after each stage.
     ``given``: the outputs of stages the caller already ran (under torchrun every rank trains
     and records; rank 0 then records that output here instead of running the stage again)."""
-    from tqdm.auto import tqdm
+    from .progress import bar as progress_bar
 
     given = given or {}
-    bar = tqdm(STAGES, desc="i2x", disable=not progress, leave=False)
+    bar = progress_bar(STAGES, desc="i2x", disable=not progress, leave=False)
     ctx.note = bar.set_postfix_str  # a long stage says how far it is on the one bar
     redo = False
     for stage in bar:
@@ -503,6 +524,39 @@ class Run:
     @property
     def config(self) -> RunConfig:
         return RunConfig.from_dict(self.manifest["config"])
+
+    def _summary(self) -> list[tuple[str, str]]:
+        """(what, value) rows of what a person first wants to know about the run."""
+        m, met = self.manifest, self.manifest.get("metrics", {})
+        data, model = m.get("data", {}), m.get("model", {})
+        acc = met.get("test_accuracy")
+        rows = [
+            ("data", f"{data.get('dataset')}: {data.get('train_size')} train, E = {data.get('explain_size')}"),
+            ("model", f"{model.get('name')} (target layer {model.get('layer')})"),
+            ("test accuracy", "-" if acc is None else f"{100 * acc:.2f} %"),
+            ("checkpoints", str(len(m.get("checkpoints", [])))),
+            ("stages missing", ", ".join(self.missing_stages()) or "none"),
+        ]
+        pairs = [f"{self.classes[p['a']]}↔{self.classes[p['b']]} ({p['count']})" for p in met.get("confused_pairs", [])]
+        rows += [("most confused", ", ".join(pairs[:3]))] if pairs else []
+        rows += [("warning", w) for w in m.get("warnings", [])]
+        return rows
+
+    def __repr__(self) -> str:
+        acc = self.manifest.get("metrics", {}).get("test_accuracy")
+        what = f"{self.manifest.get('model', {}).get('name')}, " + ("" if acc is None else f"{100 * acc:.2f} %, ")
+        return f"i2x.Run({str(self.path)!r}: {what}{len(self.manifest.get('checkpoints', []))} checkpoints)"
+
+    def _repr_html_(self) -> str:
+        """A notebook's view of the run: its summary as a table, and where the report is."""
+        from html import escape
+
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in self._summary()
+        )
+        rep = self.path / "report" / "index.html"
+        link = f"<p>report: <code>{escape(str(rep))}</code></p>" if rep.exists() else ""
+        return f"<div><b>i2x run</b> <code>{escape(str(self.path))}</code><table>{rows}</table>{link}</div>"
 
     @property
     def classes(self) -> list[str]:

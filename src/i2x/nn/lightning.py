@@ -37,7 +37,7 @@ class I2XCallback(Callback):
     images: (N, C, H, W) normalised float tensor of the explanation set (what the model is fed);
     labels: (N,) ints. ``out_dir``: the run directory; afterwards
     ``i2x.analyze(out_dir, model, classes=..., train=..., test=...)`` runs stages 2-7 on it.
-    ``layer``, ``method``, ``target``, ``batch_size``: as for
+    ``layer``, ``method``, ``target``, ``batch_size``, ``reshape``: as for
     :class:`~i2x.nn.record.Recorder`. A checkpoint already on disk is not recorded again, so a
     fit resumed from a Lightning checkpoint into the same ``out_dir`` continues the record.
     """
@@ -53,6 +53,7 @@ class I2XCallback(Callback):
         method: str = "gradcam",
         target: str = "label",
         batch_size: int = 256,
+        reshape="auto",
     ):
         super().__init__()
         self.out = Path(out_dir)
@@ -63,7 +64,7 @@ class I2XCallback(Callback):
         if every < 1:
             raise I2XError(f"I2XCallback(every={every}) must be ≥ 1 (optimizer steps between checkpoints)")
         self.every, self.layer = every, layer
-        self.method, self.target, self.batch_size = method, target, batch_size
+        self.method, self.target, self.batch_size, self.reshape = method, target, batch_size, reshape
         self.recorder: Recorder | None = None
 
     def on_fit_start(self, trainer, pl_module) -> None:
@@ -81,6 +82,7 @@ class I2XCallback(Callback):
             pl_module.device,
             sample_index=rows,
             world=world,
+            reshape=self.reshape,
         )
         if world.main:
             self._save_explain_set()

@@ -15,7 +15,12 @@ from torch import nn
 from ..errors import ConfigError, I2XError
 
 # Name of the target layer of each built-in model (the last block whose output is spatial).
-TARGET_LAYERS = {"smallcnn": "features", "resnet50": "layer4", "inceptionv3": "Mixed_7c"}
+TARGET_LAYERS = {
+    "smallcnn": "features",
+    "resnet50": "layer4",
+    "inceptionv3": "Mixed_7c",
+    "vit": "encoder.layers.encoder_layer_5.ln_1",
+}
 
 
 class SmallCNN(nn.Module):
@@ -97,13 +102,34 @@ def inceptionv3_small(in_channels: int = 1, num_classes: int = 10, input_size: i
     return _inception_cls()(in_channels=in_channels, num_classes=num_classes, input_size=input_size)
 
 
-MODELS = {"smallcnn": SmallCNN, "resnet50": resnet50_small, "inceptionv3": inceptionv3_small}
+def vit_small(in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -> nn.Module:
+    """torchvision's ``VisionTransformer`` sized for a CPU: patch 4 (a 7x7 grid on 28x28, 8x8 on
+    32x32), 6 layers, 4 heads, width 96 (0.7 M parameters), a class token, any channel count. Its
+    head starts at zero, as torchvision's does, so the untrained model's saliency is 0 everywhere.
+    The target layer is the last block's ``ln_1``: the class-token head leaves the last block's
+    patch tokens without gradient (docs/METHOD.md)."""
+    from torchvision.models import VisionTransformer
+
+    if image_size % 4:
+        raise I2XError(f"image_size={image_size}: the built-in vit needs a multiple of its patch size 4")
+    m = VisionTransformer(
+        image_size=image_size, patch_size=4, num_layers=6, num_heads=4, hidden_dim=96, mlp_dim=192,
+        num_classes=num_classes,
+    )  # fmt: skip
+    if in_channels != 3:
+        m.conv_proj = nn.Conv2d(in_channels, 96, kernel_size=4, stride=4)
+    return m
 
 
-def build_model(name: str, in_channels: int = 1, num_classes: int = 10) -> nn.Module:
-    """Build a built-in model by name (see :data:`MODELS`)."""
+MODELS = {"smallcnn": SmallCNN, "resnet50": resnet50_small, "inceptionv3": inceptionv3_small, "vit": vit_small}
+
+
+def build_model(name: str, in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -> nn.Module:
+    """Build a built-in model by name (see :data:`MODELS`) for images of ``in_channels`` x ``image_size``²."""
     if name not in MODELS:
         raise ConfigError("model", name, f"is not a built-in model; choose one of: {', '.join(sorted(MODELS))}")
+    if name == "vit":  # the only one whose shape depends on the image size
+        return vit_small(in_channels=in_channels, num_classes=num_classes, image_size=image_size)
     return MODELS[name](in_channels=in_channels, num_classes=num_classes)
 
 
@@ -121,11 +147,11 @@ def load_model(run_dir: str | Path, device="cpu") -> nn.Module:
         )
     ck = load_state(Path(run_dir) / "weights" / "final.pt", map_location=device)
     shape = r.manifest["data"]["image_shape"]
-    m = build_model(r.config.model, in_channels=shape[0], num_classes=len(r.classes))
+    m = build_model(r.config.model, in_channels=shape[0], num_classes=len(r.classes), image_size=shape[-1])
     m.load_state_dict(ck["model"])
     return m.to(torch.device(device))
 
 
 def built_in_model(name: str, data) -> nn.Module:
     """The built-in model ``name`` shaped for ``data`` (an :class:`i2x.data.Dataset`: its channels and classes)."""
-    return build_model(name, in_channels=data.shape[0], num_classes=len(data.classes))
+    return build_model(name, in_channels=data.shape[0], num_classes=len(data.classes), image_size=data.shape[-1])

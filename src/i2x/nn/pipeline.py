@@ -34,13 +34,13 @@ from ..rundir import (
     stage_done,
 )
 from .distributed import World, setup
-from .layers import resolve_layer
+from .layers import class_scores, resolve_layer
 from .models import built_in_model
 from .record import Recorder
-from .saliency import feature_stream, features
-from .train import iterations_per_epoch, load_state, predict, save_state
+from .saliency import feature_stream, features, method_name
+from .train import divergence_warning, iterations_per_epoch, load_state, predict, save_state
 from .train import train as train_model
-from .utils import eval_mode, resolve_device
+from .utils import callers_globals, eval_mode, resolve_device
 
 
 def run(
@@ -56,6 +56,7 @@ def run(
     test=None,
     preset: str | None = None,
     report: bool = True,
+    classes: list[str] | None = None,
     **overrides,
 ) -> Run | None:
     """Train with recording and run every analysis stage; returns the :class:`Run` (under
@@ -65,26 +66,28 @@ def run(
     Settings: ``config`` (a :class:`RunConfig`) or ``preset`` (a name in :data:`i2x.PRESETS`),
     changed by keyword (``run(epochs=2, rho=0.9, out=...)``); on ``resume`` the run's own settings
     are kept and a changed one is refused. Your own data: ``splits`` (train/test
-    :class:`i2x.data.Dataset`) or ``train=``/``test=`` (torch Datasets; without ``test`` a
-    stratified 20 % of ``train`` is held out). Your own ``model``: an ``nn.Module`` (name its
-    target layer with ``layer=``).
+    :class:`i2x.data.Dataset`) or ``train=``/``test=`` (torch Datasets or ``(images, labels)``;
+    without ``test`` a stratified 20 % of ``train`` is held out; ``classes=`` names their classes).
+    Your own ``model``: an ``nn.Module`` (a ViT's or Swin's target layer is found too, or name it
+    with ``layer=``); ``method=`` may be a callable saliency source.
     """
     if isinstance(model, str):  # run(model="resnet50") names a built-in model
         overrides, model = {**overrides, "model": model}, None
     elif model is not None:  # the caller's own model: no built-in name in the saved settings
         overrides = {**overrides, "model": ""}
+    overrides, source = _saliency_source(overrides)
     out = Path(out)
     resumed = store.read_manifest(out) if resume and (out / store.MANIFEST).exists() else None
     cfg = _run_config(config, preset, overrides, resumed, out)  # bad settings fail before anything is written
     world = setup(resolve_device(cfg.device))  # under torchrun: this process's rank (rank 0 owns the directory)
-    with run_lock(out) if world.main else nullcontext():
+    with run_lock(out) if world.main else nullcontext(), callers_globals():  # RNG, grad mode, warning filters kept
         old = prepare_dir(out, resume, overwrite) if world.main else None
-        data = _splits(cfg, splits, train, test) if world.main else None  # rank 0 first: one --download
+        data = _splits(cfg, splits, train, test, classes) if world.main else None  # rank 0 first: one --download
         world.barrier()  # the directory and the data are ready
         if not world.main:
             old = store.read_manifest(out) if resume and (out / store.MANIFEST).exists() else None
-            data = _splits(cfg, splits, train, test)
-        r = _run(cfg, out, old, progress and world.main, data, model, world)
+            data = _splits(cfg, splits, train, test, classes)
+        r = _run(cfg, out, old, progress and world.main, data, model, world, source)
         if report and world.main:
             from ..report import report as write_report
 
@@ -93,7 +96,7 @@ def run(
 
 
 def _run(
-    cfg: RunConfig, out: Path, old: dict | None, progress: bool, splits: Splits, model, world: World
+    cfg: RunConfig, out: Path, old: dict | None, progress: bool, splits: Splits, model, world: World, source=None
 ) -> Run | None:
     """Stages 1-7 of :func:`run` in the locked, prepared ``out`` (under torchrun, every rank trains
     and records its shard; rank 0 runs stages 2-7 and returns the Run, the others None)."""
@@ -106,12 +109,13 @@ def _run(
     model.to(device)
     x_train, y_train = tr.tensors()
     x_exp, y_exp = x_train[eidx], y_train[eidx]
-    layer = _check_model(model, cfg, x_exp, len(tr.classes), device)
+    target = _check_model(model, cfg, x_exp, len(tr.classes), device)
+    layer = target.name
     every, total = _schedule(cfg, len(tr))
     manifest = new_manifest(
         cfg,
         _data_info(splits, cfg, eidx),
-        _model_info(model, cfg.model, layer),
+        _model_info(model, cfg.model, target),
         old,
         warnings=warnings,
         distributed=world.info(),
@@ -131,12 +135,13 @@ def _run(
         every,
         out,
         layer,
-        cfg.method,
+        source or cfg.method,
         cfg.target,
         cfg.record_batch_size,
         device,
         sample_index=eidx[rows],
         world=world,
+        reshape=cfg.reshape,
     )
     hooks = Hooks(
         train=partial(
@@ -152,8 +157,8 @@ def _run(
             world=world,
         ),
         predict_test=partial(_predict, model=model, test=splits.test, device=device),
-        features=partial(features, model, x_exp, layer, cfg.record_batch_size, device),
-        train_features=partial(feature_stream, model, x_train, layer, cfg.record_batch_size, device),
+        features=partial(features, model, x_exp, layer, cfg.record_batch_size, device, cfg.reshape),
+        train_features=partial(feature_stream, model, x_train, layer, cfg.record_batch_size, device, cfg.reshape),
     )
     given = _train_on_every_rank(hooks, out, manifest, world) if world.size > 1 else {}
     if not world.main:
@@ -178,14 +183,24 @@ def _train_on_every_rank(hooks: Hooks, out: Path, manifest, world: World) -> dic
     return given
 
 
+def _saliency_source(overrides: dict) -> tuple[dict, object]:
+    """A callable ``method=`` (the caller's saliency source): the settings keep its name
+    (``callable:module.name``, recorded in the manifest), the recorder gets the callable."""
+    fn = overrides.get("method")
+    if not callable(fn):
+        return overrides, None
+    return {**overrides, "method": method_name(fn)}, fn
+
+
 def _built_in_model(cfg: RunConfig, tr: Dataset):
     torch.manual_seed(cfg.seed)  # the initial weights are part of what the seed reproduces
     return built_in_model(cfg.model, tr)
 
 
-def _model_info(model, name: str | None, layer: str) -> dict:
+def _model_info(model, name: str | None, target) -> dict:
+    """The manifest's model entry: name, target layer, how its output lies on the image (layout, grid), size."""
     n = int(sum(p.numel() for p in model.parameters()))
-    return {"name": name or type(model).__name__, "layer": layer, "parameters": n}
+    return {"name": name or type(model).__name__, "layer": target.name, "target": target.grid.info(), "parameters": n}
 
 
 def _run_config(config, preset, overrides: dict, old: dict | None, out: Path) -> RunConfig:
@@ -202,13 +217,16 @@ def _run_config(config, preset, overrides: dict, old: dict | None, out: Path) ->
     return cfg
 
 
-def _splits(cfg: RunConfig, splits: Splits | None, train, test) -> Splits:
-    """The caller's splits, or its train=/test= data, or the configured dataset."""
+def _splits(cfg: RunConfig, splits: Splits | None, train, test, classes=None) -> Splits:
+    """The caller's splits, or its train=/test= data (class names from ``classes``, else the data's
+    own), or the configured dataset."""
     if splits is not None:
         return splits
     if train is None:
+        if classes is not None:
+            raise I2XError("classes= names the classes of train=/test= data; the built-in datasets have their own")
         return splits_for(cfg)
-    tr = as_dataset(train, name="user (train=)")
+    tr = as_dataset(train, classes=classes, name="user (train=)")
     if test is None:
         rest, held = stratified_split(tr.labels, 0.2, cfg.explain_seed)
         return Splits(tr.subset(rest), tr.subset(held), "stratified 20% hold-out of train= (no test= given)")
@@ -274,12 +292,13 @@ def _n_checkpoints(total: int, every: int) -> int:
     return total // every + 1 + (total % every != 0)
 
 
-def _check_model(model, cfg: RunConfig, x_exp: torch.Tensor, num_classes: int, device) -> str:
-    """Fail before training: the images must fit the model, the layer exist, K fit the features.
-    Returns the target layer's name."""
+def _check_model(model, cfg: RunConfig, x_exp: torch.Tensor, num_classes: int, device):
+    """Fail before training: the images must fit the model, the layer exist and be a map, K fit
+    the features. Returns the target layer (:class:`~i2x.nn.layers.Target`)."""
     _check_fits(model, x_exp[:2].to(device), num_classes)
-    layer, _ = resolve_layer(model, cfg.layer, x_exp[:1].to(device))
-    _, fh, fw, _ = features(model, x_exp[:1], layer, device=device).shape
+    target = resolve_layer(model, cfg.layer, x_exp[:1].to(device), cfg.reshape)
+    layer = target.name
+    _, fh, fw, _ = features(model, x_exp[:1], layer, device=device, reshape=cfg.reshape).shape
     n = len(x_exp) * fh * fw
     if cfg.prototypes > n:
         raise ConfigError(
@@ -288,7 +307,7 @@ def _check_model(model, cfg: RunConfig, x_exp: torch.Tensor, num_classes: int, d
             f"exceeds the {n} feature vectors ({len(x_exp)} explanation samples x {fh}x{fw} "
             "positions): lower it or raise explain_fraction",
         )
-    return layer
+    return target
 
 
 def _train(*, model, x, y, cfg: RunConfig, recorder: Recorder, out: Path, device, progress: bool, world: World):
@@ -316,7 +335,9 @@ def _train(*, model, x, y, cfg: RunConfig, recorder: Recorder, out: Path, device
                 "metrics": {"losses": hist["losses"]},
             },
         )
-    return StageOutput(["weights/final.pt"], metrics={"final_train_loss": loss})
+    n_classes = int(y.max()) + 1 if len(y) else 1
+    early = divergence_warning(hist["losses"][: iterations_per_epoch(len(y), cfg.batch_size)], n_classes, cfg.lr)
+    return StageOutput(["weights/final.pt"], metrics={"final_train_loss": loss}, warnings=[early] if early else [])
 
 
 def _predict(*, model, test, classes=None, device, source: str | None = None):
@@ -371,12 +392,13 @@ def _analyze(out: Path, old: dict | None, cfg: RunConfig, model, given: tuple, d
     model.to(device)
     probs_e = predict(model, x_exp, device=device)
     old_model = (old or {}).get("model", {})
-    layer, _ = resolve_layer(model, cfg.layer or old_model.get("layer"), x_exp[:1].to(device))
+    target = resolve_layer(model, cfg.layer or old_model.get("layer"), x_exp[:1].to(device), cfg.reshape)
+    layer = target.name
     classes = list(classes or (old or {}).get("data", {}).get("classes") or map(str, range(probs_e.shape[1])))
     manifest = new_manifest(
         cfg,
         {} if old and "data" in old else _user_data(classes, x_exp),
-        _model_info(model, old_model.get("name"), layer),
+        _model_info(model, old_model.get("name"), target),
         old,
         **listed_checkpoints(out, old),  # the caller's loop's records as they are on disk now
     )
@@ -388,7 +410,7 @@ def _analyze(out: Path, old: dict | None, cfg: RunConfig, model, given: tuple, d
     hooks = Hooks(
         train=partial(StageOutput, []),  # the records are there already: the caller's loop wrote them
         predict_test=predict_test,
-        features=partial(features, model, x_exp, layer, cfg.record_batch_size, device),
+        features=partial(features, model, x_exp, layer, cfg.record_batch_size, device, cfg.reshape),
         train_features=None if train is None else partial(_train_stream, model, train, classes, layer, cfg, device),
     )
     run_stages(Context(out, manifest, cfg, y_exp.numpy(), classes, hooks), progress)
@@ -401,7 +423,7 @@ TEST_GIVEN = "test= given to analyze"
 def _train_stream(model, train, classes, layer, cfg: RunConfig, device):
     """The final model's features of the caller's training data, streamed."""
     x, _ = as_dataset(train, classes=classes, name="train").tensors()
-    return feature_stream(model, x, layer, cfg.record_batch_size, device)
+    return feature_stream(model, x, layer, cfg.record_batch_size, device, cfg.reshape)
 
 
 def _user_data(classes: list[str], x_exp: torch.Tensor) -> dict:
@@ -468,13 +490,16 @@ def analyze_checkpoints(
     Recording settings (``method=``, ``target=``, ``record_batch_size=``, ``layer=``, ``device=``)
     and analysis settings come from ``config`` / keywords.
     """
+    overrides, source = _saliency_source(overrides)
     cfg = resolve(overrides, config=config, analysis=True, train=train is not None)
     out, dev = Path(out), resolve_device(cfg.device)
     saved = _saved_checkpoints(checkpoints, dev)
     x = torch.as_tensor(images, dtype=torch.float32)
     model.to(dev)
-    layer, _ = resolve_layer(model, cfg.layer, x[:1].to(dev))
-    rec = Recorder(x, labels, 1, out, layer, cfg.method, cfg.target, cfg.record_batch_size, dev)
+    layer = resolve_layer(model, cfg.layer, x[:1].to(dev), cfg.reshape).name
+    rec = Recorder(
+        x, labels, 1, out, layer, source or cfg.method, cfg.target, cfg.record_batch_size, dev, reshape=cfg.reshape
+    )
     for it, f, st in saved:
         sd = st.get("model", st.get("state_dict", st)) if isinstance(st, dict) else st
         try:
@@ -511,20 +536,41 @@ def _saved_checkpoints(checkpoints: str | Path, device) -> list[tuple[int, Path,
 
 
 def _check_fits(model, x, num_classes: int) -> None:
-    try:
-        with torch.no_grad(), eval_mode(model):
-            y = model(x)
-    except RuntimeError as exc:
-        msg = str(exc).splitlines()[0][:160]
-        raise I2XError(
-            f"images of shape {tuple(x.shape[1:])} do not fit the model ({msg}); "
-            "pick a model for this image size/channels or resize the data"
-        ) from None
-    if y.dim() != 2 or y.shape[1] != num_classes:
-        raise I2XError(
-            f"the model outputs shape {tuple(y.shape)} but the data has {num_classes} classes: "
-            "give the model one output per class"
-        )
+    """The model takes these images and returns (N, classes) scores — as a tensor, the first element
+    of a tuple (``(logits, aux)``) or a dict's ``logits`` — in eval mode and in train mode (a model
+    such as torchvision's InceptionV3 returns a tuple only when training). The train-mode pass
+    leaves no trace: buffers (BatchNorm statistics), RNG states and modes are restored."""
+    if any(p.is_meta for p in model.parameters()):
+        raise I2XError("the model's parameters are on the 'meta' device (no values): materialise it, e.g. "
+                       "model.to_empty(device='cpu') and load its weights, before i2x.run")  # fmt: skip
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    for mode in ("eval", "train"):
+        try:
+            with torch.no_grad(), eval_mode(model), torch.random.fork_rng(devices=_rng_devices(x)):
+                model.train(mode == "train")
+                y = model(x)
+        except RuntimeError as exc:
+            msg = str(exc).splitlines()[0][:160]
+            raise I2XError(
+                f"images of shape {tuple(x.shape[1:])} do not fit the model ({msg}); "
+                "pick a model for this image size/channels or resize the data"
+            ) from None
+        finally:
+            with torch.no_grad():
+                for b, saved in buffers:  # a train-mode forward updates BatchNorm's running statistics
+                    b.copy_(saved)
+        s = class_scores(y)
+        if not isinstance(s, torch.Tensor) or s.dim() != 2 or s.shape[1] != num_classes:
+            what = f"shape {tuple(s.shape)}" if isinstance(s, torch.Tensor) else type(y).__name__
+            raise I2XError(
+                f"in {mode} mode the model outputs {what} but the data has {num_classes} classes: give the model "
+                "one output per class, as a tensor, a tuple whose first element is the logits, or a dict with 'logits'"
+            )
+
+
+def _rng_devices(x: torch.Tensor) -> list:
+    """The CUDA devices whose RNG a forward on ``x`` may draw from (fork_rng restores them)."""
+    return [x.device] if x.device.type == "cuda" else []
 
 
 __all__ = ["run", "analyze", "analyze_checkpoints"]

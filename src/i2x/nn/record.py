@@ -30,6 +30,8 @@ class Recorder:
     images: (N, C, H, W) normalised float tensor of the explanation set; labels: (N,) ints.
     ``sample_index``: the samples' indices in the training set (default 0..N-1).
     ``out_dir``: the run directory (files go to ``out_dir/record``); None keeps records in memory.
+    ``reshape``: how the layer's output is a map (:func:`i2x.nn.layers.resolve_layer`: ``auto`` finds
+    ViT tokens and Swin's NHWC).
     ``world``: under several processes (torchrun, Lightning DDP), this process's rank: it writes
     shard ``world.rank`` and takes rank 0's buffers (BatchNorm statistics) before each record, so
     that every shard is the same model's.
@@ -48,6 +50,7 @@ class Recorder:
         device=None,
         sample_index=None,
         world: World = SINGLE,
+        reshape="auto",
     ):
         if every < 1:
             raise I2XError(f"every={every} must be ≥ 1 (iterations between checkpoints)")
@@ -58,7 +61,7 @@ class Recorder:
         if len(self.labels) != len(self.images):
             raise I2XError(f"labels ({len(self.labels)}) and images ({len(self.images)}) differ in length")
         self.sample_index = np.arange(len(self.labels)) if sample_index is None else np.asarray(sample_index)
-        self.every, self.layer, self.method, self.target = every, layer, method, target
+        self.every, self.layer, self.method, self.target, self.reshape = every, layer, method, target, reshape
         self.batch_size, self.device, self.world = batch_size, device, world
         self.shard = world.rank if world.size > 1 else None  # the record files' -shard{rank} suffix
         self.dir = None if out_dir is None else Path(out_dir) / "record"
@@ -79,7 +82,7 @@ class Recorder:
         self.world.sync_buffers(model)  # each rank's statistics saw only its part of the last batch
         targets = self.labels if self.target == "label" else None
         probs, maps = saliency_and_confidence(
-            model, self.images, targets, self.layer, self.method, self.batch_size, self.device
+            model, self.images, targets, self.layer, self.method, self.batch_size, self.device, reshape=self.reshape
         )
         if not (np.all(np.isfinite(probs)) and np.all(np.isfinite(maps))):
             raise DivergedError(

@@ -16,7 +16,7 @@ checked one by one against the ``grad-cam`` package's ``get_cam_weights`` / ``ge
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -26,13 +26,17 @@ from torch import nn
 
 from ..analysis.prototypes import FeatureStream
 from ..errors import I2XError
-from .layers import resolve_layer
-from .utils import eval_mode
+from .layers import Grid, class_scores, resolve_layer
+from .utils import eval_mode, kept_parameters
 
 # Methods computed natively (exact, one forward + partial backward per batch).
 METHODS = ("gradcam", "gradcam++", "layercam", "xgradcam")
 # Any CAM class of the ``grad-cam`` package can be used as "pgc:<ClassName>" (slow path).
 PGC_PREFIX = "pgc:"
+# Any other source: a callable (model, images (B, C, H, W), targets (B,)) -> maps (B, H', W'),
+# e.g. captum's LayerGradCam(model, layer).attribute(images, target=targets) (docs/METHOD.md).
+CALLABLE_PREFIX = "callable:"  # how a run records a callable source
+SaliencyFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], "torch.Tensor | np.ndarray"]
 
 
 # --------------------------------------------------------------------------- CAM math
@@ -116,11 +120,10 @@ def _capture(model: nn.Module, module: nn.Module) -> Iterator[dict]:
     store: dict = {}
 
     def hook(_m, _i, out):
-        if not isinstance(out, torch.Tensor) or out.dim() != 4:
+        if not isinstance(out, torch.Tensor):
             raise I2XError(
-                f"the target layer must output a (N, D, H, W) tensor, got "
-                f"{type(out).__name__}{tuple(out.shape) if isinstance(out, torch.Tensor) else ''}: "
-                "pass layer=... naming a convolutional block (see i2x.layers.spatial_layers)"
+                f"the target layer must output a tensor, got {type(out).__name__}: name a block with layer= "
+                "(i2x.nn.layers.spatial_layers(model, example) lists the candidates)"
             )
         a = out.detach().requires_grad_(True)
         store["act"] = a
@@ -151,7 +154,14 @@ def _method_message(method) -> str:
     )
 
 
-def _check_method(method: str) -> None:
+def _check_method(method) -> None:
+    if callable(method):
+        return
+    if isinstance(method, str) and method.startswith(CALLABLE_PREFIX):
+        raise I2XError(
+            f"method={method!r}: this run's saliency came from a Python callable; pass the function itself "
+            "again as method= (i2x.run(..., method=fn, resume=True))"
+        )
     if not isinstance(method, str):
         raise I2XError(_method_message(method))
     if method in METHODS:
@@ -216,6 +226,7 @@ def _check_range(t: torch.Tensor, num_classes: int) -> None:
 
 
 def _logits(out) -> torch.Tensor:
+    out = class_scores(out)  # (logits, aux) and {"logits": ...} outputs
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         raise I2XError(
             "the model must return class scores of shape (N, classes), got "
@@ -233,8 +244,9 @@ def _batches(n: int, batch_size: int) -> range:
     return range(0, n, int(batch_size))
 
 
-def _act_grad(model, store, x, t):
-    """One forward, one backward to the leaf: (logits (B, C), act, grad (B, D, H', W'), t)."""
+def _act_grad(model, store, x, t, grid: Grid):
+    """One forward, one backward to the leaf: (logits (B, C), act, grad (B, D, H', W'), t); the
+    layer's output and its gradient are put on the grid by the same selection (:meth:`Grid.to_map`)."""
     logits = _logits(model(x))  # (B, C)
     act = store.pop("act", None)
     if act is None:
@@ -252,11 +264,11 @@ def _act_grad(model, store, x, t):
             "the class scores do not depend on the target layer: "
             "pass layer=... naming a module on the path to the output"
         )
-    (grad,) = torch.autograd.grad(score, act)  # (B, D, H', W')
-    return logits.detach(), act.detach(), grad, t
+    (grad,) = torch.autograd.grad(score, act)  # the layer's own layout
+    return logits.detach(), grid.to_map(act.detach()), grid.to_map(grad), t  # (B, D, H', W')
 
 
-def _prepare(model, images, targets, layer, method, batch_size, device):
+def _prepare(model, images, targets, layer, method, batch_size, device, reshape="auto"):
     _check_method(method)
     images = _check_images(model, images)
     targets = _check_targets(targets, images.shape[0])
@@ -265,8 +277,8 @@ def _prepare(model, images, targets, layer, method, batch_size, device):
     device = torch.device(device) if device is not None else (p.device if p is not None else torch.device("cpu"))
     dtype = p.dtype if p is not None and p.is_floating_point() else images.dtype
     # the one-image example is only run to auto-detect the layer or to list candidates on error
-    name, module = resolve_layer(model, layer, images[:1].to(device, dtype) if len(images) else None)
-    return images, targets, module, device, dtype
+    target = resolve_layer(model, layer, images[:1].to(device, dtype) if len(images) else None, reshape)
+    return images, targets, target, device, dtype
 
 
 def saliency_and_confidence(
@@ -274,42 +286,60 @@ def saliency_and_confidence(
     images: torch.Tensor,
     targets: torch.Tensor | np.ndarray | None,
     layer: str | nn.Module | None = None,
-    method: str = "gradcam",
+    method: str | SaliencyFn = "gradcam",
     batch_size: int = 128,
     device: str | torch.device | None = None,
     *,
     normalize: bool = False,
     output_size: tuple[int, int] | None = None,
+    reshape: str | Callable = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """One forward and one partial backward per batch: returns (confidences (N, C), maps (N, H', W')).
 
     ``targets=None`` explains the predicted class. Maps are raw (ReLU'd, at the layer's
     resolution, float32) unless ``normalize`` (per-image min-max, display only) or
     ``output_size=(H, W)`` (bilinear upsampling) ask otherwise. Memory is bounded by one
-    batch: results are written into preallocated arrays batch by batch.
+    batch: results are written into preallocated arrays batch by batch. ``reshape``: how the
+    layer's output is a map (:func:`i2x.nn.layers.resolve_layer`; ViT tokens and Swin's NHWC are
+    found by ``auto``). ``method``: a built-in name, ``pgc:<Class>``, or a callable
+    ``(model, images, targets) -> (N, H', W')`` (:data:`SaliencyFn`; its maps are taken as given).
     """
-    images, targets, module, device, dtype = _prepare(model, images, targets, layer, method, batch_size, device)
+    images, targets, target, device, dtype = _prepare(
+        model, images, targets, layer, method, batch_size, device, reshape
+    )
     n = images.shape[0]
+    if callable(method):
+        return _callable_saliency(model, images, targets, method, batch_size, device, dtype, normalize, output_size)
     if method.startswith(PGC_PREFIX):
         with eval_mode(model):  # the package puts the model in eval mode and leaves it there
             return _pgc_saliency(
-                model, module, images, targets, method, batch_size, device, dtype, normalize, output_size
+                model, target, images, targets, method, batch_size, device, dtype, normalize, output_size
             )
     probs = maps = None
-    with _capture(model, module) as store, torch.enable_grad():
+    with _capture(model, target.module) as store, torch.enable_grad():
         for i in _batches(n, batch_size):
             x = images[i : i + batch_size].to(device, dtype)  # (B, C, H, W)
             t = None if targets is None else targets[i : i + batch_size].to(device)
-            logits, act, grad, t = _act_grad(model, store, x, t)
+            logits, act, grad, t = _act_grad(model, store, x, t, target.grid)
             with torch.no_grad():
                 m = _post(cam(method, act, grad), normalize, output_size)  # (B, H', W')
                 p = torch.softmax(logits.float(), 1)  # (B, C)
-            if maps is None:
-                maps = torch.empty((n, *m.shape[1:]), dtype=torch.float32)  # (N, H', W')
-                probs = torch.empty((n, p.shape[1]), dtype=torch.float32)  # (N, C)
-            maps[i : i + len(m)] = m
-            probs[i : i + len(p)] = p
+            probs, maps = _put(probs, maps, n, i, p, m)
             del act, grad, logits
+    return _done(probs, maps)
+
+
+def _put(probs, maps, n: int, i: int, p: torch.Tensor, m: torch.Tensor):
+    """Write one batch's confidences (B, C) and maps (B, H', W') at row ``i`` of the (N, ...) outputs."""
+    if maps is None:
+        maps = torch.empty((n, *m.shape[1:]), dtype=torch.float32)  # (N, H', W')
+        probs = torch.empty((n, p.shape[1]), dtype=torch.float32)  # (N, C)
+    maps[i : i + len(m)] = m
+    probs[i : i + len(p)] = p
+    return probs, maps
+
+
+def _done(probs, maps) -> tuple[np.ndarray, np.ndarray]:
     if maps is None:  # N == 0
         return np.zeros((0, 0), np.float32), np.zeros((0, 0, 0), np.float32)
     return probs.numpy(), maps.numpy()
@@ -329,16 +359,26 @@ def saliency(
     images: torch.Tensor,
     targets,
     layer: str | nn.Module | None = None,
-    method: str = "gradcam",
+    method: str | SaliencyFn = "gradcam",
     batch_size: int = 128,
     device: str | torch.device | None = None,
     *,
     normalize: bool = False,
     output_size: tuple[int, int] | None = None,
+    reshape: str | Callable = "auto",
 ) -> np.ndarray:
     """Raw saliency maps (N, H', W') float32 at the target layer; ReLU'd, not normalised."""
     return saliency_and_confidence(
-        model, images, targets, layer, method, batch_size, device, normalize=normalize, output_size=output_size
+        model,
+        images,
+        targets,
+        layer,
+        method,
+        batch_size,
+        device,
+        normalize=normalize,
+        output_size=output_size,
+        reshape=reshape,
     )[1]
 
 
@@ -348,13 +388,14 @@ def activations_and_gradients(
     targets,
     layer: str | nn.Module | None = None,
     device: str | torch.device | None = None,
+    reshape: str | Callable = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Target-layer activations and d score_target / d activation, both (N, D, H', W'), for one
-    batch (no batching: meant for tests and for checking the CAM formulas)."""
-    images, targets, module, device, dtype = _prepare(model, images, targets, layer, "gradcam", 1, device)
-    with _capture(model, module) as store, torch.enable_grad():
+    """Target-layer activations and d score_target / d activation, both (N, D, H', W') on the
+    layer's grid, for one batch (no batching: meant for tests and for checking the CAM formulas)."""
+    images, targets, target, device, dtype = _prepare(model, images, targets, layer, "gradcam", 1, device, reshape)
+    with _capture(model, target.module) as store, torch.enable_grad():
         t = None if targets is None else targets.to(device)
-        _, act, grad, _ = _act_grad(model, store, images.to(device, dtype), t)
+        _, act, grad, _ = _act_grad(model, store, images.to(device, dtype), t, target.grid)
     return act, grad
 
 
@@ -364,11 +405,12 @@ def features(
     layer: str | nn.Module | None = None,
     batch_size: int = 256,
     device: str | torch.device | None = None,
+    reshape: str | Callable = "auto",
 ) -> np.ndarray:
     """Target-layer activations h(x) as (N, H', W', D) float32 (stage 2 input), written batch by
     batch into one array (no second copy of all of them)."""
     out, i = None, 0
-    for a in _feature_batches(model, images, layer, batch_size, device):
+    for a in _feature_batches(model, images, layer, batch_size, device, reshape=reshape):
         if out is None:
             out = np.empty((len(images), *a.shape[1:]), np.float32)
         out[i : i + len(a)] = a
@@ -382,21 +424,63 @@ def feature_stream(
     layer: str | nn.Module | None = None,
     batch_size: int = 256,
     device: str | torch.device | None = None,
+    reshape: str | Callable = "auto",
 ) -> FeatureStream:
     """The activations of :func:`features`, a batch at a time (:class:`~i2x.analysis.prototypes.FeatureStream`):
     prototypes fitted on a whole training set never hold its features in memory."""
-    return FeatureStream(len(images), lambda idx: _feature_batches(model, images, layer, batch_size, device, idx))
+    return FeatureStream(
+        len(images), lambda idx: _feature_batches(model, images, layer, batch_size, device, idx, reshape)
+    )
 
 
-def _feature_batches(model, images, layer, batch_size: int, device, indices: np.ndarray | None = None):
+def _feature_batches(model, images, layer, batch_size: int, device, indices=None, reshape="auto"):
     """(B, H', W', D) float32 numpy arrays of consecutive batches of ``images`` (of ``images[indices]``)."""
-    images, _, module, device, dtype = _prepare(model, images, None, layer, "gradcam", batch_size, device)
+    images, _, target, device, dtype = _prepare(model, images, None, layer, "gradcam", batch_size, device, reshape)
     n = images.shape[0] if indices is None else len(indices)
-    with _capture(model, module) as store, torch.no_grad():
+    with _capture(model, target.module) as store, torch.no_grad():
         for i in range(0, n, batch_size):  # a slice of the images, or the rows asked for
             x = images[i : i + batch_size] if indices is None else images[torch.as_tensor(indices[i : i + batch_size])]
             model(x.to(device, dtype))
-            yield store.pop("act").permute(0, 2, 3, 1).float().cpu().numpy()
+            yield target.grid.to_map(store.pop("act")).permute(0, 2, 3, 1).float().cpu().numpy()
+
+
+# --------------------------------------------------------------------------- a callable source
+
+
+def method_name(method: str | SaliencyFn) -> str:
+    """How a run records its saliency source: the built-in's name, or ``callable:<qualified name>``."""
+    if isinstance(method, str):
+        return method
+    fn = getattr(method, "func", method)  # functools.partial
+    return f"{CALLABLE_PREFIX}{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+
+
+def _callable_saliency(model, images, targets, fn, batch_size, device, dtype, normalize, output_size):
+    """Maps from the caller's ``fn(model, images, targets)``: confidences from one no-grad forward
+    (eval mode), targets the labels or the prediction; (N, 1, H', W') outputs (captum's layer
+    attributions) lose the channel axis. The parameters' requires_grad and .grad are restored."""
+    n, probs, maps = images.shape[0], None, None
+    with eval_mode(model), kept_parameters(model):
+        for i in _batches(n, batch_size):
+            x = images[i : i + batch_size].to(device, dtype)
+            with torch.no_grad():
+                logits = _logits(model(x))
+            t = logits.argmax(1) if targets is None else targets[i : i + batch_size].to(device)
+            _check_range(t, logits.shape[1])
+            with torch.enable_grad():
+                m = fn(model, x, t)
+            m = torch.as_tensor(m.detach() if isinstance(m, torch.Tensor) else np.asarray(m))
+            if m.dim() == 4 and m.shape[1] == 1:
+                m = m[:, 0]
+            if m.dim() != 3 or m.shape[0] != len(x):
+                raise I2XError(
+                    f"method {method_name(fn)} returned shape {tuple(m.shape)} for {len(x)} images: "
+                    "a saliency callable must return (N, H', W') maps (or (N, 1, H', W'))"
+                )
+            probs, maps = _put(
+                probs, maps, n, i, torch.softmax(logits.float(), 1).cpu(), _post(m.cpu(), normalize, output_size)
+            )
+    return _done(probs, maps)
 
 
 # --------------------------------------------------------------------------- grad-cam package
@@ -423,55 +507,41 @@ def _pgc_class(method: str):
     return cls
 
 
-def _pgc_saliency(model, module, images, targets, method, batch_size, device, dtype, normalize, output_size):
-    """Any grad-cam class through its own hooks and backward, raw maps taken from its
-    ``get_cam_image`` (before its normalisation and upsampling). Slow path: the package runs
-    a full backward through the model. requires_grad and .grad are restored (the mode by the caller)."""
+def _pgc_saliency(model, target, images, targets, method, batch_size, device, dtype, normalize, output_size):
+    """Any grad-cam class through its own hooks and backward (the layer's grid as its
+    ``reshape_transform``), raw maps taken from its ``get_cam_image`` (before its normalisation and
+    upsampling). Slow path: the package runs a full backward through the model. requires_grad and
+    .grad are restored (the mode by the caller)."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    cls = _pgc_class(method)
-    params = list(model.parameters())
-    # keep the .grad objects themselves (identity) and their values (in case they get zeroed)
-    saved_grads = [(p.grad, None if p.grad is None else p.grad.detach().clone()) for p in params]
-    flags = [p.requires_grad for p in params]
+    cls, module = _pgc_class(method), target.module
+    reshape = None if target.grid is None or target.grid.layout == "nchw" else target.grid.to_map
     n = images.shape[0]
     probs = maps = None
     engine = None
-    try:
-        # the package's gradient hook needs the layer output to require grad: via the params
-        for p in params:
-            p.requires_grad_(True)
-        engine = cls(model=model, target_layers=[module])
-        for i in _batches(n, batch_size):
-            x = images[i : i + batch_size].to(device, dtype)
-            with torch.enable_grad():
-                logits = _logits(engine.activations_and_grads(x))  # (B, C)
-                t = logits.detach().argmax(1) if targets is None else targets[i : i + batch_size].to(device)
-                _check_range(t, logits.shape[1])
-                tgts = [ClassifierOutputTarget(int(c)) for c in t]
-                if engine.uses_gradients:
-                    model.zero_grad()
-                    sum(tg(o) for tg, o in zip(tgts, logits, strict=True)).backward()
-            act = engine.activations_and_grads.activations[0].cpu().numpy()
-            grads = engine.activations_and_grads.gradients
-            grad = grads[0].cpu().numpy() if grads else None
-            raw = engine.get_cam_image(x, module, tgts, act, grad, False)  # (B, H', W')
-            m = _post(torch.relu(torch.as_tensor(np.asarray(raw))), normalize, output_size)
-            p = torch.softmax(logits.detach().float(), 1).cpu()
-            if maps is None:
-                maps = torch.empty((n, *m.shape[1:]), dtype=torch.float32)
-                probs = torch.empty((n, p.shape[1]), dtype=torch.float32)
-            maps[i : i + len(m)] = m
-            probs[i : i + len(p)] = p
-    finally:
-        if engine is not None:
-            engine.activations_and_grads.release()
-        for p, f, (g, v) in zip(params, flags, saved_grads, strict=True):
-            p.requires_grad_(f)
-            if g is not None:
-                with torch.no_grad():
-                    g.copy_(v)
-            p.grad = g
-    if maps is None:
-        return np.zeros((0, 0), np.float32), np.zeros((0, 0, 0), np.float32)
-    return probs.numpy(), maps.numpy()
+    with kept_parameters(model):
+        try:
+            # the package's gradient hook needs the layer output to require grad: via the params
+            for p in model.parameters():
+                p.requires_grad_(True)
+            engine = cls(model=model, target_layers=[module], reshape_transform=reshape)
+            for i in _batches(n, batch_size):
+                x = images[i : i + batch_size].to(device, dtype)
+                with torch.enable_grad():
+                    logits = _logits(engine.activations_and_grads(x))  # (B, C)
+                    t = logits.detach().argmax(1) if targets is None else targets[i : i + batch_size].to(device)
+                    _check_range(t, logits.shape[1])
+                    tgts = [ClassifierOutputTarget(int(c)) for c in t]
+                    if engine.uses_gradients:
+                        model.zero_grad()
+                        sum(tg(o) for tg, o in zip(tgts, logits, strict=True)).backward()
+                act = engine.activations_and_grads.activations[0].cpu().numpy()
+                grads = engine.activations_and_grads.gradients
+                grad = grads[0].cpu().numpy() if grads else None
+                raw = engine.get_cam_image(x, module, tgts, act, grad, False)  # (B, H', W')
+                m = _post(torch.relu(torch.as_tensor(np.asarray(raw))), normalize, output_size)
+                probs, maps = _put(probs, maps, n, i, torch.softmax(logits.detach().float(), 1).cpu(), m)
+        finally:
+            if engine is not None:
+                engine.activations_and_grads.release()
+    return _done(probs, maps)

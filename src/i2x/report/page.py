@@ -72,7 +72,8 @@ class Page:
             ),
             (
                 "model",
-                f"{E(str(model.get('name')))}, target layer <code>{E(str(model.get('layer')))}</code>, feature map "
+                f"{E(str(model.get('name')))}, target layer <code>{E(str(model.get('layer')))}</code>"
+                f"{E(_layout(model.get('target')))}, feature map "
                 f"{E(str(model.get('feature_shape')))}; {cfg.get('epochs')} epochs, "
                 f"batch {cfg.get('batch_size')}, seed {cfg.get('seed')}",
             ),
@@ -576,3 +577,13 @@ def build(d: RunData, fw: F.FigureWriter) -> str:
         '<nav class="toc">' + "".join(f'<a href="#{i}">{t}</a>' for i, t in toc) + "</nav>"
         "<main>" + "".join(sections) + "</main></body></html>\n"
     )
+
+
+def _layout(target: dict | None) -> str:
+    """' (tokens on an 8x8 patch grid, 1 prefix token dropped)' for the model line (nothing for a CNN's NCHW map)."""
+    if not target or target.get("layout") == "nchw":
+        return ""
+    h, w = target["grid"]
+    what = {"tokens": "tokens on a", "nhwc": "NHWC map, a"}.get(target["layout"], f"{target['layout']} map, a")
+    pre = target.get("prefix_tokens", 0)
+    return f" ({what} {h}x{w} grid" + (f", {pre} prefix token{'s' * (pre > 1)} dropped)" if pre else ")")
