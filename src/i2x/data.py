@@ -320,18 +320,19 @@ def from_torch(dataset, classes: list[str] | None = None, name: str = "torch") -
     for j in range(n):  # item by item: any Dataset works, no collate function needed
         img, lab = dataset[j]
         xs.append(as_array(img))
-        ys.append(int(lab))
+        ys.append(lab.detach().cpu().numpy() if isinstance(lab, torch.Tensor) else np.asarray(lab))
     try:
         x = np.stack(xs)
     except ValueError:
         raise I2XError("train=/test= images differ in shape: add a Resize transform so all have one size") from None
     if x.ndim != 4:
         raise I2XError(f"train=/test= images must be (C, H, W), got {x.shape[1:]}; add ToTensor() to the transform")
-    y = np.asarray(ys, dtype=np.int64)
+    y = class_labels(np.stack(ys), name)
     if classes is None:
         classes = list(_classes_of(dataset) or [str(c) for c in range(int(y.max()) + 1)])
     if x.dtype == np.uint8:
         return Dataset(x, y, list(classes), *channel_stats(x), name)
+    _check_normalised(x, name)
     c = x.shape[1]
     return Dataset(x.astype(np.float32), y, list(classes), (0.0,) * c, (1.0,) * c, name)
 
@@ -356,14 +357,48 @@ def as_dataset(obj, classes: list[str] | None = None, name: str = "data") -> Dat
         return obj
     if isinstance(obj, (tuple, list)) and len(obj) == 2:
         x, y = (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v) for v in obj)
+        y = class_labels(y, name)
         if x.ndim != 4 or len(x) != len(y):
             raise I2XError(f"{name}: (images, labels) must be (N, C, H, W) and (N,), got {x.shape} and {y.shape}")
-        y = y.astype(np.int64)
         classes = list(classes or [str(c) for c in range(int(y.max()) + 1)])
         if x.dtype == np.uint8:
             return Dataset(x, y, classes, *channel_stats(x), name)
+        _check_normalised(x, name)
         return Dataset(x.astype(np.float32), y, classes, (0.0,) * x.shape[1], (1.0,) * x.shape[1], name)
     return from_torch(obj, classes=classes, name=name)
+
+
+def class_labels(y, name: str = "labels") -> np.ndarray:
+    """(N,) int64 class indices from integer labels, integral floats, or one-hot rows (N, C);
+    fractional, negative or multi-hot labels are refused with the fix."""
+    y = np.asarray(y)
+    if y.ndim == 2:
+        if not (np.isin(y, (0, 1)).all() and (y.sum(1) == 1).all()):
+            raise I2XError(f"{name}: labels of shape {y.shape} are not one-hot rows: pass class indices (N,)")
+        y = y.argmax(1)  # one-hot -> index
+    if y.ndim != 1:
+        raise I2XError(f"{name}: labels must be class indices of shape (N,), got shape {y.shape}")
+    if y.dtype.kind == "f" and len(y) and not np.all(y == np.round(y)):
+        bad = y[y != np.round(y)][0]
+        raise I2XError(
+            f"{name}: labels must be integer class indices, got {bad:g}: pass labels.long() of whole numbers"
+        )
+    if y.dtype.kind not in "biuf":
+        raise I2XError(f"{name}: labels must be integer class indices, got dtype {y.dtype}")
+    y = y.astype(np.int64)
+    if len(y) and y.min() < 0:
+        raise I2XError(f"{name}: labels must be class indices >= 0, got {int(y.min())}")
+    return y
+
+
+def _check_normalised(x: np.ndarray, name: str) -> None:
+    """Float images are taken as normalised: refuse ones that are still 0-255 pixel values."""
+    if x.size and float(np.abs(x[: min(len(x), 256)]).max()) > 20:
+        raise I2XError(
+            f"{name}: float images reach {float(np.abs(x).max()):g}, which looks like 0-255 pixel values; i2x takes "
+            "float images as normalised: pass them as uint8 (i2x normalises with their channel statistics) or "
+            "normalise them first, e.g. (x / 255 - mean) / std"
+        )
 
 
 def stratified_split(labels: np.ndarray, held_out: int | float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,7 @@ status 2 and one line naming the flag and the fix; ``--debug`` shows the traceba
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 
@@ -75,7 +76,13 @@ def to_flags(text: str) -> str:
 
 
 def entry() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # `i2x explain DIR | head`: the reader has gone; stop without a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        code = 128 + 13  # what a shell reports for SIGPIPE
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -44,6 +45,7 @@ def cmd(a) -> int:
     out = a.resume if isinstance(a.resume, str) else a.out
     if out is None:
         raise I2XError("i2x run needs --out DIR (or --resume DIR)")
+    _check_resumable_here(out, a.resume is not None)
     t0 = time.perf_counter()
     r = run(
         None,
@@ -130,3 +132,19 @@ def _top(rows: list[dict], below: int = 0) -> str:
         f"P-{t['prototype']} ({p}{f}{t['sign_flips']} sign changes, in {100 * t['contain_a']:.0f} % / "
         f"{100 * t['contain_b']:.0f} % of the two classes)"
     )
+
+
+def _check_resumable_here(out: str, resume: bool) -> None:
+    """A run of the caller's own model cannot be resumed from the command line: say how instead."""
+    from .. import store
+
+    path = Path(out) / store.MANIFEST
+    if not (resume and path.exists()):
+        return
+    m = store.read_manifest(out)
+    if m.get("config", {}).get("model") == "":
+        name = m.get("model", {}).get("name", "your model")
+        raise I2XError(
+            f"{out} is a run of your own model ({name}), which the command line cannot rebuild: resume it from "
+            f"Python with the same model and data, i2x.run(model=my_model, train=..., out={str(out)!r}, resume=True)"
+        )

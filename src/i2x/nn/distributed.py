@@ -23,6 +23,7 @@ class World:
     rank: int = 0
     size: int = 1
     backend: str = ""
+    owned: bool = False  # i2x created the process group (and so may destroy it)
 
     @property
     def main(self) -> bool:
@@ -57,8 +58,9 @@ class World:
                 tdist.broadcast(b.data, 0)
 
     def close(self) -> None:
-        """Leave the process group (after the last collective call)."""
-        if self.size > 1 and tdist.is_initialized():
+        """Leave the process group i2x created (after the last collective call); a group the caller
+        created stays theirs."""
+        if self.size > 1 and self.owned and tdist.is_initialized():
             tdist.destroy_process_group()
 
 
@@ -70,12 +72,13 @@ def setup(device: torch.device) -> World:
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         return World()
-    if not tdist.is_initialized():
+    owned = not tdist.is_initialized()
+    if owned:
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         tdist.init_process_group(backend=backend)
-    return World(tdist.get_rank(), tdist.get_world_size(), tdist.get_backend())
+    return World(tdist.get_rank(), tdist.get_world_size(), tdist.get_backend(), owned)
 
 
 def wrap(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +32,10 @@ from ..analysis.faithfulness import (
 from ..config import FaithfulnessConfig, command_config
 from ..errors import I2XError
 from ..rundir import Run, run_lock
+from .layers import class_scores
 from .models import load_model
 from .train import predict
-from .utils import eval_mode, resolve_device
+from .utils import callers_model, eval_mode, resolve_device
 
 OUTPUT = "faithfulness.json"
 METHOD = {
@@ -70,7 +72,7 @@ def faithfulness(
     rebuilt from ``weights/final.pt``); with ``device="auto"`` it stays on its own device.
     """
     fc = command_config(FaithfulnessConfig, config, **overrides)
-    with run_lock(Run(run_dir).path):
+    with run_lock(Run(run_dir).path), callers_model(model) if model is not None else nullcontext():
         return _faithfulness(Run(run_dir).check_complete("faithfulness"), fc, model, out, progress)
 
 
@@ -133,7 +135,7 @@ def _model(run: Run, model, device: str, x: torch.Tensor):
         dev = resolve_device(device)
         model = model.to(dev)
     with eval_mode(model), torch.inference_mode():
-        width = model(x[:1].to(dev)).shape[-1]
+        width = class_scores(model(x[:1].to(dev))).shape[-1]
     if width != len(run.classes):
         raise I2XError(f"model= gives {width} outputs but the run has {len(run.classes)} classes: pass the run's model")
     return model, dev
@@ -217,7 +219,7 @@ def deletion_record(
 
 def _perturbed(model, xn, owner, cells, fill, base, seed, batch_size, device, progress):
     """Confidences of every perturbed image, in batches; also the seconds spent filling."""
-    from tqdm.auto import tqdm
+    from ..progress import bar as tqdm
 
     h, w = xn.shape[-2:]
     rng = np.random.default_rng([seed, 1])
@@ -229,7 +231,7 @@ def _perturbed(model, xn, owner, cells, fill, base, seed, batch_size, device, pr
             rows = owner[s : s + batch_size]
             xb = _fill(xn, rows, pixel_masks(cells[s : s + batch_size], h, w), fill, base, rng)
             t_fill += time.perf_counter() - t
-            p = torch.softmax(model(torch.from_numpy(xb).to(device)).float(), 1).cpu().numpy()
+            p = torch.softmax(class_scores(model(torch.from_numpy(xb).to(device))).float(), 1).cpu().numpy()
             if conf is None:
                 conf = np.empty((len(cells), p.shape[1]), np.float32)
             conf[s : s + len(rows)] = p

@@ -7,6 +7,7 @@ the settings and their reasons are :class:`i2x.config.FinetuneConfig`.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,9 +29,10 @@ from ..config import FinetuneConfig, command_config
 from ..data import Dataset, as_dataset, splits_for
 from ..errors import ConfigError, I2XError
 from ..rundir import Run, run_lock
+from .layers import class_scores
 from .models import load_model
 from .train import batch_rows, iterations_per_epoch, predict
-from .utils import resolve_device, seeded_generator
+from .utils import callers_model, resolve_device, seeded_generator
 
 
 def finetune(
@@ -53,7 +55,7 @@ def finetune(
     default: the run's test set reloaded from its config (needed for custom ``splits``).
     """
     fc = command_config(FinetuneConfig, config, **overrides)
-    with run_lock(Run(run_dir).path):
+    with run_lock(Run(run_dir).path), callers_model(model) if model is not None else nullcontext():
         return _finetune(Run(run_dir).check_complete("finetune"), fc, model, test, out, progress)
 
 
@@ -166,7 +168,7 @@ class _Tuner:
     def arms(self, scheds: list[str], seeds: tuple[int, ...], sets_for) -> dict:
         """Every schedule x seed from the final weights (``sets_for(seed)``: the rows of E of each
         stage name); per schedule its repeats and their summary."""
-        from tqdm.auto import tqdm
+        from ..progress import bar as tqdm
 
         results = {s: {"repeats": []} for s in scheds}
         bar = tqdm(total=len(scheds) * len(seeds), desc="finetune", disable=not self.progress, leave=False)
@@ -216,7 +218,7 @@ def _train_schedule(model, sched: str, seed: int, sets: dict, x_e, y_e, lr: floa
             ipe = iterations_per_epoch(len(perm), bs)
             for b in range(ipe):
                 idx = torch.from_numpy(batch_rows(perm, b, ipe, bs))
-                loss = torch.nn.functional.cross_entropy(model(x_e[idx].to(dev)), y_e[idx].to(dev))
+                loss = torch.nn.functional.cross_entropy(class_scores(model(x_e[idx].to(dev))), y_e[idx].to(dev))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
