@@ -61,7 +61,7 @@ def test_prototype_chips_use_one_colour_per_prototype(report_run, report_index):
     html = report_index.read_text()
     k = store.load_npz(report_run / "arrays" / "prototypes.npz")["centroids"].shape[0]
     hexes = proto_hex(k)
-    chips = re.findall(r'--c:(#[0-9a-f]{6})">P-(\d+)<', html)
+    chips = re.findall(r'--c:(#[0-9a-f]{6});--t:#(?:000000|ffffff)">P-(\d+)<', html)
     assert chips
     for col, p in chips:
         assert col == hexes[int(p)]
@@ -185,3 +185,12 @@ def test_faithfulness_section_from_a_real_deletion_pass(report_run, tmp_path):
     assert 'id="faithfulness"' in html and 'href="#faithfulness"' in html
     assert f"{res['summary']['deletions']} deletions" in html
     assert (run / "report" / "fig" / "faithfulness.png").exists()
+
+
+def test_every_prototype_chip_has_readable_text():
+    from i2x.report import figures as F
+
+    for k in (10, 32, 60, 128):  # every palette the report uses
+        for rgb in F.proto_colors(k):
+            assert F.contrast(rgb, F.text_on(rgb) == "#000000" and (0, 0, 0) or (1, 1, 1)) >= 4.5
+    assert round(F.contrast((1, 1, 1), (0, 0, 0)), 6) == 21.0

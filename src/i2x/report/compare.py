@@ -213,7 +213,7 @@ class ComparePage:
             col = self.hex[1][ref["b"]]
             text = f"P-{ref['a']}" if ref["a"] is not None else f"B's P-{ref['b']}"
             tail = f' <span class="note">(B\'s P-{ref["b"]})</span>' if ref["a"] is not None else " (no match)"
-        return f'<span class="p" style="--c:{col}">{text}</span>{tail}'
+        return f'<span class="p" style="--c:{col};--t:{F.text_on(to_rgb(col))}">{text}</span>{tail}'
 
     def name(self, c: int) -> str:
         return E(self.classes[c])

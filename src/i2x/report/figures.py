@@ -45,6 +45,24 @@ def proto_hex(k: int) -> list[str]:
     return [to_hex(c) for c in proto_colors(k)]
 
 
+def luminance(rgb) -> float:
+    """WCAG 2 relative luminance of an RGB colour in 0..1."""
+    c = np.asarray(rgb, dtype=np.float64)[:3]
+    c = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    return float(c @ [0.2126, 0.7152, 0.0722])
+
+
+def contrast(a, b) -> float:
+    """WCAG 2 contrast ratio of two colours (1..21; text needs ≥ 4.5)."""
+    la, lb = sorted((luminance(a), luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def text_on(rgb) -> str:
+    """Black or white, whichever contrasts more with ``rgb`` (always ≥ 4.5:1)."""
+    return "#000000" if contrast(rgb, (0, 0, 0)) >= contrast(rgb, (1, 1, 1)) else "#ffffff"
+
+
 class FigureWriter:
     """Saves each figure as ``fig/NAME.png`` and ``fig/NAME.svg``; remembers what it wrote."""
 
@@ -264,15 +282,8 @@ def gallery_image(d: RunData, colors: np.ndarray, n: int = 8) -> tuple[np.ndarra
                 row.append(tile(d.images[r], d.assignments[r] == k, colors[k], scale=s))
         rows.append(row + [None] * (n - len(row)))
         top = np.argsort(-frac_by_class[:, k], kind="stable")[:2]
-        labels.append(
-            (
-                f"P-{k}",
-                "in "
-                + ", ".join(
-                    f"{d.classes[c][:10]}: {100 * frac_by_class[c, k]:.0f}%" for c in top if frac_by_class[c, k] > 0
-                ),
-            )
-        )
+        where = [f"{d.classes[c][:10]}: {100 * frac_by_class[c, k]:.0f}%" for c in top if frac_by_class[c, k] > 0]
+        labels.append((f"P-{k}", "in " + ", ".join(where) if where else "in no sample's salient cells"))
     if all(t is None for r in rows for t in r):
         rows[0][0] = np.ones((8 * s, 8 * s, 3))
     return grid(rows), labels

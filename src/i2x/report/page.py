@@ -28,7 +28,7 @@ class Page:
 
     # helpers -------------------------------------------------------------------------------
     def chip(self, k: int) -> str:
-        return f'<span class="p" style="--c:{self.hex[k]}">P-{k}</span>'
+        return f'<span class="p" style="--c:{self.hex[k]};--t:{F.text_on(self.colors[k])}">P-{k}</span>'
 
     def chips(self, ks) -> str:
         return " ".join(self.chip(int(k)) for k in ks) or '<span class="note">none</span>'
