@@ -194,3 +194,25 @@ def test_every_prototype_chip_has_readable_text():
         for rgb in F.proto_colors(k):
             assert F.contrast(rgb, F.text_on(rgb) == "#000000" and (0, 0, 0) or (1, 1, 1)) >= 4.5
     assert round(F.contrast((1, 1, 1), (0, 0, 0)), 6) == 21.0
+
+
+def test_a_pair_with_nothing_listed_gets_words_not_an_empty_plot(report_run):
+    from i2x.report import figures as F
+    from i2x.report.load import load_run
+
+    d = load_run(report_run)
+    fig = F.pair_contribution_figure(d, 0, 1, [], [], proto_colors(d.k))
+    right = fig.axes[1]
+    assert not right.axison and "no uncertain or reliable prototype" in right.texts[0].get_text()
+
+
+def test_pairs_have_in_page_links_and_overlays_are_large(report_index, report_run):
+    from i2x.report import figures as F
+    from i2x.report.load import load_run
+
+    html = report_index.read_text()
+    pairs = html[html.index('<section id="pairs">') :]
+    assert re.search(r'<p class="classnav"><a href="#pair-\d+-\d+">', pairs)
+    d = load_run(report_run)
+    img, _ = F.examples_image(d, [0], [np.arange(len(d.labels))], proto_colors(d.k), 2, True, 1.0)
+    assert img.shape[0] >= 112  # a saliency overlay tile is ~128 px, not 64

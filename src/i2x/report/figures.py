@@ -102,9 +102,10 @@ def new_figure(
 # --- image tiles -----------------------------------------------------------------------------
 
 
-def scale_for(h: int) -> int:
-    """Integer upscaling so a tile is about 64-84 px high (28 px MNIST -> 3x, 8 px digits -> 8x)."""
-    return max(1, int(round(72 / h)))
+def scale_for(h: int, target: int = 72) -> int:
+    """Integer upscaling so a tile is about ``target`` px high (72: 28 px MNIST -> 3x, 8 px digits -> 9x;
+    tiles with a saliency overlay ask for 128, so that the overlay can be made out)."""
+    return max(1, int(round(target / h)))
 
 
 def to_rgb(img: np.ndarray) -> np.ndarray:
@@ -318,7 +319,7 @@ def examples_image(
 ) -> tuple[np.ndarray, int]:
     """For each prototype k in ``rows`` and each sample group in ``members``: the ``n`` samples of
     the group containing k with the largest final intensity of k, cells of k outlined."""
-    s = scale_for(d.images.shape[2])
+    s = scale_for(d.images.shape[2], 128 if saliency else 72)
     tiles = []
     for k in rows:
         row = []
@@ -405,6 +406,14 @@ def pair_contribution_figure(d: RunData, a: int, b: int, unc: list[int], rel: li
     ax2.set_title(f"▲ favours {d.classes[a]}   ▼ favours {d.classes[b]}", fontsize=8.5, loc="left")
     if unc or rel:
         ax2.legend(fontsize=7, framealpha=0.8, loc="best")
+    else:  # nothing to draw: say so instead of an empty 0-1 plot
+        ax2.cla()
+        ax2.set_axis_off()
+        ax2.text(
+            0.5, 0.5, "no uncertain or reliable prototype is listed for this pair\n(none passed the within-class "
+            "test and resampling;\nthe left panel shows every prototype's d_t)", ha="center", va="center",
+            fontsize=8.5, color="#444", transform=ax2.transAxes, wrap=True,
+        )  # fmt: skip
     return fig
 
 

@@ -276,6 +276,11 @@ class Page:
         )
         return timeline
 
+    def pair_nav(self) -> str:
+        """Links to every pair's heading (the page is long: 10 classes and their pairs run to ~17,000 px)."""
+        links = [f'<a href="#{i}">{self.name(a)}↔{self.name(b)}</a>' for (a, b), i in self.pair_ids.items()]
+        return f'<p class="classnav">{"".join(links)}</p>' if links else ""
+
     def pairs(self) -> str:
         d = self.d
         out = []
@@ -352,6 +357,7 @@ class Page:
             f'<p class="note">{E(self.significance_text())}. Prototypes must be contained in ≥ '
             f"{100 * d.explanations.get('config', {}).get('min_pair_contain', 0.05):.0f} % of each class; "
             "background prototypes are never listed. Steps T<i>t</i> are checkpoint indices.</p>"
+            + self.pair_nav()
             + "".join(out)
             + "</section>"
         )
