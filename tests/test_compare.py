@@ -32,6 +32,29 @@ def test_a_run_compared_with_itself_matches_every_prototype_to_itself(cli_run):
     assert not np.any(d["confusion"]["difference"]) and d["confusion"]["largest_changes"] == []
     bg = store.load_npz(cli_run / "arrays" / "intensity.npz")["background"]
     assert [r["background_a"] for r in d["matching"]] == bg.tolist()
+    for g in d["agreement"].values():  # a run agrees with itself wherever it lists anything
+        assert isinstance(g, str) or g["jaccard"] in (None, 1.0)
+
+
+def test_role_agreement_against_random_matchings():
+    from i2x.analysis.compare import role_agreement
+
+    a = {(0, 1, "uncertain", 0), (0, 2, "reliable->0", 1), (1, 2, "reliable->2", 2), (0, 1, "uncertain", 3)}
+    perm = {0: 4, 1: 3, 2: 2, 3: 1, 4: 0}  # B is A renumbered
+    b = {(*i[:-1], perm[i[-1]]) for i in a}
+    g = role_agreement(a, b, perm, 5)
+    assert g["jaccard"] == 1.0 and g["shared"] == 4 and g["items"] == [4, 4]
+    assert g["random_matching"]["mean"] < 0.5 and g["random_matching"]["draws"] == 200
+    half = role_agreement(a, set(list(sorted(b))[:2]), perm, 5)
+    assert half["jaccard"] == 0.5 and half["shared"] == 2
+    unmatched = role_agreement(a, b, {0: 4}, 5)  # only P-0 matched: the others agree with nothing
+    assert unmatched["shared"] == 1 and unmatched["jaccard"] == round(1 / 7, 4)
+    assert role_agreement(set(), set(), {}, 5) == {
+        "jaccard": None,
+        "items": [0, 0],
+        "shared": 0,
+        "random_matching": None,
+    }
 
 
 def _planted(rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -123,8 +146,9 @@ def test_cli_compares_two_data_orders_end_to_end(cli_run, ds7_run, tmp_path, cap
     text = capsys.readouterr().out
     assert re.search(r"matched \d+ of 6 prototypes of run A \(\d+ %", text)
     assert re.search(r"quartiles \d\.\d\d / \d\.\d\d / \d\.\d\d", text)
-    assert f"to {out}" in text
+    assert f"to {out}" in text and "agreement of the listed pair roles:" in text
     d = json.loads((out / "compare.json").read_text())
+    assert set(d["agreement"]) == {"pair_roles", "class_lists", "note"}
     assert d["threshold"] == MATCH_THRESHOLD and d["runs"]["b"]["seeds"]["data_seed"] == 7
     assert len(d["matching"]) == 6 and all(ROW_KEYS <= set(r) for r in d["matching"])
     for r in d["matching"]:  # null partner exactly when below the threshold

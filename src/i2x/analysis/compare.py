@@ -397,3 +397,46 @@ def confusion_difference(cm_a: np.ndarray, cm_b: np.ndarray) -> dict:
             {"true": i, "predicted": j, "run_a": int(cm_a[i, j]), "run_b": int(cm_b[i, j])} for i, j in off[:8]
         ],
     }
+
+
+# --- agreement of the listed roles (issue 24) -------------------------------------------------
+
+
+def role_agreement(
+    items_a: set[tuple], items_b: set[tuple], a_to_b: dict, k_b: int, *, draws: int = 200, seed: int = 0
+) -> dict:
+    """How far run B lists what run A lists, after matching: items are (context..., prototype) tuples
+    whose last element is a prototype number (A's in ``items_a``, B's in ``items_b``); A's prototype is
+    put in B's numbering through ``a_to_b`` (an unmatched one can agree with nothing). Returns the
+    Jaccard index of the two sets, their sizes and overlap, and the same index under ``draws`` random
+    one-to-one matchings of A's prototypes onto B's (mean, 95th percentile): agreement a matching
+    that knew nothing would reach by chance. Jaccard is None when neither run lists anything."""
+    k_a = 1 + max([i[-1] for i in items_a] + list(a_to_b) + [-1])
+
+    def jaccard(mapping) -> float | None:
+        mapped = {(*i[:-1], ("B", mapping[i[-1]]) if mapping.get(i[-1]) is not None else ("A", i[-1])) for i in items_a}
+        theirs = {(*i[:-1], ("B", i[-1])) for i in items_b}
+        union = mapped | theirs
+        return len(mapped & theirs) / len(union) if union else None
+
+    observed = jaccard(a_to_b)
+    rng = np.random.default_rng([seed, 24])
+    chance = []
+    if observed is not None and k_b:
+        for _ in range(draws):
+            perm = rng.permutation(max(k_b, k_a))[:k_a]  # A's prototypes onto distinct random B numbers
+            chance.append(jaccard({a: int(b) if b < k_b else None for a, b in enumerate(perm)}))
+    ja = {"jaccard": None if observed is None else _r(observed), "items": [len(items_a), len(items_b)]}
+    ja["shared"] = _shared(items_a, items_b, a_to_b)
+    ja["random_matching"] = (
+        {"mean": _r(float(np.mean(chance))), "p95": _r(float(np.percentile(chance, 95))), "draws": draws}
+        if chance
+        else None
+    )
+    return ja
+
+
+def _shared(items_a: set[tuple], items_b: set[tuple], a_to_b: dict) -> int:
+    """The number of A's items that B lists too, after matching."""
+    mapped = {(*i[:-1], a_to_b[i[-1]]) for i in items_a if a_to_b.get(i[-1]) is not None}
+    return len(mapped & items_b)

@@ -42,9 +42,22 @@ def summary_lines(data: dict, top: list[dict]) -> list[str]:
         "overlap with the Hungarian partner: quartiles " + " / ".join(f"{x:.2f}" for x in q),
         f"test errors: run A {data['confusion']['errors'][0]}, run B {data['confusion']['errors'][1]}",
     ]
+    for key, what in (("pair_roles", "pair roles"), ("class_lists", "shared/specialized prototypes")):
+        g = data.get("agreement", {}).get(key)
+        if g is not None:
+            lines.append(f"agreement of the listed {what}: {_agreement_text(g)}")
     if not top:
         lines.append("no pair explained differently by the two runs")
     else:
         lines.append("pairs whose strategy differs most:")
         lines += [f"  {p['why']}" for p in top]
     return lines
+
+
+def _agreement_text(g: dict) -> str:
+    n_a, n_b = g["items"]
+    if g["jaccard"] is None:
+        return "neither run lists any"
+    ch = g["random_matching"]
+    chance = f"; random matching {ch['mean']:.2f} (95th percentile {ch['p95']:.2f})" if ch else ""
+    return f"Jaccard {g['jaccard']:.2f} ({g['shared']} shared of {n_a} / {n_b}){chance}"

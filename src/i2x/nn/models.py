@@ -104,7 +104,7 @@ def inceptionv3_small(in_channels: int = 1, num_classes: int = 10, input_size: i
 
 def vit_small(in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -> nn.Module:
     """torchvision's ``VisionTransformer`` sized for a CPU: patch 4 (a 7x7 grid on 28x28, 8x8 on
-    32x32), 6 layers, 4 heads, width 96 (0.7 M parameters), a class token, any channel count. Its
+    32x32), 6 layers, 4 heads, width 96 (0.46 M parameters), a class token, any channel count. Its
     head starts at zero, as torchvision's does, so the untrained model's saliency is 0 everywhere.
     The target layer is the last block's ``ln_1``: the class-token head leaves the last block's
     patch tokens without gradient (docs/METHOD.md)."""
