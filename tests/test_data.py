@@ -117,17 +117,55 @@ def test_from_torch_tensors_and_uint8():
     xf = torch.randn(12, 3, 6, 6, generator=g)
     ds = torch.utils.data.TensorDataset(xf, torch.arange(12) % 3)
     d = from_torch(ds)
-    assert d.images.dtype == np.float32 and d.mean == (0.0,) * 3 and d.classes == ["0", "1", "2"]
+    assert d.lazy and d.mean == (0.0,) * 3 and d.classes == ["0", "1", "2"] and d.shape == (3, 6, 6)
     x, y = d.tensors()
-    torch.testing.assert_close(x, xf)  # already normalised: unchanged
+    torch.testing.assert_close(x[:], xf)  # already normalised: unchanged, read when indexed
+    torch.testing.assert_close(x[np.array([3, 1])], xf[[3, 1]])
+    torch.testing.assert_close(d.subset(np.array([5, 2])).tensors()[0][:], xf[[5, 2]])
     xu = torch.randint(0, 256, (6, 1, 5, 5), generator=g, dtype=torch.uint8)
     du = from_torch(torch.utils.data.TensorDataset(xu, torch.tensor([0, 1, 0, 1, 0, 1])), classes=["x", "y"])
-    assert du.images.dtype == np.uint8 and du.classes == ["x", "y"]
+    assert du.images.uint8 and du.classes == ["x", "y"]
     assert du.mean[0] == pytest.approx(float(xu.float().mean() / 255), rel=1e-6)
+    xn = du.tensors()[0][:]  # normalised with the measured statistics
+    torch.testing.assert_close(xn, (xu.float() / 255 - du.mean[0]) / du.std[0])
     plain = Dataset(np.zeros((2, 1, 4, 4), np.uint8), np.array([0, 1]), ["a", "b"])
     assert from_torch(plain) is plain
     with pytest.raises(I2XError, match="empty"):
         from_torch(torch.utils.data.TensorDataset(torch.zeros(0, 1, 2, 2), torch.zeros(0)))
+
+
+class CountingDataset(torch.utils.data.Dataset):
+    """Images drawn anew at every read (a random transform), reads counted, labels in ``targets``."""
+
+    def __init__(self, n: int = 60, size: int = 8):
+        self.n, self.size, self.reads = n, size, 0
+        self.targets = [i % 3 for i in range(n)]
+        self.classes = ["a", "b", "c"]
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        self.reads += 1
+        x = torch.rand(3, self.size, self.size) * 0.5  # a random draw: what RandomCrop etc. do
+        x[self.targets[i]] += 0.5
+        return x, self.targets[i]
+
+
+def test_a_random_transform_draws_anew_every_epoch_and_nothing_is_materialised(tmp_path):
+    import i2x
+    from i2x.nn.models import SmallCNN
+
+    ds = CountingDataset()
+    torch.manual_seed(0)
+    kw = dict(batch_size=20, every=3, prototypes=4, min_cluster_size=3, explain_fraction=0.25, device="cpu",
+              progress=False, report=False, stability_resamples=2, prototype_fit="explain")  # fmt: skip
+    i2x.run(out=tmp_path / "e1", model=SmallCNN(3, 3), train=ds, test=CountingDataset(30), epochs=1, **kw)
+    one = ds.reads
+    ds.reads = 0
+    i2x.run(out=tmp_path / "e3", model=SmallCNN(3, 3), train=ds, test=CountingDataset(30), epochs=3, **kw)
+    assert ds.reads - one == 2 * 60  # two more epochs: every training image read again (a new draw each time)
+    assert one < 3 * 60  # labels from .targets: one epoch's reads, the explanation set, a few checks
 
 
 def test_explanation_set_is_stratified_and_seeded():

@@ -56,12 +56,24 @@ class Dataset:
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.images.shape[1:])  # (C, H, W)
 
+    @property
+    def lazy(self) -> bool:
+        """The images stay in the caller's torch Dataset (:class:`LazyImages`)."""
+        return isinstance(self.images, LazyImages)
+
     def subset(self, idx: np.ndarray) -> Dataset:
-        return Dataset(self.images[idx], self.labels[idx], self.classes, self.mean, self.std, self.name)
+        images = self.images.take(idx) if self.lazy else self.images[idx]
+        return Dataset(images, self.labels[idx], self.classes, self.mean, self.std, self.name)
 
     def tensors(self, idx: np.ndarray | None = None):
-        """Normalised float32 torch tensors (images, labels) for ``idx`` (all when None)."""
+        """Normalised float32 torch tensors (images, labels) for ``idx`` (all when None); for a lazy
+        dataset the images are a :class:`LazyImages` view that reads (and normalises) a batch when indexed."""
         import torch
+
+        if self.lazy:
+            y = self.labels if idx is None else self.labels[idx]
+            norm = (self.mean, self.std) if self.images.uint8 else None
+            return self.images.take(idx, norm=norm), torch.from_numpy(np.asarray(y, dtype=np.int64))
 
         x = self.images if idx is None else self.images[idx]
         y = self.labels if idx is None else self.labels[idx]
@@ -293,48 +305,138 @@ def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def from_torch(dataset, classes: list[str] | None = None, name: str = "torch") -> Dataset:
-    """Materialise a torch ``Dataset`` of (image, label) pairs into a :class:`Dataset`.
-
-    Images may be tensors (C, H, W) or PIL images. uint8 images (and PIL images) keep uint8 and
-    get mean/std measured on them; float images are taken as already normalised (mean 0, std 1).
+    """A :class:`Dataset` over a torch ``Dataset`` of (image, label) pairs (or a ``DataLoader``'s
+    dataset) that stays where it is: its images are read item by item when a batch is asked for
+    (:class:`LazyImages`), so its transform runs at every read (a random augmentation draws anew
+    every epoch) and a dataset larger than memory trains; only what i2x keeps (the explanation set)
+    is materialised. Labels come from ``.targets`` (torchvision datasets, ``Subset`` of them) or one
+    pass over the items. Images may be tensors (C, H, W) or PIL images: float ones are taken as
+    normalised (mean 0, std 1), uint8 / PIL ones get mean / std measured on up to 1,024 of them.
     An :class:`i2x.data.Dataset` is returned as it is.
     """
     if isinstance(dataset, Dataset):
         return dataset
-    import torch
-
+    dataset = getattr(dataset, "dataset", dataset) if _is_loader(dataset) else dataset
     try:
         n = len(dataset)
     except TypeError:
         raise I2XError("train=/test= must be a torch Dataset with __len__ or an i2x.data.Dataset") from None
     if n == 0:
         raise I2XError("train=/test= is an empty dataset: give it at least one image per class")
-    xs, ys = [], []
-
-    def as_array(img):
-        if isinstance(img, torch.Tensor):
-            return img.detach().cpu().numpy()
-        a = np.asarray(img)
-        return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)  # PIL: (H, W[, C]) -> (C, H, W)
-
-    for j in range(n):  # item by item: any Dataset works, no collate function needed
-        img, lab = dataset[j]
-        xs.append(as_array(img))
-        ys.append(lab.detach().cpu().numpy() if isinstance(lab, torch.Tensor) else np.asarray(lab))
-    try:
-        x = np.stack(xs)
-    except ValueError:
-        raise I2XError("train=/test= images differ in shape: add a Resize transform so all have one size") from None
-    if x.ndim != 4:
-        raise I2XError(f"train=/test= images must be (C, H, W), got {x.shape[1:]}; add ToTensor() to the transform")
-    y = class_labels(np.stack(ys), name)
+    images = LazyImages(dataset)
+    y = class_labels(_targets_of(dataset, n), name)
     if classes is None:
         classes = list(_classes_of(dataset) or [str(c) for c in range(int(y.max()) + 1)])
-    if x.dtype == np.uint8:
-        return Dataset(x, y, list(classes), *channel_stats(x), name)
-    _check_normalised(x, name)
-    c = x.shape[1]
-    return Dataset(x.astype(np.float32), y, list(classes), (0.0,) * c, (1.0,) * c, name)
+    c = images.shape[1]
+    if images.uint8:
+        sample = np.sort(np.random.default_rng(0).choice(n, min(n, 1024), replace=False))
+        mean, std = channel_stats(np.stack([images.raw(int(i)) for i in sample]))
+        return Dataset(images, y, list(classes), mean, std, name)
+    _check_normalised(images.raw(0)[None], name)
+    return Dataset(images, y, list(classes), (0.0,) * c, (1.0,) * c, name)
+
+
+def _is_loader(obj) -> bool:
+    import torch
+
+    return isinstance(obj, torch.utils.data.DataLoader)
+
+
+def _targets_of(dataset, n: int) -> np.ndarray:
+    """The labels of a torch dataset without reading its images where it says them (``targets``, also
+    through ``Subset``), else from one pass over its items."""
+    import torch
+
+    def targets(d):
+        if isinstance(d, torch.utils.data.Subset):
+            t = targets(d.dataset)
+            return None if t is None else t[np.asarray(d.indices)]
+        t = getattr(d, "targets", None)
+        if t is None or isinstance(d, torch.utils.data.TensorDataset):
+            return None
+        t = np.asarray(t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t)
+        return t if len(t) == len(d) else None
+
+    t = targets(dataset)
+    if t is not None:
+        return t
+    if isinstance(dataset, torch.utils.data.TensorDataset) and len(dataset.tensors) >= 2:
+        return dataset.tensors[1].detach().cpu().numpy()
+    labs = []
+    for j in range(n):
+        lab = dataset[j][1]
+        labs.append(lab.detach().cpu().numpy() if isinstance(lab, torch.Tensor) else np.asarray(lab))
+    return np.stack(labs)
+
+
+class LazyImages:
+    """The images of a torch ``Dataset``, read when indexed: ``x[rows]`` (an int array, a tensor or a
+    slice) is a float32 (B, C, H, W) tensor of freshly read items, ``x[i]`` one (C, H, W) tensor,
+    ``x.take(rows)`` a view of those rows. ``norm`` (mean, std) normalises uint8 / PIL items (read on
+    the 0..1 scale); float items are taken as they come. Never holds more than one batch."""
+
+    dtype = np.float32
+
+    def __init__(self, dataset, rows: np.ndarray | None = None, item_shape=None, norm=None, uint8=None):
+        self.dataset = dataset
+        self.rows = np.arange(len(dataset)) if rows is None else np.asarray(rows, dtype=np.int64)
+        if item_shape is None:
+            first = self.raw(int(self.rows[0])) if len(self.rows) else np.zeros((0, 0, 0), np.float32)
+            item_shape, uint8 = tuple(first.shape), first.dtype == np.uint8
+        self.item_shape, self.norm, self.uint8 = tuple(item_shape), norm, bool(uint8)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.rows), *self.item_shape)
+
+    def take(self, idx, norm="keep") -> LazyImages:
+        rows = self.rows[np.asarray(idx, dtype=np.int64)] if idx is not None else self.rows
+        return LazyImages(self.dataset, rows, self.item_shape, self.norm if norm == "keep" else norm, self.uint8)
+
+    def raw(self, row: int) -> np.ndarray:
+        """Item ``row`` of the dataset as a (C, H, W) array, as its transform gives it (PIL: uint8)."""
+        import torch
+
+        img = self.dataset[int(row)][0]
+        if isinstance(img, torch.Tensor):
+            a = img.detach().cpu().numpy()
+        else:
+            a = np.asarray(img)
+            a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)  # PIL: (H, W[, C]) -> (C, H, W)
+        if a.ndim != 3:
+            raise I2XError(f"train=/test= images must be (C, H, W), got {a.shape}; add ToTensor() to the transform")
+        if hasattr(self, "item_shape") and tuple(a.shape) != self.item_shape:
+            raise I2XError(
+                f"train=/test= images differ in shape ({tuple(a.shape)} and {self.item_shape}): add a Resize "
+                "transform so all have one size"
+            )
+        return a
+
+    def __getitem__(self, key):
+        import torch
+
+        if isinstance(key, (int, np.integer)):
+            return self._tensor(self.raw(int(self.rows[key]))[None])[0]
+        if isinstance(key, torch.Tensor):
+            key = key.detach().cpu().numpy()
+        rows = self.rows[key]
+        if not len(rows):
+            return torch.zeros((0, *self.item_shape), dtype=torch.float32)
+        return self._tensor(np.stack([self.raw(int(r)) for r in rows]))
+
+    def _tensor(self, a: np.ndarray):
+        import torch
+
+        x = torch.from_numpy(np.asarray(a, dtype=np.float32))
+        if self.uint8:
+            x = x / 255.0
+        if self.norm is not None:
+            mean, std = (torch.tensor([float(v) for v in s], dtype=torch.float32).view(1, -1, 1, 1) for s in self.norm)
+            x = (x - mean) / std
+        return x
 
 
 def _classes_of(dataset) -> list[str] | None:

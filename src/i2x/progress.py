@@ -37,10 +37,10 @@ def _rate_limited_bar():
         """A tqdm whose explicit refreshes (``set_postfix``, ``set_description``) also wait for ``mininterval``."""
 
         def refresh(self, *args, **kwargs):
-            now = time.time()
-            if now - getattr(self, "_last_draw", 0.0) < getattr(self, "mininterval", 0.0):
-                return None
-            self._last_draw = now
+            now, draws = time.time(), getattr(self, "_draws", 0)
+            if draws >= 2 and now - getattr(self, "_last_draw", 0.0) < getattr(self, "mininterval", 0.0):
+                return None  # the first two draws (the bar, its first stage) always show
+            self._last_draw, self._draws = now, draws + 1
             return super().refresh(*args, **kwargs)
 
     return RateLimited

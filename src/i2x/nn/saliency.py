@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..analysis.prototypes import FeatureStream
+from ..data import LazyImages
 from ..errors import I2XError
 from .layers import Grid, class_scores, resolve_layer
 from .utils import eval_mode, kept_parameters
@@ -180,6 +181,9 @@ def _first_conv(model: nn.Module) -> nn.Module | None:
 
 
 def _check_images(model: nn.Module, images) -> torch.Tensor:
+    if isinstance(images, LazyImages):  # the caller's Dataset, read a batch at a time: check its first image
+        _check_images(model, images[:1])
+        return images
     images = torch.as_tensor(images)
     if images.dim() != 4:
         raise I2XError(
