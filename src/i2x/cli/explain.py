@@ -57,7 +57,7 @@ def class_text(r: Run, cls: str) -> list[str]:
         )
     for i, g in enumerate(e["specialized"]):
         out.append(
-            f"  specialized, sub-group {i + 1} ({g['size']} samples): "
+            f"  specialized, sub-group {i + 1} ({g['size']} sample{'s' * (g['size'] != 1)}): "
             + (_ps(g["prototypes"]) if g["prototypes"] else "none beyond the shared ones")
             + (f"; not class-specific: {_ps(g['not_class_specific'])}" if g.get("not_class_specific") else "")
         )
