@@ -1,4 +1,5 @@
-"""Analysis cost at the paper's MNIST scale (issue 11): stages 3-7 with the permutation p-values on.
+"""Analysis cost at the paper's MNIST scale (issue 11): stages 3-7 with the permutation p-values on,
+and the stability stage (issue 24: stages 4-7 on 50 half-subsamples, in worker processes).
 
     .venv/bin/python benchmarks/bench_analysis.py                 # E = 6,000, 25 checkpoints, K = 32, 4x4
     .venv/bin/python benchmarks/bench_analysis.py --permutations 0 --n 6000   # without p-values
@@ -8,7 +9,8 @@ The records are synthetic but shaped like a run's: per step, the confidence chan
 handful of clusters (the classes gaining or losing confidence) plus spread, the saliency maps are
 non-negative 4x4 maps, and the assignments come from 32 prototypes. Prints the seconds of each
 stage (intensity + containment + background, dynamics = HDBSCAN + ridge + permutations, explain
-for the 3 most confused pairs) and the total; target: <= 120 s on the 2-core development CPU.
+for the 3 most confused pairs, stability) and the total; targets on the 2-core development CPU:
+<= 120 s without the stability stage, <= 300 s with it (``--resamples 0`` leaves it out).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 from i2x.analysis.dynamics import dynamics
 from i2x.analysis.explain import explain
 from i2x.analysis.intensity import background_prototypes, containment, intensity, saliency_density
+from i2x.analysis.stability import selection_frequencies
 from i2x.config import RunConfig
 
 
@@ -47,6 +50,7 @@ def main() -> None:
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--hw", type=int, default=4)
     p.add_argument("--permutations", type=int, default=RunConfig().permutations)
+    p.add_argument("--resamples", type=int, default=RunConfig().stability_resamples, help="stability halves (0: off)")
     p.add_argument("--quick", action="store_true")
     a = p.parse_args()
     if a.quick:
@@ -76,13 +80,20 @@ def main() -> None:
         permutations=a.permutations,
     )
     t3 = time.perf_counter()
+    if a.resamples:
+        settings = dict(min_cluster_size=cfg.min_cluster_size, tau=cfg.tau, lam=cfg.ridge_lambda,
+                        permutations=a.permutations)  # fmt: skip
+        selection_frequencies(conf, inten, contain, labels, a.classes, settings, cfg.explain, resamples=a.resamples,
+                              seed=0, background=bg, n_jobs=-1)  # fmt: skip
+    t4 = time.perf_counter()
     print(
         f"E = {a.n}, {a.steps + 1} checkpoints, K = {a.k}, {a.hw}x{a.hw} maps, C = {a.classes}, "
         f"{a.permutations} permutations per step; clusters per step {dyn.n_clusters.min()}..{dyn.n_clusters.max()}"
     )
     print(
         f"intensity+containment {t1 - t0:.1f} s | dynamics {t2 - t1:.1f} s | explain {t3 - t2:.1f} s | "
-        f"total {t3 - t0:.1f} s"
+        f"stability ({a.resamples} halves) {t4 - t3:.1f} s | total {t3 - t0:.1f} s without stability, "
+        f"{t4 - t0:.1f} s with it"
     )
 
 
