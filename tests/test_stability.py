@@ -53,3 +53,10 @@ def test_frequencies_do_not_depend_on_the_number_of_workers():
     one = selection_frequencies(*args, resamples=6, seed=3)
     two = selection_frequencies(*args, resamples=6, seed=3, n_jobs=2)  # halves finish in any order
     assert one.keys() == two.keys() and all(np.array_equal(one[k], two[k]) for k in one)
+
+
+def test_worker_count_follows_joblib():
+    from i2x.analysis.stability import _jobs
+
+    assert _jobs(None, 50) == 1 and _jobs(1, 50) == 1  # one worker means one (not every CPU)
+    assert _jobs(4, 3) == 3 and _jobs(-1, 50) >= 1

@@ -1,49 +1,40 @@
 """The one progress bar of i2x: tqdm, with the widget in a notebook that has ipywidgets, a text bar
 elsewhere. A text bar that is not on a terminal (a log file, CI, a notebook without ipywidgets,
 where every carriage-return update becomes output) redraws at most once per ``mininterval`` (1 s;
-5 s in a notebook), postfix updates included."""
+5 s in a notebook), postfix updates included. Imported on use (tqdm is not loaded by ``import i2x``)."""
 
 from __future__ import annotations
 
 import sys
 import time
 
+from tqdm import tqdm
+
+
+class RateLimited(tqdm):
+    """A tqdm whose explicit refreshes (``set_postfix``, ``set_description``) also wait for ``mininterval``."""
+
+    def refresh(self, *args, **kwargs):
+        now, draws = time.time(), getattr(self, "_draws", 0)
+        if draws >= 2 and now - getattr(self, "_last_draw", 0.0) < getattr(self, "mininterval", 0.0):
+            return None  # the first two draws (the bar, its first stage) always show
+        self._last_draw, self._draws = now, draws + 1
+        return super().refresh(*args, **kwargs)
+
 
 def bar(iterable=None, **kw):
     """``tqdm(iterable, **kw)`` as fits where it is shown; ``disable=`` and the rest as tqdm's."""
-    if _notebook() and _has_widgets():
-        from tqdm.notebook import tqdm
-
-        return tqdm(iterable, **kw)
     nb = _notebook()
+    if nb and _has_widgets():
+        from tqdm.notebook import tqdm as widget
+
+        return widget(iterable, **kw)
     kw["mininterval"] = max(kw.get("mininterval", 1.0), 5.0 if nb else 1.0)
     if nb:
         kw.setdefault("ascii", True)
     file = kw.get("file") or sys.stderr
     tty = not nb and hasattr(file, "isatty") and file.isatty()
-    return _text_bar()(iterable, **kw) if tty else _rate_limited_bar()(iterable, **kw)
-
-
-def _text_bar():
-    from tqdm import tqdm
-
-    return tqdm
-
-
-def _rate_limited_bar():
-    from tqdm import tqdm
-
-    class RateLimited(tqdm):
-        """A tqdm whose explicit refreshes (``set_postfix``, ``set_description``) also wait for ``mininterval``."""
-
-        def refresh(self, *args, **kwargs):
-            now, draws = time.time(), getattr(self, "_draws", 0)
-            if draws >= 2 and now - getattr(self, "_last_draw", 0.0) < getattr(self, "mininterval", 0.0):
-                return None  # the first two draws (the bar, its first stage) always show
-            self._last_draw, self._draws = now, draws + 1
-            return super().refresh(*args, **kwargs)
-
-    return RateLimited
+    return (tqdm if tty else RateLimited)(iterable, **kw)
 
 
 def _notebook() -> bool:

@@ -12,11 +12,10 @@ prototypes. An item's frequency is the share of resamples that list it. Pure num
 from __future__ import annotations
 
 import itertools
-import os
 from functools import partial
 
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, effective_n_jobs
 
 from .dynamics import dynamics
 from .explain import explain
@@ -87,11 +86,8 @@ def selection_frequencies(
 
 
 def _jobs(n_jobs: int | None, resamples: int) -> int:
-    """Workers for the halves: ``n_jobs`` as in scikit-learn (None: 1, -1: every CPU)."""
-    if n_jobs is None:
-        return 1
-    n = os.cpu_count() or 1 if n_jobs < 0 else n_jobs
-    return max(1, min(n, resamples))
+    """Workers for the halves: ``n_jobs`` as in scikit-learn / joblib (None: 1, -1: every CPU)."""
+    return max(1, min(effective_n_jobs(n_jobs), resamples))
 
 
 def _one_half(confidences, intensities, contain, labels, n_classes, settings, cfg, seed, background, present, b, idx):
