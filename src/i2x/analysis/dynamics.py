@@ -133,21 +133,44 @@ def clusters_with_fallback(delta_p: np.ndarray, min_cluster_size: int = 10) -> t
 
 
 class _Step:
-    """One step's clusters as sorted runs, so that cluster means of any row permutation of ΔI
-    are one gather and one ``np.add.reduceat``."""
+    """One step's clusters, so that the cluster means of the observed rows and of any batch of draws of
+    the permutation null are one indicator matrix and one matrix product (the same arithmetic for both)."""
 
     def __init__(self, labels: np.ndarray):
-        keep = np.flatnonzero(labels >= 0)
-        self.order = keep[np.argsort(labels[keep], kind="stable")]  # clustered samples, by cluster
-        self.ids, self.sizes = np.unique(labels[keep], return_counts=True)
-        self.starts = np.r_[0, np.cumsum(self.sizes)[:-1]].astype(np.int64)
+        labels = np.asarray(labels)
+        self.ids, index, self.sizes = np.unique(labels[labels >= 0], return_inverse=True, return_counts=True)
+        self.index = np.full(len(labels), -1, dtype=np.int64)  # sample i -> its cluster's position (-1: noise)
+        self.index[labels >= 0] = index
 
-    def means(self, x: np.ndarray, perm: np.ndarray | None = None) -> np.ndarray:
-        """Cluster means (B, M, D) of x (N, D) with rows permuted by perm (B, N) (identity: B = 1)."""
-        rows = self.order[None] if perm is None else perm[:, self.order]
-        if not len(self.ids):
-            return np.zeros((len(rows), 0, x.shape[1]))
-        return np.add.reduceat(x[rows], self.starts, axis=1) / self.sizes[None, :, None]
+    def means(self, x: np.ndarray, null: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """Cluster means (B, M, D) of x (N, D): of the observed clusters (B = 1), or of ``null`` =
+        (of_row (B, N), rows (N,)) from :meth:`shuffles`, where row ``rows[j]`` of x is in cluster
+        position ``of_row[b, j]`` (-1: in none)."""
+        of_row, x = (self.index[None], x) if null is None else (null[0], x[null[1]])
+        M = len(self.ids)
+        if not M:
+            return np.zeros((len(of_row), 0, x.shape[1]))
+        member = (of_row[:, None, :] == np.arange(M)[None, :, None]).astype(x.dtype)  # (B, M, N)
+        return (member @ x) / self.sizes[None, :, None]
+
+    def shuffles(self, b: int, rng, strata: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``b`` draws of the permutation null as (of_row (b, N), rows (N,)) for :meth:`means`: the
+        samples' cluster positions shuffled among the rows, uniformly within each stratum (``strata``
+        (N,) ints; None: one stratum). A cluster's mean sees only which rows it gets, so this is
+        ΔI's rows permuted within the strata with the clusters kept (the inverse of a uniform
+        within-stratum permutation is one), drawn in O(N) per draw."""
+        s = np.zeros(len(self.index), dtype=np.int64) if strata is None else np.asarray(strata)
+        rows = np.argsort(s, kind="stable")  # the strata as contiguous blocks
+        pos, out = self.index[rows], np.empty((b, len(rows)), dtype=np.int64)
+        for lo, hi in _blocks(s[rows]):
+            out[:, lo:hi] = rng.permuted(np.broadcast_to(pos[lo:hi], (b, hi - lo)), axis=1)
+        return out, rows
+
+
+def _blocks(sorted_values: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) of each run of equal values in a sorted array."""
+    edges = np.r_[0, np.flatnonzero(np.diff(sorted_values)) + 1, len(sorted_values)]
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
 
 
 def _threshold(I: np.ndarray, tau: float, relative: bool = True) -> np.ndarray:
@@ -156,30 +179,19 @@ def _threshold(I: np.ndarray, tau: float, relative: bool = True) -> np.ndarray:
     return np.where(np.abs(I) < thr, 0.0, I)
 
 
-def _aggregate(step: _Step, dp, di, tau, relative: bool = True, perm=None) -> tuple[np.ndarray, np.ndarray]:
-    """Eq. 6-7 for one step: ΔP (M, C) and thresholded ΔI (B, M, K), ΔI's rows permuted by ``perm``."""
-    return step.means(dp)[0], _threshold(step.means(di, perm), tau, relative)  # the confidence side never moves
+def _aggregate(step: _Step, dp, di, tau, relative: bool = True, null=None) -> tuple[np.ndarray, np.ndarray]:
+    """Eq. 6-7 for one step: ΔP (M, C) and thresholded ΔI (B, M, K), of the observed rows or of the draws
+    ``null`` of :meth:`_Step.shuffles`."""
+    return step.means(dp)[0], _threshold(step.means(di, null), tau, relative)  # the confidence side never moves
 
 
-def _fit(step: _Step, dp, di, tau, lam: float, perm=None) -> np.ndarray:
-    """Eq. 6-8 for one step: W (B, K, C), one per row permutation (one for the observed order)."""
-    P, I = _aggregate(step, dp, di, tau, perm=perm)
+def _fit(step: _Step, dp, di, tau, lam: float, null=None) -> np.ndarray:
+    """Eq. 6-8 for one step: W (B, K, C), one per draw of ``null`` (one for the observed rows)."""
+    P, I = _aggregate(step, dp, di, tau, null=null)
     return ridge_batch(I, P, np.full(len(I), lam))
 
 
 NULLS = ("within-class", "all")  # the strata a permutation test permutes within (see permutation_pvalues)
-
-
-def permutations(n: int, b: int, rng, strata: np.ndarray | None = None) -> np.ndarray:
-    """``b`` random permutations (b, n) of ``n`` rows; with ``strata`` (n,) non-negative ints, each
-    row goes to a random row of its own stratum (uniform within every stratum)."""
-    if strata is None:
-        return rng.permuted(np.broadcast_to(np.arange(n), (b, n)), axis=1)
-    s = np.asarray(strata, dtype=np.float64)
-    order = np.argsort(s[None] * 2.0 + rng.random((b, n)), axis=1)  # by stratum, random within it
-    perm = np.empty((b, n), dtype=np.int64)
-    perm[:, np.argsort(s, kind="stable")] = order  # the j-th row of a stratum goes to its j-th random row
-    return perm
 
 
 def permutation_pvalues(
@@ -192,14 +204,14 @@ def permutation_pvalues(
     stratum (``strata`` = the samples' classes; H0: within each class, a sample's ΔI is independent
     of its Δp: what the class explains is kept, so a rejection is a link beyond class membership).
     p = (1 + #{|null| ≥ |observed|}) / (1 + n_perm)."""
-    n, (K, C) = len(di), W.shape
+    K, C = W.shape
     ia, ib = np.triu_indices(C, 1)  # |d[k, a, b]| = |d[k, b, a]|: count each pair once
     bar_w, bar_d = np.abs(W) * (1 - 1e-9), np.abs(W[:, ia] - W[:, ib]) * (1 - 1e-9)
     cw, cd = np.zeros((K, C)), np.zeros((K, len(ia)))
     chunk = int(max(1, min(128, 2e7 // (K * C * C))))
     for start in range(0, n_perm, chunk):
         b = min(chunk, n_perm - start)
-        Wb = _fit(step, dp, di, tau, lam, permutations(n, b, rng, strata))  # (b, K, C)
+        Wb = _fit(step, dp, di, tau, lam, step.shuffles(b, rng, strata))  # (b, K, C)
         cw += (np.abs(Wb) >= bar_w).sum(0)
         cd += (np.abs(Wb[:, :, ia] - Wb[:, :, ib]) >= bar_d).sum(0)
     p_d = np.ones((K, C, C))  # d[k, a, a] = 0: p = 1
