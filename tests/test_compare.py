@@ -115,16 +115,45 @@ def _one_line_error(a, b, match: str, capsys, tmp_path) -> None:
     assert err.count("\n") == 1 and err.startswith("i2x compare: error: ") and re.search(match, err)
 
 
+def test_another_explanation_set_of_the_same_model_is_compared_prototype_by_prototype(cli_run, tmp_path, capsys):
+    """Issue 24: `--explain-seed 1` on the same trained model gives other images but the same prototypes; compare
+    matches each prototype to itself (B's prototypes assign A's cells as A's do) and scores the listed items."""
+    other = tmp_path / "other"
+    shutil.copytree(cli_run, other, ignore=shutil.ignore_patterns("weights"))
+    es = store.load_npz(other / "record" / "explain_set.npz")
+    store.save_npz(other / "record" / "explain_set.npz", **{**es, "indices": es["indices"] + 1})
+    d = i2x.compare(cli_run, other).data
+    assert d["matching_basis"] == "identical prototypes"
+    assert [(r["a"], r["b"], r["status"]) for r in d["matching"]] == [
+        (k, k, "matched") for k in range(len(d["matching"]))
+    ]
+    assert all(isinstance(g, str) or g["jaccard"] in (None, 1.0) for g in d["agreement"].values())
+    assert main(["compare", str(cli_run), str(other), "--out", str(tmp_path / "out")]) == 0
+    assert "another explanation set of the same model and prototypes" in capsys.readouterr().out
+    assert "another explanation set of the same model" in (tmp_path / "out" / "index.html").read_text()
+    assert i2x.compare(cli_run, cli_run).data["matching_basis"] == "positions"
+    # the same centroids in another order (a run numbered before prototypes were ordered by size): B's numbers
+    from i2x.compare_runs import same_prototypes
+    from i2x.rundir import Run
+
+    protos = store.load_npz(other / "arrays" / "prototypes.npz")
+    order = np.random.default_rng(0).permutation(len(protos["centroids"]))
+    store.save_npz(other / "arrays" / "prototypes.npz", **{**protos, "centroids": protos["centroids"][order]})
+    assert (order[same_prototypes(Run(cli_run), Run(other))] == np.arange(len(order))).all()
+
+
 def test_incomparable_runs_give_a_one_line_error(cli_run, tmp_path, capsys):
     other = tmp_path / "other"
     shutil.copytree(cli_run, other, ignore=shutil.ignore_patterns("weights"))
+    protos = store.load_npz(other / "arrays" / "prototypes.npz")  # another model's prototypes on another E: refused
+    store.save_npz(other / "arrays" / "prototypes.npz", **{**protos, "centroids": protos["centroids"] + 1e-3})
     es = store.load_npz(other / "record" / "explain_set.npz")
     store.save_npz(other / "record" / "explain_set.npz", **{**es, "indices": es["indices"] + 1})
     _one_line_error(cli_run, other, "explain different sets .*`indices`", capsys, tmp_path)
     store.save_npz(other / "record" / "explain_set.npz", **{**es, "labels": es["labels"][::-1].copy()})
     _one_line_error(cli_run, other, "explain different sets .*`labels`", capsys, tmp_path)
     store.save_npz(other / "record" / "explain_set.npz", **{**es, "images": 255 - es["images"]})
-    _one_line_error(cli_run, other, "explain different sets .*`images`", capsys, tmp_path)
+    _one_line_error(cli_run, other, "explain different sets .*`images`.* different prototypes", capsys, tmp_path)
     store.save_npz(other / "record" / "explain_set.npz", **es)
     m = store.read_manifest(other)
     store.write_manifest(other, {**m, "data": {**m["data"], "classes": [f"c{c}" for c in m["data"]["classes"]]}})

@@ -43,19 +43,27 @@ class Comparison:
         return [p for p in self.data["pairs"] if p["difference"]["score"] > 0][:n]
 
 
-def check_comparable(ra: Run, rb: Run) -> None:
-    """Raise I2XError (one line: what differs and the fix) unless the runs share E, the classes,
-    the model and the assignment-map shape."""
+def check_comparable(ra: Run, rb: Run) -> str:
+    """Raise I2XError (one line: what differs and the fix) unless the runs share the classes, the model,
+    the assignment-map shape and either E or the prototypes. Returns the basis of the prototype
+    matching: ``"positions"`` (the same E: prototypes matched by the cells they share) or
+    ``"identical prototypes"`` (another explanation set of the same model and prototypes, e.g.
+    ``--explain-seed``: B's prototypes assign every cell as A's do, so each is its own match)."""
     a, b = ra.path, rb.path
     ea, eb = ra.explain_set(), rb.explain_set()
+    basis = "positions"
     for key in ("indices", "labels", "images"):  # images: the same rows of another dataset are another E
         if key not in ea or key not in eb:
             continue
         if ea[key].shape != eb[key].shape or not np.array_equal(ea[key], eb[key]):
-            raise I2XError(
-                f"{a} and {b} explain different sets (record/explain_set.npz `{key}` differ): compare runs of the "
-                "same dataset made with the same --explain-seed and --explain-fraction (vary --data-seed only)"
-            )
+            if same_prototypes(ra, rb) is None:
+                raise I2XError(
+                    f"{a} and {b} explain different sets (record/explain_set.npz `{key}` differ) with different "
+                    "prototypes: compare runs made with the same --explain-seed and --explain-fraction (vary "
+                    "--data-seed only), or two explanation sets of one trained model"
+                )
+            basis = "identical prototypes"
+            break
     if ra.classes != rb.classes:
         raise I2XError(
             f"{a} and {b} have different classes ({', '.join(ra.classes)} vs {', '.join(rb.classes)}): "
@@ -74,6 +82,34 @@ def check_comparable(ra: Run, rb: Run) -> None:
             f"{a} and {b} have assignment maps of different shapes (H', W' = {sa[1:]} vs {sb[1:]}): "
             "compare runs of the same model, layer and image size"
         )
+    return basis
+
+
+BASIS_TEXT = {  # how the prototypes were matched (compare.json "matching_basis")
+    "identical prototypes": "another explanation set of the same model and prototypes: every prototype is "
+    "matched to its own centroid in run B (what differs is the images explained)",
+}
+
+
+def same_prototypes(ra: Run, rb: Run) -> np.ndarray | None:
+    """B's number of each of A's prototypes when both runs assign cells with the same prototypes (the
+    same PCA and the same set of centroids, in any order: the same trained model and prototype fit,
+    whatever images each run explained); None otherwise."""
+    from scipy.optimize import linear_sum_assignment
+    from scipy.spatial.distance import cdist
+
+    pa, pb = (r.arrays("prototypes") for r in (ra, rb))
+    for key in ("pca_components", "pca_mean"):
+        if key in pa or key in pb:
+            if key not in pa or key not in pb or pa[key].shape != pb[key].shape or not np.array_equal(pa[key], pb[key]):
+                return None
+    ca, cb = (np.asarray(p["centroids"], dtype=np.float64) for p in (pa, pb))
+    if ca.shape != cb.shape:
+        return None
+    dist = cdist(ca, cb)
+    ia, jb = linear_sum_assignment(dist)
+    scale = max(float(np.abs(ca).max()), 1e-12)
+    return jb[np.argsort(ia)] if dist[ia, jb].max() <= 1e-6 * scale else None
 
 
 def compare_pairs(ra: Run, rb: Run, names: Names, cm_a: np.ndarray, cm_b: np.ndarray) -> tuple[list, list]:
@@ -107,11 +143,11 @@ def _run_info(r: Run) -> dict:
 def comparison(run_a: str | os.PathLike | Run, run_b: str | os.PathLike | Run) -> dict:
     """The numbers of ``compare.json`` (nothing written)."""
     ra, rb = (r if isinstance(r, Run) else Run(r).check_complete("compare") for r in (run_a, run_b))
-    check_comparable(ra, rb)
+    basis = check_comparable(ra, rb)
     pa, pb = ra.prototypes(), rb.prototypes()
     m = match_prototypes(
         pa.assignments,
-        pb.assignments,
+        b_on_a(ra, rb) if basis == "identical prototypes" else pb.assignments,
         pa.k,
         pb.k,
         background_a=ra.arrays("intensity").get("background"),
@@ -123,6 +159,7 @@ def comparison(run_a: str | os.PathLike | Run, run_b: str | os.PathLike | Run) -
     return {
         "runs": {"a": _run_info(ra), "b": _run_info(rb)},
         "classes": ra.classes,
+        "matching_basis": basis,
         **matching_data(m),
         "key_prototypes": compare_classes(ra.explanations(), rb.explanations(), ra.classes, names),
         "pairs": pairs,
@@ -130,6 +167,12 @@ def comparison(run_a: str | os.PathLike | Run, run_b: str | os.PathLike | Run) -
         "confusion": confusion_difference(cm_a, cm_b),
         "agreement": agreement(ra, rb, m["a_to_b"], pb.k),
     }
+
+
+def b_on_a(ra: Run, rb: Run) -> np.ndarray:
+    """Run B's prototypes on A's explanation set when both have the same prototypes (:func:`same_prototypes`):
+    A's assignments in B's numbers (the same centroids assign every cell alike)."""
+    return same_prototypes(ra, rb)[ra.prototypes().assignments]
 
 
 def agreement(ra: Run, rb: Run, a_to_b: dict, k_b: int) -> dict:
@@ -189,4 +232,4 @@ def compare(
     return Comparison(data, out)
 
 
-__all__ = ["compare", "comparison", "Comparison", "check_comparable", "compare_pairs"]
+__all__ = ["compare", "comparison", "Comparison", "check_comparable", "compare_pairs", "same_prototypes", "b_on_a"]

@@ -12,7 +12,12 @@ def add_parser(sub) -> None:
         "key prototypes, pair explanations and confusion matrices in run A's numbering",
     )
     p.add_argument("run_a", metavar="RUN_A", help="run directory whose prototype numbering is used")
-    p.add_argument("run_b", metavar="RUN_B", help="run directory to compare with it (same data, E and model)")
+    p.add_argument(
+        "run_b",
+        metavar="RUN_B",
+        help="run directory to compare with it (same data and model; the same explanation set, or another one "
+        "of the same trained model, e.g. another --explain-seed)",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder: compare.json, index.html, fig/")
     p.add_argument("--no-html", action="store_true", help="write compare.json only")
 
@@ -32,10 +37,13 @@ def cmd(a) -> int:
 
 
 def summary_lines(data: dict, top: list[dict]) -> list[str]:
+    from ..compare_runs import BASIS_TEXT
+
     s = data["matching_summary"]
     q = s["overlap_quartiles"]
     st = s["status"]
-    lines = [
+    lines = [BASIS_TEXT[data["matching_basis"]]] if data.get("matching_basis") in BASIS_TEXT else []
+    lines += [
         f"matched {s['matched']} of {s['k_a']} prototypes of run A ({100 * s['matched_share']:.0f} %, overlap "
         f"≥ {data['threshold']:g}); {st['split']} split, {st['merged']} merged, {st['unmatched']} unmatched; "
         f"{s['unmatched_b']} of {s['k_b']} of run B without a match",

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from .. import store
 from ..analysis.stats import format_p
+from ..compare_runs import BASIS_TEXT, b_on_a
 from ..rundir import Run
 from . import figures as F
 from .load import display_images
@@ -234,13 +235,23 @@ class ComparePage:
             f"<th class=num>test errors</th></tr>{''.join(rows)}</table>"
         )
 
+    def b_assignments(self) -> np.ndarray:
+        """Run B's prototypes on A's explanation set: B's own assignments (the same E), or A's when both
+        runs have the same prototypes and explained other images (they assign every cell alike)."""
+        ra, rb = self.runs
+        return (
+            b_on_a(ra, rb) if self.data.get("matching_basis") == "identical prototypes" else rb.prototypes().assignments
+        )
+
     def summary(self) -> str:
         s = self.data["matching_summary"]
         q = s["overlap_quartiles"]
         top = [p for p in self.data["pairs"] if p["difference"]["score"] > 0][:3]
         items = "".join(f'<li><a href="#pair-{p["a"]}-{p["b"]}">{E(p["why"])}</a></li>' for p in top)
+        text = BASIS_TEXT.get(self.data.get("matching_basis"))
+        basis = f'<p class="note">{E(text)}.</p>' if text else ""
         return (
-            f'<section id="summary"><h2>Summary</h2>{self.header()}'
+            f'<section id="summary"><h2>Summary</h2>{self.header()}{basis}'
             f"<p><b>{s['matched']} of {s['k_a']}</b> prototypes of run A ({100 * s['matched_share']:.0f} %) have a "
             f"match in run B (overlap ≥ {self.data['threshold']:g}); overlap with the Hungarian partner: quartiles "
             f"{' / '.join(f'{x:.2f}' for x in q)}; {s['status']['split']} split, {s['status']['merged']} merged, "
@@ -391,7 +402,7 @@ class ComparePage:
         d = ra.manifest["data"]
         images = display_images(ra.explain_set()["images"], d.get("mean"), d.get("std"))
         fig = self.figure(
-            examples_figure(rows, images, (ra.prototypes().assignments, rb.prototypes().assignments), self.colors),
+            examples_figure(rows, images, (ra.prototypes().assignments, self.b_assignments()), self.colors),
             "matched-examples",
             "Matched prototypes on the same images of E: per row, the images where the two prototypes share most "
             "cells, run A's cells of the prototype outlined on the left, run B's cells of its match on the right. "
