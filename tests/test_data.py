@@ -182,3 +182,58 @@ def test_explanation_set_is_stratified_and_seeded():
     few = explanation_indices(labels, 3 / 2000, seed=1)
     assert len(few) == 3 and np.array_equal(few, explanation_indices(labels, 3 / 2000, seed=1))
     np.testing.assert_array_equal(explanation_indices(labels[:5], 1.0), np.arange(5))
+
+
+class PidDataset(torch.utils.data.Dataset):
+    """Item i: a random image (a random transform) whose first pixel says which process read it (pid % 1000 / 100)."""
+
+    targets = [0, 1] * 6
+
+    def __len__(self):
+        return 12
+
+    def __getitem__(self, i):
+        import os
+
+        x = torch.rand(1, 2, 2)
+        x[0, 0, 0] = os.getpid() % 1000 / 100
+        return x, self.targets[i]
+
+
+def test_read_batches_uses_the_loaders_workers_and_seeds_each_batch():
+    import os
+
+    from i2x.data import read_batches
+
+    rows = [np.array([3, 1, 4]), np.array([0, 5]), np.array([9, 2, 6])]
+    plain = from_torch(PidDataset()).images
+    here = torch.tensor(os.getpid() % 1000 / 100)
+    assert all(torch.equal(x[:, 0, 0, 0].unique(), here[None]) for x in read_batches(plain, rows))  # no loader: here
+    two = from_torch(torch.utils.data.DataLoader(PidDataset(), num_workers=2)).images
+    assert two.loader["num_workers"] == 2 and two.take(np.arange(6)).loader == two.loader
+    a = list(read_batches(two, rows, seeds=[7, 8, 9]))
+    assert [x.shape[0] for x in a] == [3, 2, 3]
+    assert all(not torch.isin(x[:, 0, 0, 0], here[None]).any() for x in a)  # read in worker processes
+    one = from_torch(torch.utils.data.DataLoader(PidDataset(), num_workers=1)).images
+    b = list(read_batches(one, rows, seeds=[7, 8, 9]))  # a batch's draws depend on its seed, not on the workers
+    assert all(torch.equal(x[:, :, 1:], y[:, :, 1:]) for x, y in zip(a, b, strict=True))
+    c = list(read_batches(one, rows[1:], seeds=[8, 9]))  # nor on where the reading starts (a resumed epoch)
+    assert all(torch.equal(x[:, :, 1:], y[:, :, 1:]) for x, y in zip(a[1:], c, strict=True))
+    d = list(read_batches(one, rows, seeds=[1, 2, 3]))
+    assert not torch.equal(a[0][:, :, 1:], d[0][:, :, 1:])
+
+
+def test_a_dataloaders_workers_read_the_training_batches(tmp_path):
+    import i2x
+    from i2x.nn.models import SmallCNN
+
+    ds = CountingDataset()
+    kw = dict(batch_size=20, every=3, prototypes=4, min_cluster_size=3, explain_fraction=0.25, device="cpu",
+              progress=False, report=False, stability_resamples=2, prototype_fit="explain")  # fmt: skip
+    loader = torch.utils.data.DataLoader(ds, batch_size=20, num_workers=2)
+    i2x.run(out=tmp_path / "e1", model=SmallCNN(3, 3), train=loader, test=CountingDataset(30), epochs=1, **kw)
+    one = ds.reads
+    ds.reads = 0
+    run = i2x.run(out=tmp_path / "e3", model=SmallCNN(3, 3), train=loader, test=CountingDataset(30), epochs=3, **kw)
+    assert ds.reads == one  # this process read only E and the checks: every epoch's batches were read by the workers
+    assert run.manifest["metrics"]["test_accuracy"] is not None

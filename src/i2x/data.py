@@ -316,14 +316,15 @@ def from_torch(dataset, classes: list[str] | None = None, name: str = "torch") -
     """
     if isinstance(dataset, Dataset):
         return dataset
-    dataset = getattr(dataset, "dataset", dataset) if _is_loader(dataset) else dataset
+    loader = dataset if _is_loader(dataset) else None
+    dataset = dataset.dataset if loader is not None else dataset
     try:
         n = len(dataset)
     except TypeError:
         raise I2XError("train=/test= must be a torch Dataset with __len__ or an i2x.data.Dataset") from None
     if n == 0:
         raise I2XError("train=/test= is an empty dataset: give it at least one image per class")
-    images = LazyImages(dataset)
+    images = LazyImages(dataset, loader=loader)
     y = class_labels(_targets_of(dataset, n), name)
     if classes is None:
         classes = list(_classes_of(dataset) or [str(c) for c in range(int(y.max()) + 1)])
@@ -377,13 +378,14 @@ class LazyImages:
 
     dtype = np.float32
 
-    def __init__(self, dataset, rows: np.ndarray | None = None, item_shape=None, norm=None, uint8=None):
+    def __init__(self, dataset, rows: np.ndarray | None = None, item_shape=None, norm=None, uint8=None, loader=None):
         self.dataset = dataset
         self.rows = np.arange(len(dataset)) if rows is None else np.asarray(rows, dtype=np.int64)
         if item_shape is None:
             first = self.raw(int(self.rows[0])) if len(self.rows) else np.zeros((0, 0, 0), np.float32)
             item_shape, uint8 = tuple(first.shape), first.dtype == np.uint8
         self.item_shape, self.norm, self.uint8 = tuple(item_shape), norm, bool(uint8)
+        self.loader = loader_settings(loader)  # the caller's DataLoader's workers: what read_batches uses
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -394,7 +396,9 @@ class LazyImages:
 
     def take(self, idx, norm="keep") -> LazyImages:
         rows = self.rows[np.asarray(idx, dtype=np.int64)] if idx is not None else self.rows
-        return LazyImages(self.dataset, rows, self.item_shape, self.norm if norm == "keep" else norm, self.uint8)
+        out = LazyImages(self.dataset, rows, self.item_shape, self.norm if norm == "keep" else norm, self.uint8)
+        out.loader = self.loader
+        return out
 
     def raw(self, row: int) -> np.ndarray:
         """Item ``row`` of the dataset as a (C, H, W) array, as its transform gives it (PIL: uint8)."""
@@ -437,6 +441,69 @@ class LazyImages:
             mean, std = (torch.tensor([float(v) for v in s], dtype=torch.float32).view(1, -1, 1, 1) for s in self.norm)
             x = (x - mean) / std
         return x
+
+
+LOADER_SETTINGS = ("num_workers", "worker_init_fn", "multiprocessing_context", "prefetch_factor", "pin_memory")
+
+
+def loader_settings(loader) -> dict:
+    """What a caller's ``DataLoader`` says about reading its dataset (its worker processes, their
+    start-up function and context, prefetching, pinned memory); {} for none or no workers."""
+    if loader is None or not getattr(loader, "num_workers", 0):
+        return {}
+    out = {k: getattr(loader, k) for k in LOADER_SETTINGS if getattr(loader, k, None) is not None}
+    return {k: v for k, v in out.items() if k != "pin_memory" or v}
+
+
+class _Batches:
+    """Batches of a :class:`LazyImages` for a DataLoader's workers: item (seed, rows) is the stacked
+    :meth:`~LazyImages.raw` arrays of those rows, read with torch's, numpy's and Python's RNG of the
+    worker seeded by ``seed`` (a batch's random transforms depend on its seed alone, not on which
+    worker reads it or where a resumed run starts)."""
+
+    def __init__(self, images: LazyImages):
+        self.images = images
+
+    def __getitem__(self, key) -> np.ndarray:
+        import random
+
+        import torch
+
+        seed, rows = key
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+        return np.stack([self.images.raw(int(r)) for r in rows])
+
+
+def _rows(r) -> np.ndarray | slice:
+    """Rows of a batch as numpy can index with (a slice, an int array or a tensor of them)."""
+    return r if isinstance(r, slice) else np.asarray(r.cpu().numpy() if hasattr(r, "cpu") else r, dtype=np.int64)
+
+
+def _as_is(batch):
+    return batch
+
+
+def read_batches(images, batches, seeds=None):
+    """``images[rows]`` for each ``rows`` of ``batches``, in order. The caller's dataset read through a
+    ``DataLoader`` with workers (:class:`LazyImages` from :func:`from_torch` of a loader) is read by a
+    torch DataLoader with the same workers, batches ahead, its transforms running there with each batch's
+    random draws seeded by its entry of ``seeds`` (ints; default 0, 1, ...); anything else is indexed in
+    this process (the transforms draw from the global RNG, as in the caller's own loop)."""
+    import torch
+
+    batches = list(batches)
+    opts = getattr(images, "loader", None)
+    if not opts or not batches:
+        for rows in batches:
+            yield images[rows]
+        return
+    seeds = range(len(batches)) if seeds is None else seeds
+    keys = [(int(s) & 0x7FFF_FFFF_FFFF_FFFF, images.rows[_rows(r)]) for s, r in zip(seeds, batches, strict=True)]
+    loader = torch.utils.data.DataLoader(_Batches(images), sampler=keys, batch_size=None, collate_fn=_as_is, **opts)
+    for a in loader:
+        yield images._tensor(a)
 
 
 def _classes_of(dataset) -> list[str] | None:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..analysis.prototypes import FeatureStream
-from ..data import LazyImages
+from ..data import LazyImages, read_batches
 from ..errors import I2XError
 from .layers import Grid, class_scores, resolve_layer
 from .utils import eval_mode, kept_parameters
@@ -441,9 +441,10 @@ def _feature_batches(model, images, layer, batch_size: int, device, indices=None
     """(B, H', W', D) float32 numpy arrays of consecutive batches of ``images`` (of ``images[indices]``)."""
     images, _, target, device, dtype = _prepare(model, images, None, layer, "gradcam", batch_size, device, reshape)
     n = images.shape[0] if indices is None else len(indices)
+    rows = [slice(i, i + batch_size) if indices is None else torch.as_tensor(indices[i : i + batch_size])
+            for i in range(0, n, batch_size)]  # fmt: skip
     with _capture(model, target.module) as store, torch.no_grad():
-        for i in range(0, n, batch_size):  # a slice of the images, or the rows asked for
-            x = images[i : i + batch_size] if indices is None else images[torch.as_tensor(indices[i : i + batch_size])]
+        for x in read_batches(images, rows):  # the caller's DataLoader workers read the caller's Dataset ahead
             model(x.to(device, dtype))
             yield target.grid.to_map(store.pop("act")).permute(0, 2, 3, 1).float().cpu().numpy()
 

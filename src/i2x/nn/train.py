@@ -18,6 +18,7 @@ from torch import nn
 
 from .. import store
 from ..config import RunConfig
+from ..data import read_batches
 from ..errors import ConfigError, DivergedError, RunDirError
 from .distributed import SINGLE, World, wrap
 from .layers import class_scores
@@ -137,9 +138,12 @@ def train(
         epoch, pos = divmod(it, ipe)
         perm = torch.randperm(len(labels), generator=seeded_generator(cfg.order_seed, epoch))
         net.train()
-        for b in range(pos, ipe):
-            idx = batch_rows(perm, b, ipe, cfg.batch_size)
-            loss = _step(net, opt, sched, images[idx], labels[idx], cfg, it, device, world)
+        rows = [batch_rows(perm, b, ipe, cfg.batch_size) for b in range(pos, ipe)]
+        # the caller's DataLoader workers read (and transform) batches ahead, each batch's draws seeded by its
+        # place: a resumed run reads what the uninterrupted one did, with any number of workers
+        seeds = [hash((cfg.order_seed, epoch, b)) for b in range(pos, ipe)]
+        for idx, x in zip(rows, read_batches(images, rows, seeds), strict=True):
+            loss = _step(net, opt, sched, x, labels[idx], cfg, it, device, world)
             it += 1
             losses.append(loss)
             bar.update(1)
