@@ -439,6 +439,16 @@ class RunConfig:
         return replace(self, **top, explain=replace(self.explain, **ex))
 
 
+CONTROLS = ("random-pair", "other-prototype", "random-any", "random-matched")  # of intervention=remove
+PERTURB_CONTROLS = ("random-cells", "other-prototype", "random-matched")  # of intervention=perturb
+# each intervention with the controls it runs, in the order of its tables (CONTROLS' order seeds their draws)
+INTERVENTIONS = {
+    "remove": ("random-pair", "random-matched", "other-prototype", "random-any"),
+    "perturb": PERTURB_CONTROLS,
+}
+FILLS = ("noisy-linear", "mean", "blur")  # what replaces a region (faithfulness' deletions, perturb's cells)
+
+
 @dataclass(frozen=True)
 class FinetuneConfig:
     """The settings of ``i2x finetune`` (stage 8, paper §3.5); saved in ``finetune/results.json``."""
@@ -496,21 +506,58 @@ class FinetuneConfig:
         check=device_name,
         commands=("finetune",),
     )
+    intervention: str = setting(
+        "remove",
+        "what is done to the curated samples (the pair's samples containing the prototype): remove them (paper "
+        "§3.5) or perturb: keep them with the prototype's cells imputed (the fill), so the model sees the "
+        "images without that evidence",
+        why="§3.5 removes samples; the abstract's 'targeted perturbation of samples' also reads as perturbing "
+        "the prototype's region, which keeps the rest of each image (issue 27)",
+        choices=tuple(INTERVENTIONS),
+        commands=("finetune",),
+    )
+    fill: str = setting(
+        "noisy-linear",
+        "intervention=perturb: what replaces the prototype's cells: noisy-linear (ROAD's imputation from the "
+        "surrounding pixels), mean (the dataset mean, 0 after normalisation) or blur",
+        why="the imputation i2x faithfulness deletes with: a constant fill leaks the region's shape (ROAD)",
+        choices=FILLS,
+        commands=("finetune",),
+    )
     controls: str = setting(
-        "random-pair,random-matched,other-prototype,random-any",
-        "control arms run with the same seeds as the I2X arm (comma-separated, or none): the same number of "
-        "random samples of the pair removed; as many random samples of each class of the pair as I2X removes "
-        "from it; the samples of another non-background prototype of the pair (closest in count); the same "
-        "number of random samples of any class",
-        why="the I2X choice is only a feature once it beats removing samples at random (issue 12); "
-        "random-matched keeps I2X's class mix, which alone shifts a→b against b→a errors",
+        "auto",
+        "control arms run with the same seeds as the I2X arm (comma-separated, none, or auto = every control of "
+        "the intervention). remove: random-pair (the same number of random samples of the pair removed), "
+        "random-matched (as many random samples of each class of the pair as I2X removes from it), "
+        "other-prototype (the samples of another non-background prototype of the pair, closest in count), "
+        "random-any (the same number of random samples of any class). perturb: random-cells (as many random "
+        "cells perturbed in the same samples), other-prototype (another prototype's cells in its samples), "
+        "random-matched (the prototype's cells perturbed in class-matched random samples)",
+        why="the I2X choice is only a feature once it beats removing samples at random (issue 12) or perturbing "
+        "random cells (issue 27); random-matched keeps I2X's class mix, which alone shifts a→b against b→a errors",
         check=lambda v: (
             None
-            if v == "none" or set(v.split(",")) <= set(CONTROLS)
-            else f"must be none or a comma-separated subset of {', '.join(CONTROLS)}"
+            if v in ("none", "auto") or set(v.split(",")) <= set(CONTROLS) | set(PERTURB_CONTROLS)
+            else "must be none, auto or a comma-separated subset of "
+            + ", ".join(dict.fromkeys(CONTROLS + PERTURB_CONTROLS))
         ),
         commands=("finetune",),
     )
+
+    def control_names(self) -> list[str]:
+        """The control arms to run: ``controls`` with auto resolved for the intervention; a control the
+        intervention has not is a ConfigError naming the ones it has."""
+        own = INTERVENTIONS[self.intervention]
+        if self.controls == "none":
+            return []
+        names = list(own) if self.controls == "auto" else self.controls.split(",")
+        bad = [n for n in names if n not in own]
+        if bad:
+            raise ConfigError(
+                "controls", self.controls, f"{bad[0]} is not a control of intervention={self.intervention}: give "
+                f"{', '.join(own)} (or auto)",
+            )  # fmt: skip
+        return names
 
     def validate(self) -> FinetuneConfig:
         _check(self)
@@ -521,7 +568,6 @@ class FinetuneConfig:
 
 
 # append only: a control's index in this tuple seeds its draws
-CONTROLS = ("random-pair", "other-prototype", "random-any", "random-matched")
 
 
 @dataclass(frozen=True)
@@ -535,7 +581,7 @@ class FaithfulnessConfig:
         "mean (the dataset mean, 0 after normalisation) or blur",
         why="ROAD (Rong et al. 2022): a constant fill leaks the region's shape; imputation from the "
         "neighbours does not",
-        choices=("noisy-linear", "mean", "blur"),
+        choices=FILLS,
         commands=("faithfulness",),
     )
     random_draws: int = setting(

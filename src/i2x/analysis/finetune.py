@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from .. import store
-from ..config import CONTROLS
+from ..config import CONTROLS, PERTURB_CONTROLS
 from ..errors import ConfigError
 from .explain import confused_pairs
+from .faithfulness import deletion_cells, random_cells
 from .stats import format_p, holm, mean_std, paired_comparison
 
 SETS = ("full", "curated")
@@ -92,6 +93,48 @@ def control_removals(
     return pair[contain[pair, other]], {"prototype": other}
 
 
+def perturb_cells(assignments: np.ndarray, contain: np.ndarray, labels: np.ndarray, a: int, b: int, k: int):
+    """intervention=perturb: the rows of E whose cells are imputed — the samples the removal drops
+    (class a or b, containing ``k``) — and those cells, k's assigned cells in each ((rows,), (rows, H', W') bool)."""
+    rows = np.setdiff1d(np.arange(len(labels)), curated_indices(contain, labels, a, b, k))
+    return rows, deletion_cells(np.asarray(assignments)[rows], np.full(len(rows), k))
+
+
+def control_perturbations(
+    name: str,
+    assignments: np.ndarray,
+    contain: np.ndarray,
+    labels: np.ndarray,
+    a: int,
+    b: int,
+    k: int,
+    seed: int,
+    background: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Rows of E and the cells (rows, H', W') a perturbation control imputes instead of the I2X choice,
+    for one seed, and what it drew.
+
+    ``random-cells``: the I2X samples, in each as many random cells as k has there, drawn among the
+    cells not assigned to k (the null of ``i2x faithfulness``); ``other-prototype``: the a/b samples
+    containing another non-background prototype of the pair (the one closest in count, as for
+    removal), that prototype's cells; ``random-matched``: from each of class a and b, as many random
+    samples as I2X perturbs from that class, k's cells in them (none where k has no cell; nothing
+    when I2X perturbs every sample of both classes).
+    """
+    rows, own = perturb_cells(assignments, contain, labels, a, b, k)
+    rng = np.random.default_rng([seed, 100 + PERTURB_CONTROLS.index(name)])
+    assign = np.asarray(assignments)
+    if name == "random-cells":
+        return rows, random_cells(assign[rows], np.full(len(rows), k), 1, rng)[:, 0], {}
+    if name == "random-matched":
+        drawn, _ = control_removals("random-matched", contain, labels, a, b, k, len(rows), seed)
+        return drawn, deletion_cells(assign[drawn], np.full(len(drawn), k)), {}
+    other_rows, info = control_removals("other-prototype", contain, labels, a, b, k, len(rows), seed, background)
+    if info["prototype"] is None:
+        return other_rows, np.zeros((0, *assign.shape[1:]), bool), info
+    return other_rows, deletion_cells(assign[other_rows], np.full(len(other_rows), info["prototype"])), info
+
+
 def parse_schedules(spec: str | list[str] | tuple[str, ...]) -> list[str]:
     """``"full,curated+full"`` -> ``["full", "curated+full"]``; every stage is full or curated."""
     names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s).strip() for s in spec]
@@ -147,10 +190,21 @@ class FinetuneResult:
     path: Path | None = None
     controls: dict = field(default_factory=dict)  # name -> {"schedules": {...}, "removed": [per seed], ...}
     controls_left_out: tuple[str, ...] = ()  # asked for, but with nothing to remove that differs from I2X's
+    intervention: str = "remove"  # or perturb: the curated samples kept with k's cells imputed by ``fill``
+    fill: str | None = None  # perturb: noisy-linear, mean or blur
+    perturbed_indices: np.ndarray | None = None  # perturb: rows of E whose cells were imputed
+    perturbed_cells: int = 0  # perturb: cells imputed over those rows
 
     @property
     def curated_size(self) -> int:
         return int(len(self.curated_indices))
+
+    @property
+    def acted_on(self) -> int:
+        """Samples the intervention changed: removed from E, or perturbed in it."""
+        if self.intervention == "perturb":
+            return int(len(self.perturbed_indices if self.perturbed_indices is not None else []))
+        return self.explain_size - self.curated_size
 
     def comparison(self, x: str = "curated+full", y: str = "full+full", metric: str = "ab") -> dict | None:
         if x not in self.schedules or y not in self.schedules:
@@ -183,16 +237,22 @@ class FinetuneResult:
         return out
 
     def verdict(self, alpha: float = 0.05, metric: str = "ab") -> dict | None:
-        """Does the I2X removal beat the controls? See :func:`verdict_of`."""
-        return verdict_of(self.control_comparisons(metric), alpha)
+        """Does the I2X removal (or perturbation) beat the controls? See :func:`verdict_of`."""
+        return verdict_of(self.control_comparisons(metric), alpha, self.intervention)
 
     def to_dict(self) -> dict:
         removed = np.setdiff1d(np.arange(self.explain_size), self.curated_indices)
         comps = self.control_comparisons()
+        perturb = {}
+        if self.intervention == "perturb" and self.perturbed_indices is not None:
+            perturb = {"fill": self.fill, "perturbed_indices": self.perturbed_indices.tolist(),
+                       "perturbed_cells": self.perturbed_cells}  # fmt: skip
         return {
             "pair": list(self.pair),
             "names": list(self.names),
             "prototype": int(self.prototype),
+            "intervention": self.intervention,
+            **perturb,
             "curated_size": self.curated_size,
             "explain_size": int(self.explain_size),
             "curated_indices": self.curated_indices.tolist(),
@@ -209,17 +269,23 @@ class FinetuneResult:
             "controls": self.controls,
             "controls_left_out": list(self.controls_left_out),
             "control_comparisons": comps,
-            "verdict": verdict_of(comps),
+            "verdict": verdict_of(comps, intervention=self.intervention),
             "timings": self.timings,
         }
 
     def table(self) -> str:
         """Markdown in the layout of the paper's Table 1 (mean ± std over the repeats)."""
         a, b = self.names
+        what = (
+            f"curated set {self.curated_size} of {self.explain_size} (removed {self.acted_on} samples of class {a} "
+            f"or {b} containing P-{self.prototype})"
+            if self.intervention == "remove"
+            else f"curated set: all {self.explain_size} samples of E, the {self.acted_on} of class {a} or {b} "
+            f"containing P-{self.prototype} with its {self.perturbed_cells} cells imputed ({self.fill})"
+        )
         lines = [
-            f"Pair {a}↔{b}, prototype P-{self.prototype}; curated set {self.curated_size} of "
-            f"{self.explain_size} (removed {self.explain_size - self.curated_size} samples of class {a} or {b} "
-            f"containing P-{self.prototype}); Adam lr {self.lr:g}, batch {self.batch_size}, one epoch per stage; "
+            f"Pair {a}↔{b}, prototype P-{self.prototype}; {what}; Adam lr {self.lr:g}, batch {self.batch_size}, "
+            "one epoch per stage; "
             f"seeds {list(self.seeds)}; test set {self.test_size} images; mean ± std (ddof=1).",
             "",
             f"| schedule | acc % | {a}→{b} | {b}→{a} | {a}↔{b} |",
@@ -263,8 +329,10 @@ class FinetuneResult:
         comps = self.control_comparisons()
         lines = [
             "",
-            f"Controls (same seeds; what each removed instead of the {self.explain_size - self.curated_size} "
-            f"I2X samples): " + "; ".join(f"{n}: {_removed_text(c)}" for n, c in self.controls.items()) + ".",
+            f"Controls (same seeds; what each {'removed' if self.intervention == 'remove' else 'perturbed'} instead "
+            f"of the {self.acted_on} I2X samples): "
+            + "; ".join(f"{n}: {_removed_text(c)}" for n, c in self.controls.items())
+            + ".",
             "",
             f"| I2X arm vs control | schedule | {a}↔{b} errors, I2X − control | I2X fewer / more / tied "
             "| sign test p | paired t p | Holm p |",
@@ -276,7 +344,7 @@ class FinetuneResult:
                 f"{c['std_diff']:.2f} | {c['x_fewer']} / {c['x_more']} / {c['ties']} | "
                 f"{_p(c['sign_test_p'])} | {_p(c['paired_t_p'])} | {_p(c['holm_p'])} |"
             )
-        v = verdict_of(comps)
+        v = verdict_of(comps, intervention=self.intervention)
         return lines + left_out + (["", verdict_text(v)] if v is not None else [])
 
     @classmethod
@@ -302,6 +370,10 @@ class FinetuneResult:
             path=f.parent,
             controls=d.get("controls", {}),
             controls_left_out=tuple(d.get("controls_left_out", ())),
+            intervention=d.get("intervention", "remove"),
+            fill=d.get("fill"),
+            perturbed_indices=np.asarray(d["perturbed_indices"], np.int64) if "perturbed_indices" in d else None,
+            perturbed_cells=int(d.get("perturbed_cells", 0)),
         )
 
     def save(self, out: str | Path) -> Path:
@@ -312,10 +384,10 @@ class FinetuneResult:
         return out
 
 
-def verdict_of(comps: list[dict], alpha: float = 0.05) -> dict | None:
+def verdict_of(comps: list[dict], alpha: float = 0.05, intervention: str = "remove") -> dict | None:
     """The verdict on control comparisons (:meth:`FinetuneResult.control_comparisons`, with their
-    Holm p): the I2X removal *beats* a control where Holm p < ``alpha`` and it leaves fewer errors,
-    *loses* where it leaves more; the I2X choice of samples is *supported* on a schedule only where
+    Holm p): the I2X removal (perturbation) *beats* a control where Holm p < ``alpha`` and it leaves
+    fewer errors, *loses* where it leaves more; the I2X choice is *supported* on a schedule only where
     it beats every control run on that schedule. None without controls."""
     if not comps:
         return None
@@ -329,6 +401,7 @@ def verdict_of(comps: list[dict], alpha: float = 0.05) -> dict | None:
     won = {(c["control"], c["schedule"]) for c in beats}
     supported = [s for s in scheds if all((c["control"], s) in won for c in comps if c["schedule"] == s)]
     return {
+        "intervention": intervention,
         "alpha": alpha,
         "test": "paired t over seeds (sign test where t is undefined), Holm over the control comparisons",
         "comparisons": len(comps),
@@ -352,6 +425,10 @@ def _verdict_p(c: dict) -> float:
 
 def verdict_text(v: dict) -> str:
     """One sentence of :meth:`FinetuneResult.verdict`."""
+    perturb = v.get("intervention") == "perturb"
+    noun, what, control = ("perturbation", "cells", "perturbing other cells") if perturb else (
+        "removal", "samples", "random removal"
+    )  # fmt: skip
 
     def arms(pairs):
         listed = ", ".join(f"{c} on {s.replace('+', '→')}" for c, s in pairs)
@@ -361,12 +438,12 @@ def verdict_text(v: dict) -> str:
         f"Verdict ({v['test']}, {v['comparisons']} comparison{'s' * (v['comparisons'] != 1)}"
         + (f", {v['untested']} without a p-value (one seed)" if v.get("untested") else "")
         + f", α = {v['alpha']:g}): "
-        f"the I2X removal beats {arms(v['beats'])} and loses to {arms(v['loses_to'])}; "
+        f"the I2X {noun} beats {arms(v['beats'])} and loses to {arms(v['loses_to'])}; "
     )
     if v["supported_on"]:
         on = ", ".join(s.replace("+", "→") for s in v["supported_on"])
-        return head + f"it beats every control on {on}: the guided choice of samples beats random removal there."
-    return head + "it beats every control on no schedule: the guided choice of samples is not shown to help here."
+        return head + f"it beats every control on {on}: the guided choice of {what} beats {control} there."
+    return head + f"it beats every control on no schedule: the guided choice of {what} is not shown to help here."
 
 
 def _p(v) -> str:
@@ -383,9 +460,13 @@ def _row(label: str, s: dict) -> str:
 
 
 def _removed_text(c: dict) -> str:
-    n = sorted(set(c["removed"]))
-    counts = f"{n[0]}" if len(n) == 1 else f"{n[0]}-{n[-1]}"
-    return f"{counts} samples" + (f" (P-{c['prototype']})" if c.get("prototype") is not None else "")
+    def span(v):
+        n = sorted(set(v))
+        return f"{n[0]}" if len(n) == 1 else f"{n[0]}-{n[-1]}"
+
+    cells = f" ({span(c['cells'])} cells)" if "cells" in c else ""
+    n = c["removed"] if "removed" in c else c["perturbed"]
+    return f"{span(n)} samples{cells}" + (f" (P-{c['prototype']})" if c.get("prototype") is not None else "")
 
 
 def resolve_pair(run, pair) -> tuple[int, int]:
@@ -446,5 +527,7 @@ __all__ = [
     "FinetuneResult",
     "resolve_pair",
     "resolve_prototype",
+    "perturb_cells",
+    "control_perturbations",
     "SETS",
 ]

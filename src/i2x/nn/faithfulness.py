@@ -197,7 +197,7 @@ def deletion_record(
     cells = np.concatenate([own[:, None], rnd], 1).reshape(-1, *own.shape[1:])  # per image: k, then the draws
     owner = np.repeat(img, 1 + draws)
     t_masks = time.perf_counter() - t0
-    base = _blurred(x, assignments.shape[1:]) if fill == "blur" else None  # timed with the fill
+    base = blurred(x, assignments.shape[1:]) if fill == "blur" else None  # timed with the fill
     t_blur = time.perf_counter() - t0 - t_masks
     conf_before = predict(model, x, batch_size, device)
     conf, t_fill = _perturbed(
@@ -229,7 +229,7 @@ def _perturbed(model, xn, owner, cells, fill, base, seed, batch_size, device, pr
         for s in range(0, len(cells), batch_size):
             t = time.perf_counter()
             rows = owner[s : s + batch_size]
-            xb = _fill(xn, rows, pixel_masks(cells[s : s + batch_size], h, w), fill, base, rng)
+            xb = fill_pixels(xn, rows, pixel_masks(cells[s : s + batch_size], h, w), fill, base, rng)
             t_fill += time.perf_counter() - t
             p = torch.softmax(class_scores(model(torch.from_numpy(xb).to(device))).float(), 1).cpu().numpy()
             if conf is None:
@@ -240,8 +240,9 @@ def _perturbed(model, xn, owner, cells, fill, base, seed, batch_size, device, pr
     return (conf if conf is not None else np.zeros((0, 0), np.float32)), t_fill
 
 
-def _fill(xn: np.ndarray, rows: np.ndarray, masks: np.ndarray, fill: str, base, rng) -> np.ndarray:
-    """Images ``xn[rows]`` with the pixels of ``masks`` (B, H, W) replaced by the fill."""
+def fill_pixels(xn: np.ndarray, rows: np.ndarray, masks: np.ndarray, fill: str, base, rng) -> np.ndarray:
+    """Images ``xn[rows]`` with the pixels of ``masks`` (B, H, W) replaced by the fill (``base``: the
+    :func:`blurred` images for ``blur``; ``rng``: the imputation noise of ``noisy-linear``)."""
     xb = xn[rows]
     if fill == "noisy-linear":
         return noisy_linear_impute(xb, masks, ROAD_NOISE, rng)
@@ -249,7 +250,7 @@ def _fill(xn: np.ndarray, rows: np.ndarray, masks: np.ndarray, fill: str, base, 
     return np.where(masks[:, None], value, xb).astype(np.float32, copy=False)
 
 
-def _blurred(x: torch.Tensor, map_hw) -> np.ndarray:
+def blurred(x: torch.Tensor, map_hw) -> np.ndarray:
     """A Gaussian-blurred copy of every image (the ``blur`` fill)."""
     from torchvision.transforms.functional import gaussian_blur
 
@@ -257,4 +258,4 @@ def _blurred(x: torch.Tensor, map_hw) -> np.ndarray:
     return gaussian_blur(x, [kernel, kernel], [sigma, sigma]).numpy()
 
 
-__all__ = ["faithfulness", "deletion_record"]
+__all__ = ["faithfulness", "deletion_record", "fill_pixels", "blurred"]

@@ -15,12 +15,15 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix
 
+from ..analysis.faithfulness import pixel_masks
 from ..analysis.finetune import (
     FinetuneResult,
+    control_perturbations,
     control_removals,
     curated_indices,
     pair_counts,
     parse_schedules,
+    perturb_cells,
     resolve_pair,
     resolve_prototype,
     summarize,
@@ -29,6 +32,7 @@ from ..config import FinetuneConfig, command_config
 from ..data import Dataset, as_dataset, splits_for
 from ..errors import ConfigError, I2XError
 from ..rundir import Run, run_lock
+from .faithfulness import blurred, fill_pixels
 from .layers import class_scores
 from .models import load_model
 from .train import batch_rows, iterations_per_epoch, predict
@@ -60,47 +64,93 @@ def finetune(
 
 
 def _finetune(run: Run, fc: FinetuneConfig, model, test, out, progress: bool) -> FinetuneResult:
-    """:func:`finetune` with the run directory locked."""
+    """:func:`finetune` with the run directory locked: the run's pair, prototype, E and test set to :func:`tune`."""
     t_start = time.perf_counter()
-    scheds = parse_schedules(fc.schedules)
     a, b = resolve_pair(run, fc.pair)
     ia, es = run.arrays("intensity"), run.explain_set()
     k = resolve_prototype(run, fc.prototype, a, b, ia["contain"].shape[1])
-    keep = _curated(ia["contain"], es["labels"], a, b, k, run.classes)
-    x_e, y_e = torch.from_numpy(es["images"]), torch.from_numpy(es["labels"])  # stored as the model saw them
+    _curated(ia["contain"], es["labels"], a, b, k, run.classes)  # refused when it would change nothing
     dev = resolve_device(fc.device)
     model = load_model(run.path, device=dev) if model is None else model.to(dev)
     t0 = time.perf_counter()
     x_t, y_t = _test_set(run, test).tensors()
     t_load = time.perf_counter() - t0
-    tuner = _Tuner(
-        model,
-        x_e,
-        y_e,
-        x_t,
-        y_t.numpy(),
-        len(run.classes),
-        (a, b),
-        fc.lr,
-        int(fc.batch_size or run.config.batch_size),
-        dev,
-        progress,
-    )
+    out = out_dir(run, out)
+    res = tune(
+        model, torch.from_numpy(es["images"]), torch.from_numpy(es["labels"]), x_t, y_t,  # E as the model saw it
+        pair=(a, b), prototype=k, contain=ia["contain"], assignments=run.prototypes().assignments,
+        background=ia.get("background"), classes=run.classes, config=fc, device=dev,
+        batch_size=int(fc.batch_size or run.config.batch_size), progress=progress, examples=out,
+    )  # fmt: skip
+    res = replace(res, timings={"load_test": round(t_load, 3), **res.timings,
+                                "total": round(time.perf_counter() - t_start, 3)})  # fmt: skip
+    res.save(out)
+    return replace(res, path=out)
+
+
+def tune(
+    model: torch.nn.Module,
+    x_e: torch.Tensor,
+    y_e: torch.Tensor,
+    x_t: torch.Tensor,
+    y_t: torch.Tensor,
+    *,
+    pair: tuple[int, int],
+    prototype: int,
+    contain: np.ndarray,
+    assignments: np.ndarray,
+    classes: list[str],
+    config: FinetuneConfig,
+    batch_size: int,
+    background: np.ndarray | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    examples: Path | None = None,
+) -> FinetuneResult:
+    """Stage 8 on arrays (what :func:`finetune` runs on a run directory): fine-tune ``model`` from its
+    weights on E (``x_e`` normalised, ``y_e``) for every schedule and seed of ``config``, with the I2X
+    intervention on the pair's samples containing ``prototype`` (removed, or its cells of
+    ``assignments`` (N, H', W') imputed) and the control arms, evaluated on (``x_t``, ``y_t``).
+    ``model``'s weights are restored afterwards; ``examples``: a folder for the perturbed examples."""
+    fc, (a, b), k = config, pair, int(prototype)
+    t_start = time.perf_counter()
+    scheds = parse_schedules(fc.schedules)
+    y_np = np.asarray(y_e)
+    keep = curated_indices(contain, y_np, a, b, k)
+    dev = torch.device(device)
+    y_t = np.asarray(y_t.numpy() if isinstance(y_t, torch.Tensor) else y_t)
+    tuner = _Tuner(model, x_e, y_e, x_t, y_t, len(classes), (a, b), fc.lr, int(batch_size), dev, progress)
     seeds = tuple(int(fc.seed) + r for r in range(int(fc.repeats)))
-    full = np.arange(len(y_e))
+    full = np.arange(len(y_np))
+    names = fc.control_names()
+    perturb, t_perturb = {}, 0.0
+    if fc.intervention == "perturb":  # E kept whole, k's cells imputed in the samples removal would drop
+        t1 = time.perf_counter()
+        rows, cells = perturb_cells(assignments, contain, y_np, a, b, k)
+        x_cur = perturbed_images(x_e, rows, cells, fc.fill, fc.seed)
+        t_perturb = time.perf_counter() - t1
+        sets, keep = {"full": (x_e, full), "curated": (x_cur, full)}, full
+        perturb = {"fill": fc.fill, "perturbed_indices": rows, "perturbed_cells": int(cells.sum())}
+        if examples is not None:
+            _save_examples(Path(examples), x_e, x_cur, rows, cells)
+    else:
+        sets = {"full": (x_e, full), "curated": (x_e, keep)}
     try:
         baseline = tuner.evaluate()
-        results = tuner.arms(scheds, seeds, lambda s: {"full": full, "curated": keep})
-        names = [] if fc.controls == "none" else fc.controls.split(",")
-        args = (ia["contain"], es["labels"], a, b, k, len(full) - len(keep))
-        controls = {c: tuner.control(c, args, ia.get("background"), scheds, seeds) for c in names}
+        results = tuner.arms(scheds, seeds, lambda s: sets)
+        if fc.intervention == "perturb":
+            args = (assignments, contain, y_np, a, b, k)
+            controls = {c: tuner.perturb_control(c, args, background, scheds, seeds, fc.fill) for c in names}
+        else:
+            args = (contain, y_np, a, b, k, len(full) - len(keep))
+            controls = {c: tuner.control(c, args, background, scheds, seeds) for c in names}
     finally:
         model.load_state_dict(tuner.base)
-    res = FinetuneResult(
+    return FinetuneResult(
         pair=(a, b),
-        names=(run.classes[a], run.classes[b]),
+        names=(classes[a], classes[b]),
         prototype=k,
-        explain_size=len(y_e),
+        explain_size=len(y_np),
         curated_indices=keep,
         lr=float(fc.lr),
         batch_size=tuner.bs,
@@ -110,11 +160,43 @@ def _finetune(run: Run, fc: FinetuneConfig, model, test, out, progress: bool) ->
         test_size=len(y_t),
         controls={c: v for c, v in controls.items() if v is not None},
         controls_left_out=tuple(c for c, v in controls.items() if v is None),
-        timings={"load_test": round(t_load, 3), "total": round(time.perf_counter() - t_start, 3)},
+        timings={"perturb": round(t_perturb, 3), "tune": round(time.perf_counter() - t_start, 3)},
+        intervention=fc.intervention,
+        **perturb,
     )
-    out = Path(out) if out is not None else run.path / "finetune"
-    res.save(out)
-    return replace(res, path=out)
+
+
+def out_dir(run: Run, out) -> Path:
+    """Where the results go: ``out``, default ``DIR/finetune``."""
+    return Path(out) if out is not None else run.path / "finetune"
+
+
+EXAMPLES = "perturbed.npz"  # a few I2X-perturbed samples before / after, for the report
+N_EXAMPLES = 6
+
+
+def perturbed_images(x: torch.Tensor, rows: np.ndarray, cells: np.ndarray, fill: str, seed: int) -> torch.Tensor:
+    """A copy of the images ``x`` (N, C, H, W) with, in each of ``rows``, the pixels under its ``cells``
+    (len(rows), H', W') replaced by ``fill`` (the fills of ``i2x faithfulness``; the imputation noise
+    from ``numpy.random.default_rng([seed, 27])``)."""
+    out = x.clone()
+    if not len(rows):
+        return out
+    xn = x.detach().cpu().numpy()
+    base = blurred(x, cells.shape[1:]) if fill == "blur" else None
+    masks = pixel_masks(cells, *xn.shape[-2:])
+    filled = fill_pixels(xn, np.asarray(rows), masks, fill, base, np.random.default_rng([seed, 27]))
+    out[torch.as_tensor(rows)] = torch.from_numpy(np.ascontiguousarray(filled, dtype=np.float32)).to(x.dtype)
+    return out
+
+
+def _save_examples(out: Path, x_e, x_cur, rows, cells) -> None:
+    """The first :data:`N_EXAMPLES` perturbed samples before and after, with their cells (the report's figure)."""
+    from .. import store
+
+    pick = np.asarray(rows[:N_EXAMPLES], dtype=np.int64)
+    store.save_npz(out / EXAMPLES, rows=pick, before=x_e[pick].numpy(), after=x_cur[pick].numpy(),
+                   cells=np.asarray(cells[: len(pick)], bool))  # fmt: skip
 
 
 def _curated(contain, labels, a: int, b: int, k: int, names: list[str]) -> np.ndarray:
@@ -197,7 +279,7 @@ class _Tuner:
         arms = self.arms(
             [x for x in scheds if "curated" in x.split("+")],
             seeds,
-            lambda s: {"full": full, "curated": np.setdiff1d(full, draws[s][0])},
+            lambda s: {"full": (self.x_e, full), "curated": (self.x_e, np.setdiff1d(full, draws[s][0]))},
         )
         info = {"removed": [int(len(draws[s][0])) for s in seeds]}
         if name == "other-prototype":
@@ -205,15 +287,39 @@ class _Tuner:
             info["prototype"] = info["prototypes"][0] if len(set(info["prototypes"])) == 1 else None
         return {"schedules": arms, **info}
 
+    def perturb_control(self, name: str, args: tuple, background, scheds, seeds, fill: str) -> dict | None:
+        """Perturbation control ``name``: the schedules that use the curated set, with E perturbed where
+        the control says (drawn per seed, imputed with the same fill); None when it has no cell to perturb."""
+        draws = {s: control_perturbations(name, *args, s, background) for s in seeds}
+        if any(not cells.any() for _, cells, _ in draws.values()):
+            return None
+        full = np.arange(len(self.y_e))
+        arms = self.arms(
+            [x for x in scheds if "curated" in x.split("+")],
+            seeds,
+            lambda s: {"full": (self.x_e, full), "curated": (perturbed_images(self.x_e, *draws[s][:2], fill, s), full)},
+        )
+        return {"schedules": arms, **_control_info(name, seeds, draws)}
+
+
+def _control_info(name: str, seeds, draws: dict) -> dict:
+    """What a perturbation control imputed per seed (samples, cells) and, for other-prototype, which prototype."""
+    info = {"perturbed": [int(len(draws[s][0])) for s in seeds], "cells": [int(draws[s][1].sum()) for s in seeds]}
+    if name == "other-prototype":
+        info["prototypes"] = [draws[s][2]["prototype"] for s in seeds]
+        info["prototype"] = info["prototypes"][0] if len(set(info["prototypes"])) == 1 else None
+    return info
+
 
 def _train_schedule(model, sched: str, seed: int, sets: dict, x_e, y_e, lr: float, bs: int, dev) -> None:
-    """One schedule ("curated+full": one epoch per stage) with one Adam kept across its stages."""
+    """One schedule ("curated+full": one epoch per stage) with one Adam kept across its stages; ``sets``:
+    each stage name's (images, rows of E) — E itself, or E with cells perturbed."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: seed it, leave it as it was
         torch.manual_seed(seed)
         model.train()
         for stage, set_name in enumerate(sched.split("+")):
-            rows = sets[set_name]
+            x_e, rows = sets[set_name]
             perm = rows[torch.randperm(len(rows), generator=seeded_generator(seed, stage)).numpy()]  # batch order
             ipe = iterations_per_epoch(len(perm), bs)
             for b in range(ipe):
@@ -224,4 +330,4 @@ def _train_schedule(model, sched: str, seed: int, sets: dict, x_e, y_e, lr: floa
                 opt.step()
 
 
-__all__ = ["finetune"]
+__all__ = ["finetune", "tune", "perturbed_images"]

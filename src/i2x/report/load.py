@@ -37,6 +37,7 @@ class RunData:
     finetune: dict | None
     finetune_table: str | None
     faithfulness: dict | None = None  # DIR/faithfulness.json when `i2x faithfulness` wrote it
+    perturbed: dict | None = None  # DIR/finetune/perturbed.npz (finetune --intervention perturb), display images
 
     @property
     def k(self) -> int:
@@ -87,7 +88,20 @@ def load_run(run_dir: str | Path) -> RunData:
         finetune=ft,
         finetune_table=table,
         faithfulness=_json_or_none(run_dir / "faithfulness.json"),
+        perturbed=_perturbed(run_dir, m["data"]),
     )
+
+
+def _perturbed(run_dir: Path, data: dict) -> dict | None:
+    """The perturbed examples ``i2x finetune --intervention perturb`` saved: rows of E, their images
+    before and after (uint8, both through one display mapping) and the imputed cells; None if absent."""
+    try:
+        z = store.load_npz(run_dir / "finetune" / "perturbed.npz")
+        n = len(z["rows"])
+        shown = display_images(np.concatenate([z["before"], z["after"]]), data.get("mean"), data.get("std"))
+    except (OSError, KeyError, ValueError):
+        return None
+    return {"rows": z["rows"], "before": shown[:n], "after": shown[n:], "cells": z["cells"].astype(bool)} if n else None
 
 
 def display_images(images: np.ndarray, mean, std) -> np.ndarray:

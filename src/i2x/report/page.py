@@ -473,7 +473,26 @@ class Page:
                     "fine-tuning results",
                 )
             )
+        if d.perturbed is not None and d.finetune:
+            parts.append(self.perturbed_examples(int(d.finetune.get("prototype", 0))))
         return f'<section id="finetune"><h2>Guided fine-tuning</h2>{"".join(parts)}</section>'
+
+    def perturbed_examples(self, k: int) -> str:
+        """intervention=perturb: the first perturbed samples of E before (top) and after (bottom), the
+        imputed cells of P-k outlined, so a person can see what was taken out."""
+        p, color = self.d.perturbed, self.colors[k]
+        s = F.scale_for(p["before"].shape[2], 96)
+        rows = [[F.tile(img, cells, color, scale=s) for img, cells in zip(p[key], p["cells"], strict=True)]
+                for key in ("before", "after")]  # fmt: skip
+        fill = self.d.finetune.get("fill", "")
+        return self.figure(
+            F.image_figure(F.grid(rows), [("before", ""), ("after", fill)], ["#444444", color]),
+            "finetune-perturbed",
+            f"What intervention=perturb took out: the first {len(p['rows'])} samples of the pair that contain "
+            f"{self.chip(k)}, before (top) and with its cells imputed ({E(fill)}, bottom), the cells outlined. "
+            "The fine-tuning set holds every sample of E, these ones perturbed.",
+            "samples before and after the prototype's cells were imputed",
+        )
 
     def faithfulness(self) -> str:
         f = self.d.faithfulness
