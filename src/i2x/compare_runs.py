@@ -85,12 +85,6 @@ def check_comparable(ra: Run, rb: Run) -> str:
     return basis
 
 
-BASIS_TEXT = {  # how the prototypes were matched (compare.json "matching_basis")
-    "identical prototypes": "another explanation set of the same model and prototypes: every prototype is "
-    "matched to its own centroid in run B (what differs is the images explained)",
-}
-
-
 def same_prototypes(ra: Run, rb: Run) -> np.ndarray | None:
     """B's number of each of A's prototypes when both runs assign cells with the same prototypes (the
     same PCA and the same set of centroids, in any order: the same trained model and prototype fit,
@@ -160,6 +154,7 @@ def comparison(run_a: str | os.PathLike | Run, run_b: str | os.PathLike | Run) -
         "runs": {"a": _run_info(ra), "b": _run_info(rb)},
         "classes": ra.classes,
         "matching_basis": basis,
+        **({"b_of_a": same_prototypes(ra, rb).tolist()} if basis == "identical prototypes" else {}),
         **matching_data(m),
         "key_prototypes": compare_classes(ra.explanations(), rb.explanations(), ra.classes, names),
         "pairs": pairs,

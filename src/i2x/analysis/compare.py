@@ -83,6 +83,12 @@ def overlap_matrix(assign_a: np.ndarray, assign_b: np.ndarray, k_a: int, k_b: in
     return np.where(union > 0, n / np.maximum(union, 1), 0.0), n
 
 
+BASIS_TEXT = {  # how the prototypes were matched (compare.json "matching_basis")
+    "identical prototypes": "another explanation set of the same model and prototypes: every prototype is "
+    "matched to its own centroid in run B (what differs is the images explained)",
+}
+
+
 def match_prototypes(
     assign_a: np.ndarray,
     assign_b: np.ndarray,

@@ -37,7 +37,7 @@ def cmd(a) -> int:
 
 
 def summary_lines(data: dict, top: list[dict]) -> list[str]:
-    from ..compare_runs import BASIS_TEXT
+    from ..analysis.compare import BASIS_TEXT
 
     s = data["matching_summary"]
     q = s["overlap_quartiles"]

@@ -18,8 +18,8 @@ from matplotlib.colors import TwoSlopeNorm, to_hex, to_rgb
 from matplotlib.figure import Figure
 
 from .. import store
+from ..analysis.compare import BASIS_TEXT
 from ..analysis.stats import format_p
-from ..compare_runs import BASIS_TEXT, b_on_a
 from ..rundir import Run
 from . import figures as F
 from .load import display_images
@@ -239,9 +239,9 @@ class ComparePage:
         """Run B's prototypes on A's explanation set: B's own assignments (the same E), or A's when both
         runs have the same prototypes and explained other images (they assign every cell alike)."""
         ra, rb = self.runs
-        return (
-            b_on_a(ra, rb) if self.data.get("matching_basis") == "identical prototypes" else rb.prototypes().assignments
-        )
+        if "b_of_a" in self.data:  # compare.json: B's number of each of A's prototypes (the same centroids)
+            return np.asarray(self.data["b_of_a"])[ra.prototypes().assignments]
+        return rb.prototypes().assignments
 
     def summary(self) -> str:
         s = self.data["matching_summary"]
