@@ -46,7 +46,7 @@ def main() -> None:
     full = np.arange(len(y_e))
     bs = run.config.batch_size
     epoch = _median_seconds(
-        lambda: _train_schedule(model, "full", 0, {"full": (x_e, full)}, x_e, y_e, 1e-4, bs, "cpu"), a.repeats
+        lambda: _train_schedule(model, "full", 0, {"full": (x_e, full)}, y_e, 1e-4, bs, "cpu"), a.repeats
     )
     print(
         f"E = {len(y_e)} images {tuple(x_e.shape[1:])}, batch {bs}; perturbed {len(rows)} samples, {cells.sum()} cells"

@@ -66,6 +66,7 @@ def finetune(
 def _finetune(run: Run, fc: FinetuneConfig, model, test, out, progress: bool) -> FinetuneResult:
     """:func:`finetune` with the run directory locked: the run's pair, prototype, E and test set to :func:`tune`."""
     t_start = time.perf_counter()
+    fc.control_names()  # a control the intervention has not: refused before the model and test set are loaded
     a, b = resolve_pair(run, fc.pair)
     ia, es = run.arrays("intensity"), run.explain_set()
     k = resolve_prototype(run, fc.prototype, a, b, ia["contain"].shape[1])
@@ -258,7 +259,7 @@ class _Tuner:
             for s in seeds:
                 t1 = time.perf_counter()
                 self.model.load_state_dict(self.base)
-                _train_schedule(self.model, sched, s, sets_for(s), self.x_e, self.y_e, self.lr, self.bs, self.dev)
+                _train_schedule(self.model, sched, s, sets_for(s), self.y_e, self.lr, self.bs, self.dev)
                 t_ft = time.perf_counter() - t1
                 r = self.evaluate()
                 results[sched]["repeats"].append(
@@ -282,10 +283,7 @@ class _Tuner:
             lambda s: {"full": (self.x_e, full), "curated": (self.x_e, np.setdiff1d(full, draws[s][0]))},
         )
         info = {"removed": [int(len(draws[s][0])) for s in seeds]}
-        if name == "other-prototype":
-            info["prototypes"] = [draws[s][1]["prototype"] for s in seeds]
-            info["prototype"] = info["prototypes"][0] if len(set(info["prototypes"])) == 1 else None
-        return {"schedules": arms, **info}
+        return {"schedules": arms, **info, **_other_prototype(name, [draws[s][1] for s in seeds])}
 
     def perturb_control(self, name: str, args: tuple, background, scheds, seeds, fill: str) -> dict | None:
         """Perturbation control ``name``: the schedules that use the curated set, with E perturbed where
@@ -294,24 +292,26 @@ class _Tuner:
         if any(not cells.any() for _, cells, _ in draws.values()):
             return None
         full = np.arange(len(self.y_e))
-        arms = self.arms(
-            [x for x in scheds if "curated" in x.split("+")],
-            seeds,
-            lambda s: {"full": (self.x_e, full), "curated": (perturbed_images(self.x_e, *draws[s][:2], fill, s), full)},
-        )
-        return {"schedules": arms, **_control_info(name, seeds, draws)}
+
+        # re-imputed for each schedule of a seed: 0.1-2.6 % of an epoch (benchmarks/bench_perturb.py), cheaper
+        # than holding every seed's perturbed E
+        def sets_for(s):
+            return {"full": (self.x_e, full), "curated": (perturbed_images(self.x_e, *draws[s][:2], fill, s), full)}
+
+        arms = self.arms([x for x in scheds if "curated" in x.split("+")], seeds, sets_for)
+        info = {"perturbed": [int(len(draws[s][0])) for s in seeds], "cells": [int(draws[s][1].sum()) for s in seeds]}
+        return {"schedules": arms, **info, **_other_prototype(name, [draws[s][2] for s in seeds])}
 
 
-def _control_info(name: str, seeds, draws: dict) -> dict:
-    """What a perturbation control imputed per seed (samples, cells) and, for other-prototype, which prototype."""
-    info = {"perturbed": [int(len(draws[s][0])) for s in seeds], "cells": [int(draws[s][1].sum()) for s in seeds]}
-    if name == "other-prototype":
-        info["prototypes"] = [draws[s][2]["prototype"] for s in seeds]
-        info["prototype"] = info["prototypes"][0] if len(set(info["prototypes"])) == 1 else None
-    return info
+def _other_prototype(name: str, infos: list[dict]) -> dict:
+    """The other-prototype control's prototype per seed (and the one, when every seed drew the same); {} otherwise."""
+    if name != "other-prototype":
+        return {}
+    protos = [i["prototype"] for i in infos]
+    return {"prototypes": protos, "prototype": protos[0] if len(set(protos)) == 1 else None}
 
 
-def _train_schedule(model, sched: str, seed: int, sets: dict, x_e, y_e, lr: float, bs: int, dev) -> None:
+def _train_schedule(model, sched: str, seed: int, sets: dict, y_e, lr: float, bs: int, dev) -> None:
     """One schedule ("curated+full": one epoch per stage) with one Adam kept across its stages; ``sets``:
     each stage name's (images, rows of E) — E itself, or E with cells perturbed."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
