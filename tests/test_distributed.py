@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -86,14 +87,24 @@ def test_resume_under_torchrun_after_kill(ddp_run, tmp_path):
     if not killed:
         pytest.skip("the run finished before the kill point was seen")
     assert "explain" not in store.read_manifest(out).get("stages", {})
-    r = subprocess.run(_torchrun("run", "--resume", str(out), *ARGS), env=ENV, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    ref, got = store.load_records(ddp_run), store.load_records(out)
-    np.testing.assert_array_equal(got["iterations"], ref["iterations"])
-    np.testing.assert_allclose(got["confidences"], ref["confidences"], rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(got["saliency"], ref["saliency"], rtol=1e-3, atol=1e-5)
-    assert json.loads((out / "manifest.json").read_text())["distributed"]["world_size"] == 2
-    assert not (out / "weights" / "train_state.pt").exists()
+    # the kill can fall between one rank's shard of a checkpoint and the other's: planted here (rank 1's shard
+    # of iteration 5 kept, rank 0's gone, training from the start), in a copy; the ranks must re-record it
+    # together (before, rank 0 recorded alone and its broadcast met rank 1's all-reduce: SIGABRT in CI)
+    uneven = tmp_path / "uneven"
+    shutil.copytree(out, uneven)
+    (uneven / "weights" / "train_state.pt").unlink(missing_ok=True)
+    (uneven / "record" / "ckpt_it0000005-shard0.npz").unlink()
+    assert (uneven / "record" / "ckpt_it0000005-shard1.npz").exists()
+    ref = store.load_records(ddp_run)
+    for run in (out, uneven):
+        r = subprocess.run(_torchrun("run", "--resume", str(run), *ARGS), env=ENV, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-3000:]
+        got = store.load_records(run)
+        np.testing.assert_array_equal(got["iterations"], ref["iterations"])
+        np.testing.assert_allclose(got["confidences"], ref["confidences"], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(got["saliency"], ref["saliency"], rtol=1e-3, atol=1e-5)
+        assert json.loads((run / "manifest.json").read_text())["distributed"]["world_size"] == 2
+        assert not (run / "weights" / "train_state.pt").exists()
 
 
 @pytest.mark.parametrize(

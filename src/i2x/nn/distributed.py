@@ -57,6 +57,16 @@ class World:
             for b in model.buffers():
                 tdist.broadcast(b.data, 0)
 
+    def any(self, flag: bool) -> bool:
+        """``flag`` of any rank, on every rank: a decision the ranks must take alike (each one's own
+        view of the disk may differ, and a collective call one rank skips hangs or aborts the others)."""
+        if self.size <= 1:
+            return bool(flag)
+        cuda = tdist.get_backend() == "nccl"
+        t = torch.tensor([int(bool(flag))], device=torch.device("cuda", torch.cuda.current_device()) if cuda else "cpu")
+        tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+        return bool(t.item())
+
     def close(self) -> None:
         """Leave the process group i2x created (after the last collective call); a group the caller
         created stays theirs."""

@@ -68,7 +68,10 @@ class Recorder:
         self.memory: dict[int, dict[str, np.ndarray]] = {}
 
     def due(self, iteration: int) -> bool:
-        return iteration % self.every == 0 and not self.has(iteration)
+        """A checkpoint to record now. Under torchrun the ranks decide together: a kill can leave one
+        rank's shard of a checkpoint on disk and not another's, and every rank must then record it
+        (the record's broadcast and the training's all-reduce are taken by all ranks in one order)."""
+        return iteration % self.every == 0 and self.world.any(not self.has(iteration))
 
     def path(self, iteration: int) -> Path:
         suffix = "" if self.shard is None else f"-shard{self.shard}"
@@ -117,7 +120,7 @@ class Recorder:
 
     def finalize(self, model: nn.Module, iteration: int) -> None:
         """Record the final model if its iteration is not a checkpoint already."""
-        if not self.has(iteration):
+        if self.world.any(not self.has(iteration)):
             self.record(model, iteration)
 
     def load(self):

@@ -114,8 +114,8 @@ def train(
     net = wrap(model, world, device)  # what the training steps run; records and states use the model
 
     def checkpoint():
-        if recorder is not None:
-            recorder.step(model, it)
+        if recorder is not None and recorder.step(model, it):
+            world.barrier()  # every rank's shard is on disk before the state says this checkpoint is done
         if state_path is not None and world.main:
             save_state(
                 state_path,
