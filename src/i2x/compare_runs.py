@@ -175,8 +175,8 @@ def agreement(ra: Run, rb: Run, a_to_b: dict, k_b: int) -> dict:
     random one-to-one matchings give. Pair roles over every pair (uncertain, reliable and the class
     it favours; the items each run lists, stability threshold applied), and the class-specific
     shared / specialized prototypes of every class."""
-    roles = [_listed_roles(r) for r in (ra, rb)]
-    classes = [_listed_class_items(r) for r in (ra, rb)]
+    roles = [listed_roles(r) for r in (ra, rb)]
+    classes = [listed_class_items(r) for r in (ra, rb)]
     return {
         "pair_roles": role_agreement(*roles, a_to_b, k_b),
         "class_lists": role_agreement(*classes, a_to_b, k_b),
@@ -185,7 +185,8 @@ def agreement(ra: Run, rb: Run, a_to_b: dict, k_b: int) -> dict:
     }
 
 
-def _listed_roles(r: Run) -> set[tuple]:
+def listed_roles(r: Run) -> set[tuple]:
+    """Every pair's listed roles: (a, b, "uncertain" | "reliable->favoured class", prototype)."""
     out = set()
     for a in range(len(r.classes)):
         for b in range(a + 1, len(r.classes)):
@@ -195,7 +196,8 @@ def _listed_roles(r: Run) -> set[tuple]:
     return out
 
 
-def _listed_class_items(r: Run) -> set[tuple]:
+def listed_class_items(r: Run) -> set[tuple]:
+    """Every class's listed shared / specialized prototypes: (class, "shared" | "specialized", prototype)."""
     out = set()
     for e in r.explanations().get("classes", {}).values():
         c = e["index"]
