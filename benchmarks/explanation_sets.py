@@ -2,9 +2,11 @@
 same seed and settings that differ in ``--explain-seed`` only (identical weights, PCA and centroids);
 each run's prototypes are numbered as the first run's by their centroids, then the listed items over
 all pairs (uncertain / reliable roles) and all classes (shared / specialized) are counted: pairwise
-Jaccard (what ``i2x compare`` prints for two), the items every run lists, and how many runs list each.
+Jaccard (what ``i2x compare`` prints for two), the items every run lists, and how many runs list each;
+``--thresholds``: the pair roles' pairwise Jaccard again at other stability thresholds (no cap on the
+number listed per pair), from the same selection frequencies.
 
-    .venv/bin/python benchmarks/explanation_sets.py RUN_A RUN_B RUN_C
+    .venv/bin/python benchmarks/explanation_sets.py RUN_A RUN_B RUN_C --thresholds 0 0.5 0.6 0.7 0.8 0.9
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+from dataclasses import replace
 
 import i2x
 from i2x.compare_runs import listed_class_items, listed_roles, same_prototypes
@@ -25,6 +28,7 @@ def renumbered(items: set[tuple], to_first) -> set[tuple]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", help="run directories: explanation sets of one trained model")
+    ap.add_argument("--thresholds", type=float, nargs="*", default=[], help="stability thresholds for the curve")
     args = ap.parse_args()
     runs = [i2x.Run(r) for r in args.runs]
     to_first = []
@@ -52,6 +56,21 @@ def main() -> None:
             "union": len(union),
             "runs_listing_an_item": by_count,
         }
+    curve = {}
+    for t in args.thresholds:
+        sets = [renumbered(listed_roles(r, replace(r.config.explain, stability_threshold=t, top=10**6)), m)
+                for r, m in zip(runs, to_first, strict=True)]  # fmt: skip
+        curve[str(t)] = {
+            "listed": [len(s) for s in sets],
+            "pairwise_jaccard": [
+                round(len(sets[i] & sets[j]) / max(len(sets[i] | sets[j]), 1), 3)
+                for i, j in itertools.combinations(range(len(sets)), 2)
+            ],
+            "in_every_run": len(set.intersection(*sets)),
+            "union": len(set.union(*sets)),
+        }
+    if curve:
+        out["pair_roles_by_threshold"] = curve
     print(json.dumps({"runs": [str(r.path) for r in runs], **out}, indent=1))
 
 

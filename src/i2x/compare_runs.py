@@ -185,12 +185,13 @@ def agreement(ra: Run, rb: Run, a_to_b: dict, k_b: int) -> dict:
     }
 
 
-def listed_roles(r: Run) -> set[tuple]:
-    """Every pair's listed roles: (a, b, "uncertain" | "reliable->favoured class", prototype)."""
+def listed_roles(r: Run, explain=None) -> set[tuple]:
+    """Every pair's listed roles: (a, b, "uncertain" | "reliable->favoured class", prototype);
+    ``explain``: other explanation rules than the run's (see :meth:`Run.pair_explanation`)."""
     out = set()
     for a in range(len(r.classes)):
         for b in range(a + 1, len(r.classes)):
-            pe = r.pair_explanation(a, b)
+            pe = r.pair_explanation(a, b, explain)
             out |= {(a, b, "uncertain", x["prototype"]) for x in pe["uncertain"]}
             out |= {(a, b, f"reliable->{x['favours']}", x["prototype"]) for x in pe["reliable"]}
     return out

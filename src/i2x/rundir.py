@@ -604,9 +604,10 @@ class Run:
     def explanations(self) -> dict:
         return store.load_json(self.path / "explanations.json")
 
-    def pair_explanation(self, a: int, b: int) -> dict:
+    def pair_explanation(self, a: int, b: int, explain=None) -> dict:
         """The uncertain and reliable prototypes of any pair (a, b), by the run's own rule and
-        p-values (explanations.json holds the confused pairs only)."""
+        p-values (explanations.json holds the confused pairs only); ``explain``: other explanation
+        rules (an :class:`~i2x.config.ExplainConfig`, e.g. another stability threshold) on the same evidence."""
         dyn, ia, labels = self._evidence
         return pair_explanation(
             dyn.W,
@@ -614,7 +615,7 @@ class Run:
             labels,
             a,
             b,
-            self.config.explain,
+            self.config.explain if explain is None else explain,
             p_pair=dyn.p_pair,
             background=ia.get("background"),
             p_pair_class=dyn.p_pair_class,
