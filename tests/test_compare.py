@@ -216,3 +216,30 @@ def test_compare_reads_no_model_and_loads_no_torch(cli_run, ds7_run, tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "[]"
     assert (tmp_path / "c" / "index.html").is_file()
+
+
+def test_other_explanation_rules_on_the_same_evidence(cli_run):
+    """Run.pair_explanation(explain=) / listed_roles(explain=): at stability threshold 0 (no cap per pair)
+    every significant role is listed — the default's listed items plus exactly those it left out below
+    the threshold — and above 1 none is (what benchmarks/explanation_sets.py --thresholds reads)."""
+    from dataclasses import replace
+
+    from i2x.compare_runs import listed_roles
+
+    r = i2x.Run(cli_run)
+    assert int(r._stability.get("resamples", 0)) > 0  # the tiny run measures stability
+    cfg = r.config.explain
+    all_sig = replace(cfg, stability_threshold=0.0, top=10**6)
+    left_out = 0
+    for a in range(len(r.classes)):
+        for b in range(a + 1, len(r.classes)):
+            default = r.pair_explanation(a, b, replace(cfg, top=10**6))
+            every = r.pair_explanation(a, b, all_sig)
+            for kind in ("uncertain", "reliable"):
+                listed = {x["prototype"] for x in default[kind]}
+                assert listed <= {x["prototype"] for x in every[kind]}
+                assert len(every[kind]) == len(listed) + default["below_threshold"][kind]
+                left_out += default["below_threshold"][kind]
+    assert left_out > 0  # the check compares something
+    assert listed_roles(r) <= listed_roles(r, all_sig)
+    assert listed_roles(r, replace(cfg, stability_threshold=1.01)) == set()
