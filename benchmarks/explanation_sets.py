@@ -20,6 +20,11 @@ import i2x
 from i2x.compare_runs import listed_class_items, listed_roles, same_prototypes
 
 
+def jaccard(a: set, b: set) -> float | None:
+    """|a & b| / |a | b|; None when neither lists anything (agreement is undefined, not 0)."""
+    return round(len(a & b) / len(a | b), 3) if a | b else None
+
+
 def renumbered(items: set[tuple], to_first) -> set[tuple]:
     """The items with their prototype (the last field) in the first run's numbers."""
     return {(*x[:-1], int(to_first[x[-1]])) for x in items}
@@ -45,10 +50,7 @@ def main() -> None:
         sets = [renumbered(lister(r), m) for r, m in zip(runs, to_first, strict=True)]
         union, every = set.union(*sets), set.intersection(*sets)
         by_count = {k: sum(1 for x in union if sum(x in s for s in sets) == k) for k in range(1, len(sets) + 1)}
-        pairwise = {
-            f"{i}-{j}": round(len(sets[i] & sets[j]) / max(len(sets[i] | sets[j]), 1), 3)
-            for i, j in itertools.combinations(range(len(sets)), 2)
-        }
+        pairwise = {f"{i}-{j}": jaccard(sets[i], sets[j]) for i, j in itertools.combinations(range(len(sets)), 2)}
         out[what] = {
             "listed": [len(s) for s in sets],
             "pairwise_jaccard": pairwise,
@@ -62,10 +64,7 @@ def main() -> None:
                 for r, m in zip(runs, to_first, strict=True)]  # fmt: skip
         curve[str(t)] = {
             "listed": [len(s) for s in sets],
-            "pairwise_jaccard": [
-                round(len(sets[i] & sets[j]) / max(len(sets[i] | sets[j]), 1), 3)
-                for i, j in itertools.combinations(range(len(sets)), 2)
-            ],
+            "pairwise_jaccard": [jaccard(sets[i], sets[j]) for i, j in itertools.combinations(range(len(sets)), 2)],
             "in_every_run": len(set.intersection(*sets)),
             "union": len(set.union(*sets)),
         }
