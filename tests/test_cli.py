@@ -110,7 +110,8 @@ def test_data_seed_moves_the_data_order_alone(tmp_path, tiny_args):
     assert not np.allclose(last["a"], last["b"])  # another data order
     np.testing.assert_array_equal(last["a"], last["c"])  # --data-seed = --seed is the default
     m = json.loads((runs["b"] / "manifest.json").read_text())
-    assert m["seeds"] == {"seed": 0, "data_seed": 7, "explain_seed": 42} and m["config"]["data_seed"] == 7
+    assert m["seeds"] == {"seed": 0, "data_seed": 7, "explain_seed": 42, "split_seed": 42}
+    assert m["config"]["data_seed"] == 7
 
 
 # --------------------------------------------------------------------------- `i2x run` with its report

@@ -237,3 +237,24 @@ def test_a_dataloaders_workers_read_the_training_batches(tmp_path):
     run = i2x.run(out=tmp_path / "e3", model=SmallCNN(3, 3), train=loader, test=CountingDataset(30), epochs=3, **kw)
     assert ds.reads == one  # this process read only E and the checks: every epoch's batches were read by the workers
     assert run.manifest["metrics"]["test_accuracy"] is not None
+
+
+def test_split_seed_keeps_the_training_data_while_the_explanation_set_changes():
+    """Another explanation set of the same trained model on a subset run: --explain-seed alone also redraws
+    the training subset (so the model), --explain-seed N --split-seed 42 keeps it and changes E only."""
+    from i2x.config import RunConfig
+    from i2x.data import explanation_indices, splits_for
+
+    def data(**kw):
+        cfg = RunConfig(dataset="digits", train_subset=600, test_subset=200, **kw)
+        tr = splits_for(cfg).train
+        return tr.tensors()[0].numpy(), tr.labels, explanation_indices(tr.labels, 0.2, cfg.explain_seed)
+
+    x42, y42, e42 = data()
+    x1, _, _ = data(explain_seed=1)
+    xs, ys, es = data(explain_seed=1, split_seed=42)
+    assert not np.array_equal(x1, x42)  # without it the subset follows --explain-seed (existing runs unchanged)
+    np.testing.assert_array_equal(xs, x42)  # the same training images and labels ...
+    np.testing.assert_array_equal(ys, y42)
+    assert len(es) == len(e42) and len(np.intersect1d(es, e42)) < len(e42)  # ... another explanation set
+    assert RunConfig(explain_seed=3).subset_seed == 3 and RunConfig(explain_seed=3, split_seed=5).subset_seed == 5

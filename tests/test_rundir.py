@@ -460,7 +460,7 @@ def test_new_manifest_fresh_and_resumed():
     m = new_manifest(cfg, {"classes": CLASSES}, {"name": "fake"})
     assert m["stages"] == {} and m["timings"] == {} and m["metrics"] == {} and "numpy" in m["versions"]
     assert m["config"] == cfg.to_dict() and m["data"] == {"classes": CLASSES} and m["model"] == {"name": "fake"}
-    assert m["seeds"] == {"seed": 5, "data_seed": cfg.order_seed, "explain_seed": 9}
+    assert m["seeds"] == {"seed": 5, "data_seed": cfg.order_seed, "explain_seed": 9, "split_seed": 9}
     old = {"versions": {"i2x": "old"}, "stages": {"record": {}}, "timings": {"record": 1.0}, "metrics": {"x": 1}}
     old |= {"data": {"classes": CLASSES, "train_size": 10}, "model": {"name": "old", "layer": "l"}}
     r = new_manifest(cfg, {"test_size": 5}, {"name": "new"}, old)

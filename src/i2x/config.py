@@ -189,13 +189,22 @@ class RunConfig:
     )
     explain_seed: int = setting(
         42,
-        "seed of the data's fixed draws: the explanation set, the subsets, a 20 % test hold-out",
+        "seed of the data's fixed draws: the explanation set, and (unless --split-seed) the subsets and a 20 % "
+        "test hold-out",
         why="the paper: seed 42; the data stay the same when --seed changes (§3.4 retrains on the same data)",
+        commands=ANALYZE,
+    )
+    split_seed: int | None = setting(
+        None,
+        "seed of the subsets and the 20 % test hold-out alone [= --explain-seed]",
+        why="another explanation set of the same trained model: --explain-seed N --split-seed 42 keeps the training "
+        "data (and so the model) of a run with --train-subset or a hold-out; None keeps existing runs reproducible",
+        type=int,
         commands=ANALYZE,
     )
     train_subset: int | None = setting(
         None,
-        "train on a stratified subset of N images (seed --explain-seed) [all]",
+        "train on a stratified subset of N images (seed --split-seed) [all]",
         why="CPU-sized runs of the paper's settings",
         type=int,
         check=at_least(1, none_ok=True, hint=" (images); omit it to use all"),
@@ -405,6 +414,11 @@ class RunConfig:
     explain: ExplainConfig = setting(
         help="explanation settings", default_factory=ExplainConfig, commands=(), type=ExplainConfig
     )
+
+    @property
+    def subset_seed(self) -> int:
+        """The seed of the subsets and the test hold-out: ``split_seed``, else ``explain_seed``."""
+        return self.explain_seed if self.split_seed is None else self.split_seed
 
     @property
     def order_seed(self) -> int:

@@ -615,11 +615,11 @@ def splits_for(cfg) -> Splits:
     return load_splits(
         cfg.dataset,
         cfg.data_dir,
-        seed=cfg.explain_seed,  # the hold-out split is part of the data: the same for every training --seed
+        seed=cfg.subset_seed,  # the hold-out split is part of the data: the same for every training --seed
         download=cfg.download,
         train_subset=cfg.train_subset,
         test_subset=cfg.test_subset,
-        subset_seed=cfg.explain_seed,
+        subset_seed=cfg.subset_seed,
     )
 
 

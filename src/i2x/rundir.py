@@ -425,7 +425,12 @@ def listed_checkpoints(run_dir: str | Path, old: dict | None) -> dict:
 
 def run_seeds(cfg: RunConfig) -> dict:
     """The manifest's ``seeds`` entry: every seed a run's results depend on."""
-    return {"seed": cfg.seed, "data_seed": cfg.order_seed, "explain_seed": cfg.explain_seed}
+    return {
+        "seed": cfg.seed,
+        "data_seed": cfg.order_seed,
+        "explain_seed": cfg.explain_seed,
+        "split_seed": cfg.subset_seed,
+    }
 
 
 def new_manifest(cfg: RunConfig, data: dict, model: dict, old: dict | None = None, **fields) -> Manifest:

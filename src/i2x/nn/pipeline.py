@@ -228,7 +228,7 @@ def _splits(cfg: RunConfig, splits: Splits | None, train, test, classes=None) ->
         return splits_for(cfg)
     tr = as_dataset(train, classes=classes, name="user (train=)")
     if test is None:
-        rest, held = stratified_split(tr.labels, 0.2, cfg.explain_seed)
+        rest, held = stratified_split(tr.labels, 0.2, cfg.subset_seed)
         return Splits(tr.subset(rest), tr.subset(held), "stratified 20% hold-out of train= (no test= given)")
     te = as_dataset(test, classes=tr.classes, name="test")
     if te.shape != tr.shape:
