@@ -16,6 +16,8 @@ import itertools
 import json
 from dataclasses import replace
 
+import numpy as np
+
 import i2x
 from i2x.compare_runs import listed_class_items, listed_roles, same_prototypes
 
@@ -41,10 +43,7 @@ def main() -> None:
         a_to_r = same_prototypes(runs[0], r)
         if a_to_r is None:
             raise SystemExit(f"{r.path}: not the same prototypes as {runs[0].path} (another model or prototype fit)")
-        inv = [0] * len(a_to_r)
-        for a, b in enumerate(a_to_r):
-            inv[int(b)] = a
-        to_first.append(inv)
+        to_first.append(np.argsort(a_to_r))  # run r's number -> the first run's (the inverse of the matching)
     out = {}
     for what, lister in (("pair_roles", listed_roles), ("class_lists", listed_class_items)):
         sets = [renumbered(lister(r), m) for r, m in zip(runs, to_first, strict=True)]
