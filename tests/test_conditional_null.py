@@ -167,3 +167,27 @@ def test_enrichment_p_is_the_fisher_exact_test():
         m, x = labels == c, contain[:, k]
         table = [[(x & m).sum(), (~x & m).sum()], [(x & ~m).sum(), (~x & ~m).sum()]]
         assert p[k, c] == pytest.approx(fisher_exact(table, alternative="greater").pvalue, rel=1e-9)
+
+
+def test_samples_aggregate_keeps_the_planted_truth_and_the_null():
+    """``aggregate="samples"`` (every sample its own row of Eq. 8, no HDBSCAN): the same planted truth as
+    the clusters — the within-class link found (p < 0.01), the class-level prototypes only class-level
+    — and on 20 null seeds (no within-class link) ≤ 5 % of the prototype × pair tests list a role."""
+    conf, inten, labels = planted_class(0, link=True)
+    d = dynamics(conf, inten, labels, permutations=999, seed=0, aggregate="samples")
+    assert (d.labels == np.arange(len(labels))).all() and (d.n_clusters == len(labels)).all()
+    pe = _pair(d, labels, 4)
+    rel = {r["prototype"]: r for r in pe["reliable"]}
+    assert 1 in rel and rel[1]["p_value"] < 0.01 and rel[1]["favours"] == A
+    assert not _listed(pe) & {0, 2}
+    assert {r["prototype"] for r in pe["class_level"]} == {0, 2}
+    roles = tests = 0
+    for seed in range(100, 120):
+        conf, inten, labels = planted_class(seed, link=False)
+        d = dynamics(conf, inten, labels, permutations=199, seed=seed, aggregate="samples", class_level=False)
+        for a, b in itertools.combinations(range(3), 2):
+            roles += len(_listed(_pair(d, labels, 4, a, b)))
+            tests += 4
+    assert roles / tests <= 0.05, roles
+    with pytest.raises(Exception, match="aggregate"):
+        dynamics(conf, inten, labels, aggregate="cluster")

@@ -728,3 +728,35 @@ def test_pair_pvalues_are_symmetric_with_one_on_the_diagonal():
     d = dynamics(conf, inten, rng.integers(0, 4, 60), permutations=49, min_cluster_size=5)
     assert np.array_equal(d.p_pair, d.p_pair.transpose(0, 1, 3, 2))
     assert (d.p_pair[:, :, np.arange(4), np.arange(4)] == 1).all()
+
+
+def test_samples_aggregate_is_the_ridge_on_every_sample_and_its_null_draws_are_the_general_fit(rng):
+    """``aggregate="samples"``: W_t is Eq. 8 on the N samples' own (τ-thresholded) ΔI and Δp, by the normal
+    equations; the null's shortcut (one solve per step, the draws permute ΔP) equals the general cluster-mean
+    fit of the same draws with singleton clusters, and the p-values equal a hand-written permutation test."""
+    from i2x.analysis.dynamics import _aggregate, _fit, _Step, _threshold, step_penalty
+
+    N, K, C, T = 40, 4, 3, 2
+    conf = np.cumsum(rng.normal(0, 0.1, (T + 1, N, C)), 0)
+    inten = np.cumsum(rng.normal(0, 1.0, (T + 1, N, K)), 0)
+    labels = np.arange(N) % C
+    dyn = dynamics(conf, inten, labels, aggregate="samples", permutations=49, seed=3, class_level=False)
+    assert (dyn.labels == np.arange(N)).all() and dyn.fallback.tolist() == [0] * T
+    for t in range(T):
+        dp, di = conf[t + 1] - conf[t], inten[t + 1] - inten[t]
+        I = _threshold(di[None], 0.05)[0]
+        lam = step_penalty(di, 10.0)[2]
+        np.testing.assert_allclose(
+            dyn.W[t], np.linalg.solve(I.T @ I + lam * np.eye(K), I.T @ dp), rtol=1e-8, atol=1e-12
+        )
+    step = _Step(np.arange(N))
+    dp, di = conf[1] - conf[0], inten[1] - inten[0]
+    draws = step.shuffles(6, np.random.default_rng(0), labels)
+    P, I = _aggregate(step, dp, di, 0.05, null=draws)
+    np.testing.assert_allclose(_fit(step, dp, di, 0.05, 2.0, draws), ridge_batch(I, P, np.full(6, 2.0)), atol=1e-12)
+    # the p-values: the same draws by hand
+    sc, lam_n, _ = step_penalty(di, 10.0)
+    W0 = _fit(step, dp, di / sc, 0.05, lam_n)[0]
+    Wb = _fit(step, dp, di / sc, 0.05, lam_n, step.shuffles(49, np.random.default_rng([3, 0, 1]), labels))
+    p_hand = (1 + (np.abs(Wb) >= np.abs(W0) * (1 - 1e-9)).sum(0)) / 50
+    np.testing.assert_allclose(dyn.p_W[0], p_hand, atol=1e-6)

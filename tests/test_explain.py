@@ -672,3 +672,30 @@ def test_null_run_lists_at_most_five_percent():
             uncalibrated += len(pair_explanation(dyn.W, contain, labels, a, b, ExplainConfig(top=6))["uncertain"])
     assert listed / combos <= 0.05
     assert uncalibrated / combos >= 0.5  # the null is not trivial: uncalibrated signs list most combinations
+
+
+def test_opposite_step_rule_of_a_reliable_prototype():
+    """A prototype significant for class 0 at two steps, with one step of the other sign at p = 0.02 (not
+    significant once adjusted over the 4 steps: 0.08): the default (``opposite_step="unadjusted"``) does not
+    call it reliable; ``"adjusted"`` does (its significant steps have one sign); an opposite step that is
+    significant after adjustment makes it uncertain under both, never reliable."""
+    T, K, C = 4, 1, 2
+    W = np.zeros((T, K, C))
+    W[:, 0, 0] = [0.5, 0.4, -0.2, 0.01]
+    p = np.ones((T, K, C, C))
+    p[:, 0, 0, 1] = p[:, 0, 1, 0] = [0.001, 0.002, 0.02, 0.9]
+    contain, labels = np.ones((20, K), bool), np.arange(20) % 2
+
+    def roles(rule, p):
+        pe = pair_explanation(W, contain, labels, 0, 1, ExplainConfig(opposite_step=rule), p_pair=p)
+        return [r["prototype"] for r in pe["uncertain"]], [r["prototype"] for r in pe["reliable"]]
+
+    assert roles("unadjusted", p) == ([], [])
+    assert roles("adjusted", p) == ([], [0])
+    p2 = p.copy()
+    p2[2, 0, 0, 1] = p2[2, 0, 1, 0] = 0.005  # adjusted 0.02: a significant step of the other sign
+    assert roles("unadjusted", p2) == ([0], []) and roles("adjusted", p2) == ([0], [])
+    from i2x.config import RunConfig
+
+    with pytest.raises(I2XError, match="opposite_step"):
+        RunConfig().replace(opposite_step="none").validate()

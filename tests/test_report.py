@@ -216,3 +216,21 @@ def test_pairs_have_in_page_links_and_overlays_are_large(report_index, report_ru
     d = load_run(report_run)
     img, _ = F.examples_image(d, [0], [np.arange(len(d.labels))], proto_colors(d.k), 2, True, 1.0)
     assert img.shape[0] >= 112  # a saliency overlay tile is ~128 px, not 64
+
+
+def test_a_run_re_analysed_with_samples_as_rows_says_so(report_run, tmp_path):
+    """``i2x analyze DIR --aggregate samples --opposite-step adjusted`` on a finished run redoes the dynamics
+    onwards (the settings are in the manifest), every step has one row per sample, and the report says
+    there is no HDBSCAN."""
+    from i2x.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(report_run, run, ignore=shutil.ignore_patterns("report"))
+    assert main(["analyze", str(run), "--aggregate", "samples", "--opposite-step", "adjusted"]) == 0
+    m = store.load_json(run / "manifest.json")
+    assert m["stages"]["dynamics"]["settings"]["aggregate"] == "samples"
+    assert m["stages"]["explain"]["settings"]["explain"]["opposite_step"] == "adjusted"
+    n = len(store.load_npz(run / "arrays" / "intensity.npz")["contain"])
+    assert (store.load_npz(run / "arrays" / "dynamics.npz")["n_clusters"] == n).all()
+    html = report(run).read_text()
+    assert "aggregate = samples, no HDBSCAN" in html

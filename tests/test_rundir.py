@@ -288,8 +288,8 @@ def test_the_manifest_lists_each_stage_with_its_files_settings_and_time(tmp_path
         "settings": {"intensity_reduce": "sum", "contain_quantile": 0.5, "background_saliency": 0.8},
     }
     assert st["dynamics"]["settings"] == {
-        "min_cluster_size": 4, "tau": 0.1, "ridge_lambda": 3.0, "ridge_scale": "relative", "cluster_fallback": True,
-        "permutations": 199, "permutation_null": "within-class", "seed": 5,
+        "aggregate": "clusters", "min_cluster_size": 4, "tau": 0.1, "ridge_lambda": 3.0, "ridge_scale": "relative",
+        "cluster_fallback": True, "permutations": 199, "permutation_null": "within-class", "seed": 5,
     }  # fmt: skip
     assert st["explain"]["files"] == ["explanations.json"]
     assert st["explain"]["settings"] == {"explain": cfg.to_dict()["explain"]}

@@ -133,6 +133,15 @@ class ExplainConfig:
         check=fraction,
         commands=ANALYZE,
     )
+    opposite_step: str = setting(
+        "unadjusted",
+        "reliable: a step of the other sign disqualifies it when its p is below alpha unadjusted (stricter) or "
+        "adjusted over the steps as a significant step is (adjusted: reliable = significant steps of one sign)",
+        why="unadjusted: no hint of an opposite contribution; it also disqualifies a truly one-sided prototype in "
+        "~1 - (1 - alpha/2)^(T-1) of explanation sets (32 % at T = 16) by chance alone (docs/METHOD.md, issue 24)",
+        choices=("unadjusted", "adjusted"),
+        commands=ANALYZE,
+    )
     alpha: float = setting(
         0.05,
         "family-wise level of a listed prototype (uncertain, reliable, key)",
@@ -325,6 +334,15 @@ class RunConfig:
         "... or at most this many components",
         why="spec: 95 % variance or 64 components",
         check=at_least(1),
+        commands=ANALYZE,
+    )
+    aggregate: str = setting(
+        "clusters",
+        "the rows of the Eq. 8 ridge: clusters (HDBSCAN clusters of the confidence changes, Eq. 5-6: the "
+        "paper) or samples (every sample of E its own row, no HDBSCAN)",
+        why="the paper's method; samples: on three explanation sets of one model the HDBSCAN clusters of a step "
+        "(2-12 for 32 prototypes) changed with the images and so did the roles (docs/METHOD.md, issue 24)",
+        choices=("clusters", "samples"),
         commands=ANALYZE,
     )
     min_cluster_size: int = setting(

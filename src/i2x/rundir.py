@@ -280,6 +280,7 @@ def _counting(items, total: int, note: Callable[[str], None], what: str):
 def _dynamics_settings(c: RunConfig) -> dict:
     """The keywords of :func:`i2x.analysis.dynamics.dynamics` a run's settings give (permutations, null ...)."""
     return {
+        "aggregate": c.aggregate,
         "min_cluster_size": c.min_cluster_size,
         "tau": c.tau,
         "lam": c.ridge_lambda,
@@ -357,6 +358,7 @@ STAGES: tuple[Stage, ...] = (
         _dynamics,
         ("arrays/dynamics.npz",),
         (
+            "aggregate",
             "min_cluster_size",
             "tau",
             "ridge_lambda",

@@ -141,6 +141,7 @@ class _Step:
         self.ids, index, self.sizes = np.unique(labels[labels >= 0], return_inverse=True, return_counts=True)
         self.index = np.full(len(labels), -1, dtype=np.int64)  # sample i -> its cluster's position (-1: noise)
         self.index[labels >= 0] = index
+        self.singletons = bool(len(self.ids) == len(labels) and (self.sizes == 1).all())  # aggregate="samples"
 
     def means(self, x: np.ndarray, null: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Cluster means (B, M, D) of x (N, D): of the observed clusters (B = 1), or of ``null`` =
@@ -187,10 +188,26 @@ def _aggregate(step: _Step, dp, di, tau, relative: bool = True, null=None) -> tu
 
 def _fit(step: _Step, dp, di, tau, lam: float, null=None) -> np.ndarray:
     """Eq. 6-8 for one step: W (B, K, C), one per draw of ``null`` (one for the observed rows)."""
+    if step.singletons and len(step.ids) > di.shape[1]:
+        return _fit_samples(dp, di, tau, lam, null)
     P, I = _aggregate(step, dp, di, tau, null=null)
     return ridge_batch(I, P, np.full(len(I), lam))
 
 
+def _fit_samples(dp, di, tau, lam: float, null=None) -> np.ndarray:
+    """:func:`_fit` when every sample is its own group (N > K): Eq. 7's τ acts on each row alone and a
+    permutation only reorders the rows, so ΔIᵀΔI, and with it A = (ΔIᵀΔI + λ·Id)⁻¹ ΔIᵀ, is the same for
+    every draw: W_b = A ΔP_b, one (K, N) solve per step instead of one per draw (the same W)."""
+    I = _threshold(di[None], tau)[0]  # (N, K)
+    A = np.linalg.solve(I.T @ I + lam * np.eye(I.shape[1]), I.T)  # (K, N)
+    if null is None:
+        return (A @ dp)[None]
+    # draw b gives row rows[j] of ΔI the place of_row[b, j]: W_b = Σ_j A[:, rows[j]] ΔP[of_row[b, j]]
+    of_row, rows = null
+    return np.einsum("kj,bjc->bkc", A[:, rows], dp[of_row], optimize=True)
+
+
+AGGREGATES = ("clusters", "samples")  # the rows of Eq. 8 (see dynamics)
 NULLS = ("within-class", "all")  # the strata a permutation test permutes within (see permutation_pvalues)
 
 
@@ -289,6 +306,7 @@ def dynamics(
     seed: int = 0,
     null: str = "within-class",
     class_level: bool = True,
+    aggregate: str = "clusters",
     progress=None,
 ) -> Dynamics:
     """Stages 4-6 over every step. confidences (T+1, N, C), intensities (T+1, N, K); ``labels``
@@ -299,8 +317,12 @@ def dynamics(
     ``within-class`` permutes within the classes ``labels`` (``p_W`` / ``p_pair``: a link beyond
     class membership) and also over all samples (``p_W_class`` / ``p_pair_class``: the class-level
     association, with the stream ``null="all"`` uses; ``class_level=False`` skips them); ``all``
-    permutes over all samples only."""
+    permutes over all samples only. ``aggregate``: the rows of Eq. 8: ``clusters`` (the paper: HDBSCAN
+    clusters of Δp, Eq. 5-6) or ``samples`` (every sample is its own group, no HDBSCAN: Eq. 6-8 on the N
+    samples; docs/METHOD.md has why and what it changes)."""
     p, inten = _check_inputs(confidences, intensities)
+    if aggregate not in AGGREGATES:
+        raise I2XError(f"aggregate={aggregate!r} must be one of {', '.join(AGGREGATES)}")
     _check_scale(lam_scale)
     if null not in NULLS:
         raise I2XError(f"null={null!r} must be one of {', '.join(NULLS)}")
@@ -318,7 +340,9 @@ def dynamics(
     strata = np.asarray(labels, dtype=np.int64) if within else None
     for t in range(T) if progress is None else progress(range(T)):
         dp, di = p[t + 1] - p[t], inten[t + 1] - inten[t]  # (N, C), (N, K)
-        if fallback:
+        if aggregate == "samples":
+            labs[t] = np.arange(n)
+        elif fallback:
             labs[t], fb[t] = clusters_with_fallback(dp, min_cluster_size)
         else:
             labs[t] = confidence_clusters(dp, min_cluster_size)

@@ -139,7 +139,8 @@ def _roles(d: np.ndarray, p: np.ndarray | None, fa, fb, fg, cfg: ExplainConfig) 
     pos, neg = _side_p(sig, adj, 1), _side_p(sig, adj, -1)
     flips, mag = sign_flips(sig), (np.abs(d) * (sig != 0)).sum(0)
     p_unc, p_rel = np.maximum(pos, neg), np.minimum(pos, neg)
-    opposite = (np.sign(d) == -np.sign(np.where(pos < neg, 1, -1))) & ((p if p is not None else adj) < cfg.alpha)
+    guard = adj if cfg.opposite_step == "adjusted" or p is None else p  # which p of a step of the other sign counts
+    opposite = (np.sign(d) == -np.sign(np.where(pos < neg, 1, -1))) & (guard < cfg.alpha)
     both = (fa >= cfg.min_pair_contain) & (fb >= cfg.min_pair_contain) & ~fg
     either = ((fa >= cfg.min_pair_contain) | (fb >= cfg.min_pair_contain)) & ~fg
     unc = [k for k in range(len(fa)) if both[k] and p_unc[k] < cfg.alpha]
@@ -169,7 +170,8 @@ def pair_explanation(
     Uncertain: in ≥ min_pair_contain of both classes, significantly favouring a at some step and
     b at another; p_value = the larger of the two sides' smallest Bonferroni-adjusted p (an
     intersection-union test). Reliable: significant at ≥ 1 step, one sign at every significant
-    step and no opposite step even at unadjusted p < alpha; p_value = its smallest adjusted p.
+    step and no opposite step even at unadjusted p < alpha (``cfg.opposite_step`` "adjusted": at adjusted
+    p < alpha, i.e. its significant steps have one sign); p_value = its smallest adjusted p.
     ``p_pair`` (T, K, C, C): permutation p-values of d (:func:`i2x.analysis.dynamics.permutation_pvalues`,
     within-class by default: a link beyond class membership); without it every non-zero sign counts
     (uncalibrated). ``p_pair_class``: the all-sample p-values; the prototypes that pass the same rules

@@ -254,7 +254,7 @@ def _data_warnings(tr: Dataset, eidx: np.ndarray, cfg: RunConfig) -> list[str]:
             f"classes {', '.join(tr.classes[c] for c in missing)} have no sample in the explanation set "
             f"({len(eidx)} images): they get no class explanation; raise explain_fraction"
         )
-    if len(eidx) < cfg.min_cluster_size:
+    if cfg.aggregate == "clusters" and len(eidx) < cfg.min_cluster_size:
         out.append(
             f"the explanation set ({len(eidx)} images) is smaller than min_cluster_size "
             f"{cfg.min_cluster_size}: every step falls back to smaller clusters"

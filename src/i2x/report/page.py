@@ -84,7 +84,13 @@ class Page:
             ),
             (
                 "prototypes",
-                f"K = {d.k}; HDBSCAN min cluster size {cfg.get('min_cluster_size')}, τ = {cfg.get('tau')}, "
+                f"K = {d.k}; "
+                + (
+                    "rows of Eq. 8: every sample of E (aggregate = samples, no HDBSCAN)"
+                    if cfg.get("aggregate") == "samples"
+                    else f"HDBSCAN min cluster size {cfg.get('min_cluster_size')}"
+                )
+                + f", τ = {cfg.get('tau')}, "
                 f"ridge λ = {cfg.get('ridge_lambda')} ({cfg.get('ridge_scale', 'absolute')}); steps without "
                 f"clusters (W_t = 0): {int(d.flagged.sum())} of {len(d.flagged)}"
                 + (
@@ -430,7 +436,7 @@ class Page:
         )
 
     def dynamics(self) -> str:
-        d = self.d
+        d, cfg = self.d, self.d.manifest.get("config", {})
         w = self.figure(
             F.w_heatmap_figure(d, self.colors),
             "ridge-W",
@@ -443,7 +449,13 @@ class Page:
         cl = self.figure(
             F.clusters_figure(d),
             "clusters",
-            f"HDBSCAN clusters of confidence changes per step (paper Eq. 5). Red × = flagged: no cluster, W_t = 0 "
+            (
+                "Rows of the ridge regression per step: with aggregate = samples every sample of E is its own "
+                "row (no HDBSCAN). "
+                if cfg.get("aggregate") == "samples"
+                else ""
+            )
+            + f"HDBSCAN clusters of confidence changes per step (paper Eq. 5). Red × = flagged: no cluster, W_t = 0 "
             f"({int(d.flagged.sum())} of {len(d.flagged)} steps). "
             "Many flagged steps mean min_cluster_size is too large for E.",
             "clusters per step",
