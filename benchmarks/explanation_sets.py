@@ -4,7 +4,10 @@ each run's prototypes are numbered as the first run's by their centroids, then t
 all pairs (uncertain / reliable roles) and all classes (shared / specialized) are counted: pairwise
 Jaccard (what ``i2x compare`` prints for two), the items every run lists, and how many runs list each;
 ``--thresholds``: the pair roles' pairwise Jaccard again at other stability thresholds (no cap on the
-number listed per pair), from the same selection frequencies.
+number listed per pair), from the same selection frequencies. ``reported_pairs``: issue 24's must-show —
+over the first run's three most confused test pairs (one model: the same pairs in every run), the roles
+each run lists there, their pairwise Jaccard beside 200 random matchings of the prototypes, and each
+pair's top item (its first uncertain prototype, else its first reliable one) in every run.
 
     .venv/bin/python benchmarks/explanation_sets.py RUN_A RUN_B RUN_C --thresholds 0 0.5 0.6 0.7 0.8 0.9
 """
@@ -19,6 +22,7 @@ from dataclasses import replace
 import numpy as np
 
 import i2x
+from i2x.analysis.compare import role_agreement
 from i2x.compare_runs import listed_class_items, listed_roles, same_prototypes
 
 
@@ -30,6 +34,44 @@ def jaccard(a: set, b: set) -> float | None:
 def renumbered(items: set[tuple], to_first) -> set[tuple]:
     """The items with their prototype (the last field) in the first run's numbers."""
     return {(*x[:-1], int(to_first[x[-1]])) for x in items}
+
+
+def chance(sets: list[set], k: int) -> dict:
+    """Each pairwise Jaccard's random-matching baseline (mean over 200 random one-to-one matchings of
+    the prototypes, :func:`i2x.analysis.compare.role_agreement`, as ``i2x compare`` prints it)."""
+    ident = {i: i for i in range(k)}
+    out = {}
+    for i, j in itertools.combinations(range(len(sets)), 2):
+        rm = role_agreement(sets[i], sets[j], ident, k)["random_matching"]
+        out[f"{i}-{j}"] = None if rm is None else rm["mean"]
+    return out
+
+
+def top_item(pe: dict) -> tuple | None:
+    """A pair explanation's first item: its top uncertain prototype, else its top reliable one."""
+    for kind in ("uncertain", "reliable"):
+        if pe[kind]:
+            x = pe[kind][0]
+            return (kind if kind == "uncertain" else f"reliable->{x['favours']}", x["prototype"])
+    return None
+
+
+def reported(runs: list, to_first: list) -> dict:
+    """Issue 24's must-show over the first run's reported pairs (see the module's text)."""
+    pairs = [(min(p["a"], p["b"]), max(p["a"], p["b"])) for p in runs[0].explanations()["pairs"]]
+    sets = [
+        {x for x in renumbered(listed_roles(r), m) if (x[0], x[1]) in pairs}
+        for r, m in zip(runs, to_first, strict=True)
+    ]
+    tops = {}
+    for a, b in pairs:
+        got = [top_item(r.pair_explanation(a, b)) for r in runs]
+        tops[f"{a}-{b}"] = [None if g is None else [g[0], int(m[g[1]])] for g, m in zip(got, to_first, strict=True)]
+    pairwise = {f"{i}-{j}": jaccard(sets[i], sets[j]) for i, j in itertools.combinations(range(len(sets)), 2)}
+    per_pair = {f"{a}-{b}": [sum(1 for x in s if x[:2] == (a, b)) for s in sets] for a, b in pairs}
+    return {"pairs": [list(p) for p in pairs], "listed": [len(s) for s in sets], "listed_per_pair": per_pair,
+            "pairwise_jaccard": pairwise, "random_matching_mean": chance(sets, runs[0].prototypes().k),
+            "top_item": tops}  # fmt: skip
 
 
 def main() -> None:
@@ -53,6 +95,7 @@ def main() -> None:
         out[what] = {
             "listed": [len(s) for s in sets],
             "pairwise_jaccard": pairwise,
+            "random_matching_mean": chance(sets, runs[0].prototypes().k),
             "in_every_run": len(every),
             "union": len(union),
             "runs_listing_an_item": by_count,
@@ -69,6 +112,7 @@ def main() -> None:
         }
     if curve:
         out["pair_roles_by_threshold"] = curve
+    out["reported_pairs"] = reported(runs, to_first)
     print(json.dumps({"runs": [str(r.path) for r in runs], **out}, indent=1))
 
 
