@@ -58,6 +58,25 @@ class Page:
             rows.append(("model health", f'<b class="warn">{E(health["note"])}</b>'))
         return rows
 
+    def prototypes_text(self, cfg: dict, met: dict) -> str:
+        """The summary's prototypes row: K, the rows of Eq. 8 (HDBSCAN clusters or samples), τ, λ, flagged steps."""
+        d = self.d
+        rows = (
+            "rows of Eq. 8: every sample of E (aggregate = samples, no HDBSCAN)"
+            if cfg.get("aggregate") == "samples"
+            else f"HDBSCAN min cluster size {cfg.get('min_cluster_size')}"
+        )
+        coverage = (
+            f"; steps with a fitted W_t cover {100 * met['explained_coverage']:.1f} % of the class-confidence change"
+            if "explained_coverage" in met
+            else ""
+        )
+        return (
+            f"K = {d.k}; {rows}, τ = {cfg.get('tau')}, ridge λ = {cfg.get('ridge_lambda')} "
+            f"({cfg.get('ridge_scale', 'absolute')}); steps without clusters (W_t = 0): "
+            f"{int(d.flagged.sum())} of {len(d.flagged)}{coverage}"
+        )
+
     def summary(self) -> str:
         d, m = self.d, self.d.manifest
         cfg, data, model, met = m.get("config", {}), m.get("data", {}), m.get("model", {}), m.get("metrics", {})
@@ -82,24 +101,7 @@ class Page:
                 f"{len(its)} (iterations {its[0]}–{its[-1]}, every {cfg.get('every')}); saliency "
                 f"{E(str(cfg.get('method')))} of the {'true label' if cfg.get('target') == 'label' else 'prediction'}",
             ),
-            (
-                "prototypes",
-                f"K = {d.k}; "
-                + (
-                    "rows of Eq. 8: every sample of E (aggregate = samples, no HDBSCAN)"
-                    if cfg.get("aggregate") == "samples"
-                    else f"HDBSCAN min cluster size {cfg.get('min_cluster_size')}"
-                )
-                + f", τ = {cfg.get('tau')}, "
-                f"ridge λ = {cfg.get('ridge_lambda')} ({cfg.get('ridge_scale', 'absolute')}); steps without "
-                f"clusters (W_t = 0): {int(d.flagged.sum())} of {len(d.flagged)}"
-                + (
-                    f"; steps with a fitted W_t cover {100 * met['explained_coverage']:.1f} % of the "
-                    "class-confidence change"
-                    if "explained_coverage" in met
-                    else ""
-                ),
-            ),
+            ("prototypes", self.prototypes_text(cfg, met)),
             ("background", self.background_text()),
             ("significance", E(self.significance_text())),
             ("test accuracy", f"<b>{100 * met['test_accuracy']:.2f} %</b>" if "test_accuracy" in met else "n/a"),
