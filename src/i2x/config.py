@@ -22,6 +22,9 @@ from typing import Any
 from .errors import ConfigError, I2XError
 from .presets import PRESETS, preset_values
 
+AGGREGATES = ("clusters", "samples")  # the rows of the Eq. 8 ridge (analysis.dynamics)
+NULLS = ("within-class", "all")  # the strata a permutation test permutes within (analysis.dynamics)
+
 
 # Checks: each takes the value and returns what is wrong with it, or None.
 def at_least(lo: float, *, none_ok: bool = False, hint: str = "") -> Callable[[Any], str | None]:
@@ -342,7 +345,7 @@ class RunConfig:
         "paper) or samples (every sample of E its own row, no HDBSCAN)",
         why="the paper's method; samples: on three explanation sets of one model the HDBSCAN clusters of a step "
         "(2-12 for 32 prototypes) changed with the images and so did the roles (docs/METHOD.md, issue 24)",
-        choices=("clusters", "samples"),
+        choices=AGGREGATES,
         commands=ANALYZE,
     )
     min_cluster_size: int = setting(
@@ -403,7 +406,7 @@ class RunConfig:
         "beyond class membership) or all (over all samples: i2x before issue 23)",
         why="ΔI and Δp both depend on the class, so permuting over all samples tests 'belongs to these classes': "
         "within-class permuted confidences reproduced the all-sample listings (issue 23, docs/METHOD.md)",
-        choices=("within-class", "all"),
+        choices=NULLS,
         commands=ANALYZE,
     )
     intensity_reduce: str = setting(

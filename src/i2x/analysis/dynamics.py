@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.cluster import HDBSCAN
 
+from ..config import AGGREGATES, NULLS
 from ..errors import DivergedError, I2XError
 
 
@@ -205,10 +206,6 @@ def _fit_samples(dp, di, tau, lam: float, null=None) -> np.ndarray:
     # draw b gives row rows[j] of ΔI the place of_row[b, j]: W_b = Σ_j A[:, rows[j]] ΔP[of_row[b, j]]
     of_row, rows = null
     return np.einsum("kj,bjc->bkc", A[:, rows], dp[of_row], optimize=True)
-
-
-AGGREGATES = ("clusters", "samples")  # the rows of Eq. 8 (see dynamics)
-NULLS = ("within-class", "all")  # the strata a permutation test permutes within (see permutation_pvalues)
 
 
 def permutation_pvalues(
