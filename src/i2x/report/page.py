@@ -58,12 +58,17 @@ class Page:
             rows.append(("model health", f'<b class="warn">{E(health["note"])}</b>'))
         return rows
 
+    @property
+    def samples_as_rows(self) -> bool:
+        """The run's ridge rows are its samples (``aggregate`` samples), not HDBSCAN clusters."""
+        return self.d.manifest.get("config", {}).get("aggregate") == "samples"
+
     def prototypes_text(self, cfg: dict, met: dict) -> str:
         """The summary's prototypes row: K, the rows of Eq. 8 (HDBSCAN clusters or samples), τ, λ, flagged steps."""
         d = self.d
         rows = (
             "rows of Eq. 8: every sample of E (aggregate = samples, no HDBSCAN)"
-            if cfg.get("aggregate") == "samples"
+            if self.samples_as_rows
             else f"HDBSCAN min cluster size {cfg.get('min_cluster_size')}"
         )
         coverage = (
@@ -438,7 +443,7 @@ class Page:
         )
 
     def dynamics(self) -> str:
-        d, cfg = self.d, self.d.manifest.get("config", {})
+        d = self.d
         w = self.figure(
             F.w_heatmap_figure(d, self.colors),
             "ridge-W",
@@ -451,14 +456,11 @@ class Page:
         cl = self.figure(
             F.clusters_figure(d),
             "clusters",
-            (
-                "Rows of the ridge regression per step: with aggregate = samples every sample of E is its own "
-                "row (no HDBSCAN). "
-                if cfg.get("aggregate") == "samples"
-                else ""
-            )
-            + f"HDBSCAN clusters of confidence changes per step (paper Eq. 5). Red × = flagged: no cluster, W_t = 0 "
-            f"({int(d.flagged.sum())} of {len(d.flagged)} steps). "
+            "Rows of the ridge regression per step: every sample of E is its own row (aggregate = samples, no "
+            "HDBSCAN; no step can be flagged)."
+            if self.samples_as_rows
+            else f"HDBSCAN clusters of confidence changes per step (paper Eq. 5). Red × = flagged: no cluster, "
+            f"W_t = 0 ({int(d.flagged.sum())} of {len(d.flagged)} steps). "
             "Many flagged steps mean min_cluster_size is too large for E.",
             "clusters per step",
         )
