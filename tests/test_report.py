@@ -234,3 +234,4 @@ def test_a_run_re_analysed_with_samples_as_rows_says_so(report_run, tmp_path):
     assert (store.load_npz(run / "arrays" / "dynamics.npz")["n_clusters"] == n).all()
     html = report(run).read_text()
     assert "aggregate = samples, no HDBSCAN" in html
+    assert "every sample of E is its own row" in html and "Many flagged steps" not in html  # one caption, not both

@@ -478,7 +478,7 @@ def clusters_figure(d: RunData) -> Figure:
     for t in np.flatnonzero(d.flagged):
         ax.text(t, 0.05, "×", ha="center", va="bottom", color="#d62728", fontsize=10, fontweight="bold")
     ax.set_xlabel("step t (checkpoint t → t+1)")
-    ax.set_ylabel("HDBSCAN clusters")
+    ax.set_ylabel("samples (rows)" if d.samples_as_rows else "HDBSCAN clusters")
     ax.set_xlim(-0.6, T - 0.4)
     return fig
 

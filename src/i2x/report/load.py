@@ -43,6 +43,11 @@ class RunData:
     def k(self) -> int:
         return int(self.contain.shape[1])
 
+    @property
+    def samples_as_rows(self) -> bool:
+        """The ridge's rows are E's samples (``aggregate`` samples), not HDBSCAN clusters."""
+        return self.manifest.get("config", {}).get("aggregate") == "samples"
+
     def class_conf(self, c: int) -> np.ndarray:
         """(T+1,) mean confidence of class c over its samples in E."""
         m = self.labels == c

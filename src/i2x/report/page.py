@@ -58,17 +58,12 @@ class Page:
             rows.append(("model health", f'<b class="warn">{E(health["note"])}</b>'))
         return rows
 
-    @property
-    def samples_as_rows(self) -> bool:
-        """The run's ridge rows are its samples (``aggregate`` samples), not HDBSCAN clusters."""
-        return self.d.manifest.get("config", {}).get("aggregate") == "samples"
-
     def prototypes_text(self, cfg: dict, met: dict) -> str:
         """The summary's prototypes row: K, the rows of Eq. 8 (HDBSCAN clusters or samples), τ, λ, flagged steps."""
         d = self.d
         rows = (
             "rows of Eq. 8: every sample of E (aggregate = samples, no HDBSCAN)"
-            if self.samples_as_rows
+            if self.d.samples_as_rows
             else f"HDBSCAN min cluster size {cfg.get('min_cluster_size')}"
         )
         coverage = (
@@ -458,7 +453,7 @@ class Page:
             "clusters",
             "Rows of the ridge regression per step: every sample of E is its own row (aggregate = samples, no "
             "HDBSCAN; no step can be flagged)."
-            if self.samples_as_rows
+            if self.d.samples_as_rows
             else f"HDBSCAN clusters of confidence changes per step (paper Eq. 5). Red × = flagged: no cluster, "
             f"W_t = 0 ({int(d.flagged.sum())} of {len(d.flagged)} steps). "
             "Many flagged steps mean min_cluster_size is too large for E.",
