@@ -26,25 +26,22 @@ from i2x.analysis.compare import role_agreement
 from i2x.compare_runs import listed_class_items, listed_roles, same_prototypes
 
 
-def jaccard(a: set, b: set) -> float | None:
-    """|a & b| / |a | b|; None when neither lists anything (agreement is undefined, not 0)."""
-    return round(len(a & b) / len(a | b), 3) if a | b else None
+def pairwise(sets: list[set], k: int, draws: int = 200) -> tuple[dict, dict]:
+    """Each pair of runs' Jaccard index and its random-matching baseline (the mean over ``draws`` random
+    one-to-one matchings of the prototypes): :func:`i2x.analysis.compare.role_agreement`, what ``i2x
+    compare`` prints, on items already in the first run's numbers. Jaccard is None when neither lists anything."""
+    ident = {i: i for i in range(k)}
+    jac, rnd = {}, {}
+    for i, j in itertools.combinations(range(len(sets)), 2):
+        ag = role_agreement(sets[i], sets[j], ident, k, draws=draws)
+        jac[f"{i}-{j}"] = ag["jaccard"]
+        rnd[f"{i}-{j}"] = None if ag["random_matching"] is None else ag["random_matching"]["mean"]
+    return jac, rnd
 
 
 def renumbered(items: set[tuple], to_first) -> set[tuple]:
     """The items with their prototype (the last field) in the first run's numbers."""
     return {(*x[:-1], int(to_first[x[-1]])) for x in items}
-
-
-def chance(sets: list[set], k: int) -> dict:
-    """Each pairwise Jaccard's random-matching baseline (mean over 200 random one-to-one matchings of
-    the prototypes, :func:`i2x.analysis.compare.role_agreement`, as ``i2x compare`` prints it)."""
-    ident = {i: i for i in range(k)}
-    out = {}
-    for i, j in itertools.combinations(range(len(sets)), 2):
-        rm = role_agreement(sets[i], sets[j], ident, k)["random_matching"]
-        out[f"{i}-{j}"] = None if rm is None else rm["mean"]
-    return out
 
 
 def top_item(pe: dict) -> tuple | None:
@@ -67,11 +64,10 @@ def reported(runs: list, to_first: list) -> dict:
     for a, b in pairs:
         got = [top_item(r.pair_explanation(a, b)) for r in runs]
         tops[f"{a}-{b}"] = [None if g is None else [g[0], int(m[g[1]])] for g, m in zip(got, to_first, strict=True)]
-    pairwise = {f"{i}-{j}": jaccard(sets[i], sets[j]) for i, j in itertools.combinations(range(len(sets)), 2)}
+    jac, rnd = pairwise(sets, runs[0].prototypes().k)
     per_pair = {f"{a}-{b}": [sum(1 for x in s if x[:2] == (a, b)) for s in sets] for a, b in pairs}
     return {"pairs": [list(p) for p in pairs], "listed": [len(s) for s in sets], "listed_per_pair": per_pair,
-            "pairwise_jaccard": pairwise, "random_matching_mean": chance(sets, runs[0].prototypes().k),
-            "top_item": tops}  # fmt: skip
+            "pairwise_jaccard": jac, "random_matching_mean": rnd, "top_item": tops}  # fmt: skip
 
 
 def main() -> None:
@@ -91,11 +87,11 @@ def main() -> None:
         sets = [renumbered(lister(r), m) for r, m in zip(runs, to_first, strict=True)]
         union, every = set.union(*sets), set.intersection(*sets)
         by_count = {k: sum(1 for x in union if sum(x in s for s in sets) == k) for k in range(1, len(sets) + 1)}
-        pairwise = {f"{i}-{j}": jaccard(sets[i], sets[j]) for i, j in itertools.combinations(range(len(sets)), 2)}
+        jac, rnd = pairwise(sets, runs[0].prototypes().k)
         out[what] = {
             "listed": [len(s) for s in sets],
-            "pairwise_jaccard": pairwise,
-            "random_matching_mean": chance(sets, runs[0].prototypes().k),
+            "pairwise_jaccard": jac,
+            "random_matching_mean": rnd,
             "in_every_run": len(every),
             "union": len(union),
             "runs_listing_an_item": by_count,
@@ -106,7 +102,7 @@ def main() -> None:
                 for r, m in zip(runs, to_first, strict=True)]  # fmt: skip
         curve[str(t)] = {
             "listed": [len(s) for s in sets],
-            "pairwise_jaccard": [jaccard(sets[i], sets[j]) for i, j in itertools.combinations(range(len(sets)), 2)],
+            "pairwise_jaccard": list(pairwise(sets, runs[0].prototypes().k, draws=0)[0].values()),
             "in_every_run": len(set.intersection(*sets)),
             "union": len(set.union(*sets)),
         }
