@@ -44,9 +44,9 @@ def planted_class(seed: int, link: bool = True, n_class: int = 60, T: int = 6, K
     return conf, inten, labels
 
 
-def _pair(d, labels, K, a=A, b=B):
+def _pair(d, labels, K, a=A, b=B, **rules):
     contain = np.ones((len(labels), K), dtype=bool)
-    cfg = ExplainConfig(top=K)
+    cfg = ExplainConfig(top=K, **rules)
     return pair_explanation(d.W, contain, labels, a, b, cfg, p_pair=d.p_pair, p_pair_class=d.p_pair_class)
 
 
@@ -172,7 +172,8 @@ def test_enrichment_p_is_the_fisher_exact_test():
 def test_samples_aggregate_keeps_the_planted_truth_and_the_null():
     """``aggregate="samples"`` (every sample its own row of Eq. 8, no HDBSCAN): the same planted truth as
     the clusters — the within-class link found (p < 0.01), the class-level prototypes only class-level
-    — and on 20 null seeds (no within-class link) ≤ 5 % of the prototype × pair tests list a role."""
+    — and on 20 null seeds (no within-class link) ≤ 5 % of the prototype × pair tests list a role; with the
+    adjusted opposite-step rule too."""
     conf, inten, labels = planted_class(0, link=True)
     d = dynamics(conf, inten, labels, permutations=999, seed=0, aggregate="samples")
     assert (d.labels == np.arange(len(labels))).all() and (d.n_clusters == len(labels)).all()
@@ -181,13 +182,18 @@ def test_samples_aggregate_keeps_the_planted_truth_and_the_null():
     assert 1 in rel and rel[1]["p_value"] < 0.01 and rel[1]["favours"] == A
     assert not _listed(pe) & {0, 2}
     assert {r["prototype"] for r in pe["class_level"]} == {0, 2}
-    roles = tests = 0
+    # the adjusted opposite-step rule (the setting measured with it): the same planted link, the same null bound
+    rel = {r["prototype"]: r for r in _pair(d, labels, 4, opposite_step="adjusted")["reliable"]}
+    assert 1 in rel and rel[1]["p_value"] < 0.01 and rel[1]["favours"] == A
+    roles = adjusted = tests = 0
     for seed in range(100, 120):
         conf, inten, labels = planted_class(seed, link=False)
         d = dynamics(conf, inten, labels, permutations=199, seed=seed, aggregate="samples", class_level=False)
         for a, b in itertools.combinations(range(3), 2):
             roles += len(_listed(_pair(d, labels, 4, a, b)))
+            adjusted += len(_listed(_pair(d, labels, 4, a, b, opposite_step="adjusted")))
             tests += 4
     assert roles / tests <= 0.05, roles
+    assert roles <= adjusted and adjusted / tests <= 0.05, adjusted  # it lists more, within the level
     with pytest.raises(Exception, match="aggregate"):
         dynamics(conf, inten, labels, aggregate="cluster")
