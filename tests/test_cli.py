@@ -143,3 +143,16 @@ def test_every_subcommand_help_lists_its_options(command, capsys):
     assert out.startswith(f"usage: i2x {command}") and "--help" in out
     if command == "run":
         assert "20 % test hold-out" in out and "--explain-seed" in out
+
+
+def test_run_summary_names_a_pairs_reliable_prototypes():
+    # a pair that lists no uncertain prototype but reliable ones: the summary says so (its top item), not only "none"
+    from i2x.cli.run import pair_line
+
+    rel = {"prototype": 7, "favours": 1, "frequency": 0.96, "p_value": 0.016, "sign_flips": 0}
+    p = {"a": 0, "b": 1, "confusions": {"a_to_b": 3, "b_to_a": 2}, "uncertain": [],
+         "reliable": [rel, dict(rel, prototype=2)], "below_threshold": {"uncertain": 1, "reliable": 0}}  # fmt: skip
+    line = pair_line(p, ["zero", "one"])
+    assert "zero↔one: 3+2 errors" in line and "none stable (1 significant but selected too rarely)" in line
+    assert line.endswith("reliable: 2 listed, first P-7 favouring one, selected in 96 % of resamples")
+    assert "reliable" not in pair_line(dict(p, reliable=[]), ["zero", "one"])

@@ -95,12 +95,8 @@ def summary(r, seconds: float | None = None) -> str:
     sig = ex.get("significance", {})
     stratum = "within-class " if sig.get("null_stratum") == "within-class" else ""
     level = f"{stratum}permutation p < {sig['alpha']}" if sig.get("calibrated") else "uncalibrated signs"
-    lines.append(f"  most confused pairs (test set) and their top uncertain prototype ({level}):")
-    for p in ex["pairs"]:
-        c, u = p.get("confusions", {}), _top(p["uncertain"], p.get("below_threshold", {}).get("uncertain", 0))
-        lines.append(
-            f"    {names[p['a']]}↔{names[p['b']]}: {c.get('a_to_b', 0)}+{c.get('b_to_a', 0)} errors; uncertain: {u}"
-        )
+    lines.append(f"  most confused pairs (test set), their top uncertain prototype and reliable ones ({level}):")
+    lines += [pair_line(p, names) for p in ex["pairs"]]
     st = ex.get("stability")
     if st:
         lines.append(
@@ -120,6 +116,18 @@ def summary(r, seconds: float | None = None) -> str:
     index = r.path / "report" / "index.html"
     lines.append(f"  next: i2x explain {r.path} --class {first}" + (f"   |   open {index}" if index.exists() else ""))
     return "\n".join(lines)
+
+
+def pair_line(p: dict, names: list[str]) -> str:
+    """One confused pair of the run's summary: its errors, its top uncertain prototype and, where the pair
+    lists reliable ones, how many and the first (the pair's top item when no uncertain one is listed)."""
+    c, u = p.get("confusions", {}), _top(p["uncertain"], p.get("below_threshold", {}).get("uncertain", 0))
+    line = f"    {names[p['a']]}↔{names[p['b']]}: {c.get('a_to_b', 0)}+{c.get('b_to_a', 0)} errors; uncertain: {u}"
+    if p.get("reliable"):
+        t = p["reliable"][0]
+        f = "" if t.get("frequency") is None else f", selected in {100 * t['frequency']:.0f} % of resamples"
+        line += f"; reliable: {len(p['reliable'])} listed, first P-{t['prototype']} favouring {names[t['favours']]}{f}"
+    return line
 
 
 def _top(rows: list[dict], below: int = 0) -> str:
