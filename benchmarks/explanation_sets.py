@@ -7,7 +7,10 @@ Jaccard (what ``i2x compare`` prints for two), the items every run lists, and ho
 number listed per pair), from the same selection frequencies. ``reported_pairs``: issue 24's must-show —
 over the first run's three most confused test pairs (one model: the same pairs in every run), the roles
 each run lists there, their pairwise Jaccard beside 200 random matchings of the prototypes, and each
-pair's top item (its first uncertain prototype, else its first reliable one) in every run.
+pair's top item (its first uncertain prototype, else its first reliable one) in every run, and beside it
+the top item if each list were ordered by selection frequency first (a rule measured, not used).
+``replication_by_frequency``: of the roles one run finds significant, binned by their selection frequency
+there, the share another run lists (is the frequency a forecast of replication?).
 
     .venv/bin/python benchmarks/explanation_sets.py RUN_A RUN_B RUN_C --thresholds 0 0.5 0.6 0.7 0.8 0.9
 """
@@ -44,13 +47,36 @@ def renumbered(items: set[tuple], to_first) -> set[tuple]:
     return {(*x[:-1], int(to_first[x[-1]])) for x in items}
 
 
-def top_item(pe: dict) -> tuple | None:
-    """A pair explanation's first item: its top uncertain prototype, else its top reliable one."""
+def top_item(pe: dict, by_frequency: bool = False) -> tuple | None:
+    """A pair explanation's first item: its top uncertain prototype, else its top reliable one.
+    ``by_frequency``: the alternative rule measured beside it (each list ordered by selection frequency
+    first, the run's p-value order kept among equal frequencies; ``pe`` then needs ``top`` lifted)."""
     for kind in ("uncertain", "reliable"):
-        if pe[kind]:
-            x = pe[kind][0]
+        rows = sorted(pe[kind], key=lambda x: -x["frequency"]) if by_frequency else pe[kind]
+        if rows:
+            x = rows[0]
             return (kind if kind == "uncertain" else f"reliable->{x['favours']}", x["prototype"])
     return None
+
+
+def replication_by_frequency(runs: list, to_first: list, edges=(0, 0.3, 0.6, 0.8, 0.95)) -> list[dict]:
+    """Does an item's selection frequency in one set predict that another set lists it? Every role any
+    set finds significant on its whole E (threshold 0, no cap), binned by its frequency there; per bin,
+    over every ordered pair of sets, the share that the other set lists at its own threshold."""
+    lifted = [replace(r.config.explain, stability_threshold=0, top=10**6) for r in runs]
+    freq = []
+    for r, m, cfg in zip(runs, to_first, lifted, strict=True):
+        st = r.arrays("stability")["roles"]
+        freq.append({(a, b, role, int(m[k])): float(st[a, b, k, 0 if role == "uncertain" else 1])
+                     for a, b, role, k in listed_roles(r, cfg)})  # fmt: skip
+    listed = [renumbered(listed_roles(r), m) for r, m in zip(runs, to_first, strict=True)]
+    out = []
+    for lo, hi in zip(edges, (*edges[1:], 1.01), strict=True):
+        hits = [x in listed[j] for i, j in itertools.permutations(range(len(runs)), 2)
+                for x, f in freq[i].items() if lo <= f < hi]  # fmt: skip
+        out.append({"frequency": [lo, min(hi, 1.0)], "items": len(hits),
+                    "listed_by_another": None if not hits else round(float(np.mean(hits)), 4)})  # fmt: skip
+    return out
 
 
 def reported(runs: list, to_first: list) -> dict:
@@ -60,14 +86,18 @@ def reported(runs: list, to_first: list) -> dict:
         {x for x in renumbered(listed_roles(r), m) if (x[0], x[1]) in pairs}
         for r, m in zip(runs, to_first, strict=True)
     ]
-    tops = {}
+    tops, by_freq = {}, {}
     for a, b in pairs:
-        got = [top_item(r.pair_explanation(a, b)) for r in runs]
-        tops[f"{a}-{b}"] = [None if g is None else [g[0], int(m[g[1]])] for g, m in zip(got, to_first, strict=True)]
+        for out, got in (
+            (tops, [top_item(r.pair_explanation(a, b)) for r in runs]),
+            (by_freq, [top_item(r.pair_explanation(a, b, replace(r.config.explain, top=10**6)), True) for r in runs]),
+        ):
+            out[f"{a}-{b}"] = [None if g is None else [g[0], int(m[g[1]])] for g, m in zip(got, to_first, strict=True)]
     jac, rnd = pairwise(sets, runs[0].prototypes().k)
     per_pair = {f"{a}-{b}": [sum(1 for x in s if x[:2] == (a, b)) for s in sets] for a, b in pairs}
     return {"pairs": [list(p) for p in pairs], "listed": [len(s) for s in sets], "listed_per_pair": per_pair,
-            "pairwise_jaccard": jac, "random_matching_mean": rnd, "top_item": tops}  # fmt: skip
+            "pairwise_jaccard": jac, "random_matching_mean": rnd, "top_item": tops,
+            "top_item_if_ordered_by_frequency": by_freq}  # fmt: skip
 
 
 def main() -> None:
@@ -109,6 +139,7 @@ def main() -> None:
     if curve:
         out["pair_roles_by_threshold"] = curve
     out["reported_pairs"] = reported(runs, to_first)
+    out["replication_by_frequency"] = replication_by_frequency(runs, to_first)
     print(json.dumps({"runs": [str(r.path) for r in runs], **out}, indent=1))
 
 
