@@ -341,3 +341,17 @@ def test_analyze_with_a_test_dataset(digits, tmp_path):
     assert m["checkpoints"] == [0, 3, 6, 9]
     assert m["metrics"]["test_accuracy"] == pytest.approx((pred == yt.numpy()).mean())
     assert r.explanations()["config"] == json.loads(json.dumps(ExplainConfig().__dict__))
+
+
+def test_analyze_shows_the_stage_bar_unless_quiet(cli_run, tmp_path, capsys):
+    """`i2x analyze` can take half an hour at CIFAR-10 scale: it shows the same labelled bar as
+    `i2x run`, and `--quiet` turns it off (both once printed nothing while they worked)."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    assert main(["analyze", str(run), "--alpha", "0.4", "--device", "cpu"]) == 0
+    shown = [f for f in capsys.readouterr().err.split("\r") if f.strip()]
+    assert shown and all(f.startswith("i2x: ") for f in shown)
+    assert main(["analyze", str(run), "--alpha", "0.3", "--device", "cpu", "--quiet"]) == 0
+    assert "i2x: " not in capsys.readouterr().err

@@ -22,6 +22,7 @@ def add_parser(sub) -> None:
         help="folder of saved state_dicts (*.pt/*.pth) to record first "
         "(with --model and --dataset: the architecture and the data they come from)",
     )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     _SETTINGS[:] = add_settings(p.add_argument_group("settings (i2x.RunConfig)"), RunConfig, NAME)
 
 
@@ -35,9 +36,9 @@ def cmd(a) -> int:
                 f"{a.run_dir} has no weights/final.pt: pass --checkpoints DIR --model NAME --dataset NAME, "
                 "or call i2x.analyze(run_dir, model=...) from Python"
             )
-        print(summary(reanalyze(a.run_dir, **over)))
+        print(summary(reanalyze(a.run_dir, progress=not a.quiet, **over)))
         return 0
     if not (a.model and a.dataset):
         raise I2XError("--checkpoints needs --model NAME and --dataset NAME (the architecture and data they come from)")
-    print(summary(analyze_saved(a.checkpoints, a.run_dir, **over)))
+    print(summary(analyze_saved(a.checkpoints, a.run_dir, progress=not a.quiet, **over)))
     return 0

@@ -15,11 +15,12 @@ from .models import built_in_model, load_model
 from .pipeline import analyze, analyze_checkpoints
 
 
-def reanalyze(run_dir: str | Path, **overrides) -> Run:
+def reanalyze(run_dir: str | Path, *, progress: bool = False, **overrides) -> Run:
     """Stages 2-7 of a run that ``i2x run`` wrote, again, with ``overrides`` (only the stages they
     change are redone): its own model, rebuilt from ``weights/final.pt``, and its training set when
     the prototypes are fitted on it again."""
-    return analyze(run_dir, load_model(run_dir), train=_refit_train_set(run_dir, overrides), **overrides)
+    train = _refit_train_set(run_dir, overrides)
+    return analyze(run_dir, load_model(run_dir), train=train, progress=progress, **overrides)
 
 
 def _refit_train_set(run_dir: str | Path, overrides: dict):
@@ -32,7 +33,7 @@ def _refit_train_set(run_dir: str | Path, overrides: dict):
     return splits_for(cfg).train if cfg.prototype_fit == "train" and built_in and redo else None
 
 
-def analyze_saved(checkpoints: str | Path, run_dir: str | Path, **overrides) -> Run:
+def analyze_saved(checkpoints: str | Path, run_dir: str | Path, *, progress: bool = False, **overrides) -> Run:
     """Record and analyse saved ``state_dict`` files of a built-in architecture (``model=``) trained
     on a built-in dataset (``dataset=``): the explanation set, test set and training set are the
     ones the settings name, as ``i2x run`` would draw them."""
@@ -49,4 +50,5 @@ def analyze_saved(checkpoints: str | Path, run_dir: str | Path, **overrides) -> 
         test=sp.test.tensors(),
         train=sp.train if cfg.prototype_fit == "train" else None,
         config=cfg,
+        progress=progress,
     )
