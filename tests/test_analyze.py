@@ -189,7 +189,9 @@ def test_cli_analyze_checkpoints(tmp_path, capsys):
             "cpu",
         ]
     )
-    assert rc == 0 and "test accuracy" in capsys.readouterr().out
+    got = capsys.readouterr()
+    assert rc == 0 and "test accuracy" in got.out
+    assert "i2x: " in got.err  # recording saved checkpoints shows the stage bar too (no --quiet)
     man = i2x.Run(out).manifest
     assert man["checkpoints"] == [0, 3, 6] and man["model"]["layer"] == "features"
     rc = main(["analyze", str(tmp_path / "ck")])  # no records, no weights: one line naming the fix
@@ -345,7 +347,7 @@ def test_analyze_with_a_test_dataset(digits, tmp_path):
 
 def test_analyze_shows_the_stage_bar_unless_quiet(cli_run, tmp_path, capsys):
     """`i2x analyze` can take half an hour at CIFAR-10 scale: it shows the same labelled bar as
-    `i2x run`, and `--quiet` turns it off (both once printed nothing while they worked)."""
+    `i2x run`, and `--quiet` turns it off (it once printed nothing while it worked)."""
     import shutil
 
     run = tmp_path / "run"

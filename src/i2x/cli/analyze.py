@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..errors import I2XError
-from .options import add_settings, given
+from .options import add_quiet, add_settings, given
 from .run import summary
 
 NAME = "analyze"
@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
         help="folder of saved state_dicts (*.pt/*.pth) to record first "
         "(with --model and --dataset: the architecture and the data they come from)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet(p)
     _SETTINGS[:] = add_settings(p.add_argument_group("settings (i2x.RunConfig)"), RunConfig, NAME)
 
 

@@ -50,11 +50,16 @@ def given(args: argparse.Namespace, names: list[str]) -> dict:
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
+def add_quiet(p: argparse.ArgumentParser) -> None:
+    """``--quiet``: the one flag every subcommand that does long work takes to hide its progress bars."""
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def add_run_command(sub, name: str, help: str, cls, out_help: str) -> list[str]:
     """A subcommand on a finished run: ``RUN_DIR``, ``--out``, ``--quiet`` and the flags of the
     settings ``cls`` declares for ``name``; returns the settings' names."""
     p = sub.add_parser(name, help=help)
     p.add_argument("run_dir", help="a finished run directory (i2x run --out DIR)")
     p.add_argument("--out", default=None, help=out_help)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(p)
     return add_settings(p.add_argument_group(f"settings (i2x.config.{cls.__name__})"), cls, name)

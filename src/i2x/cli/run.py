@@ -10,7 +10,7 @@ import numpy as np
 from ..config import RunConfig
 from ..errors import I2XError
 from ..presets import PRESETS
-from .options import add_settings, given
+from .options import add_quiet, add_settings, given
 
 NAME = "run"
 _SETTINGS: list[str] = []
@@ -35,7 +35,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet(p)
     _SETTINGS[:] = add_settings(p.add_argument_group("settings (i2x.RunConfig)"), RunConfig, NAME)
 
 
