@@ -12,9 +12,12 @@ the run's τ and λ and every sample its own row of Eq. 8 (as ``--aggregate samp
 A "net" role (a, b, net->favoured, k) is listed when p < α and k is not background and is in ≥
 ``min_pair_contain`` of one class (the reliable rule's eligibility). ``--null-seeds``: the first run again with its
 confidence changes permuted within class once per seed (a null run: what the rule lists without a sample-level link).
-Printed beside it, from the runs' own explanations: the run's rule with no resampling and as listed (threshold,
-``top``), over all pairs and over the first run's reported pairs; each reported pair's top pooled item
-(smallest p, then largest |S|). 6.4 s for one E = 2,500 run, 999 permutations, 2 threads.
+The runs are explanation sets of one model (``--explain-seed``; prototypes matched to their own centroids) or
+runs of other training seeds (``--seed``; matched by the cells they cover, as ``i2x compare``); agreement is
+``i2x compare``'s Jaccard after matching, beside 200 random matchings. Printed beside it, from the runs' own
+explanations: the run's rule with no resampling and as listed (threshold, ``top``), over all pairs and over the
+first run's reported pairs; each reported pair's top pooled item (smallest p, then largest |S|), in the first
+run's numbers. 6.4 s for one E = 2,500 run, 999 permutations, 2 threads.
 
     .venv/bin/python benchmarks/pooled_steps.py RUN_A RUN_B RUN_C [--permutations 999]
 """
@@ -29,8 +32,9 @@ from dataclasses import replace
 import numpy as np
 
 import i2x
+from i2x.analysis.compare import role_agreement
 from i2x.analysis.dynamics import _threshold, step_penalty
-from i2x.compare_runs import listed_roles, same_prototypes
+from i2x.compare_runs import listed_roles, prototype_matching
 
 
 def within_class_permutations(labels: np.ndarray, b: int, rng) -> np.ndarray:
@@ -85,46 +89,60 @@ def net_roles(run: i2x.Run, permutations: int, alpha: float, permute_seed: int |
     return out
 
 
-def jaccard(x: set, y: set) -> float | None:
-    return None if not (x or y) else round(len(x & y) / len(x | y), 3)
+def agreement(sets: list[set], matchings: dict, k: list[int]) -> tuple[list, list]:
+    """Pairwise Jaccard of the runs' items after matching (:func:`i2x.analysis.compare.role_agreement`, what
+    ``i2x compare`` prints) and its random-matching mean, in the order 0-1, 0-2, 1-2 ..."""
+    got = [role_agreement(sets[i], sets[j], matchings[i, j], k[j]) for i, j in matchings]
+    return [g["jaccard"] for g in got], [
+        None if g["random_matching"] is None else g["random_matching"]["mean"] for g in got
+    ]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", nargs="+", help="explanation sets of one trained model (i2x run --explain-seed ...)")
+    ap.add_argument("runs", nargs="+", help="runs of one model (--explain-seed) or of several (--seed), one task")
     ap.add_argument("--permutations", type=int, default=999)
     ap.add_argument("--alpha", type=float, default=0.05)
     ap.add_argument("--null-seeds", type=int, nargs="*", default=[1, 2, 3], help="within-class permuted copies")
     args = ap.parse_args()
     runs = [i2x.Run(r) for r in args.runs]
-    to_first = [np.argsort(same_prototypes(runs[0], r)) for r in runs]
-    ren = [lambda s, m=m: {(*x[:-1], int(m[x[-1]])) for x in s} for m in to_first]
+    matchings = {(i, j): prototype_matching(runs[i], runs[j]) for i, j in itertools.combinations(range(len(runs)), 2)}
+    to_first = [{k: k for k in range(runs[0].prototypes().k)}] + [
+        matchings[0, j]["b_to_a"] for j in range(1, len(runs))
+    ]
+    a_to_b = {ij: m["a_to_b"] for ij, m in matchings.items()}
+    k = [r.prototypes().k for r in runs]
     pairs = [(min(p["a"], p["b"]), max(p["a"], p["b"])) for p in runs[0].explanations()["pairs"]]
-    out = {"runs": [str(r.path) for r in runs]}
+    out = {"runs": [str(r.path) for r in runs], "matched_to_first": [len(m) for m in to_first]}
     pooled = [net_roles(r, args.permutations, args.alpha) for r in runs]
     tops = {}
     for a, b in pairs:
         got = [min((v, x) for x, v in d.items() if x[:2] == (a, b)) if any(x[:2] == (a, b) for x in d) else None
                for d in pooled]  # fmt: skip
-        named = [None if g is None else [g[1][2], int(m[g[1][3]])] for g, m in zip(got, to_first, strict=True)]
-        tops[f"{a}-{b}"] = named
-    out["pooled_top_item"] = tops
+        tops[f"{a}-{b}"] = [
+            None if g is None else [g[1][2], m.get(g[1][3])] for g, m in zip(got, to_first, strict=True)
+        ]
+    out["pooled_top_item"] = tops  # in the first run's numbers (None: a prototype matched to none of them)
     rules = {
-        "pooled": [f(set(d)) for d, f in zip(pooled, ren, strict=True)],
+        "pooled": [set(d) for d in pooled],
         "per_step_no_resampling": [
-            f(listed_roles(r, replace(r.config.explain, stability_threshold=0, top=10**6)))
-            for r, f in zip(runs, ren, strict=True)
+            listed_roles(r, replace(r.config.explain, stability_threshold=0, top=10**6)) for r in runs
         ],
-        "per_step_listed": [f(listed_roles(r)) for r, f in zip(runs, ren, strict=True)],
+        "per_step_listed": [listed_roles(r) for r in runs],
     }
     for name, sets in rules.items():
         rep = [{x for x in s if x[:2] in pairs} for s in sets]
+        jac, rnd = agreement(sets, a_to_b, k)
+        jac_rep, rnd_rep = agreement(rep, a_to_b, k)
+        in_first = [{(*x[:-1], m.get(x[-1])) for x in s} for s, m in zip(sets, to_first, strict=True)]
         out[name] = {
             "listed": [len(s) for s in sets],
-            "pairwise_jaccard": [jaccard(sets[i], sets[j]) for i, j in itertools.combinations(range(len(sets)), 2)],
-            "in_every_run": len(set.intersection(*sets)),
+            "in_every_run": len({x for x in set.intersection(*in_first) if x[-1] is not None}),
+            "pairwise_jaccard": jac,
+            "random_matching_mean": rnd,
             "reported_pairs_listed": [len(s) for s in rep],
-            "reported_pairs_jaccard": [jaccard(rep[i], rep[j]) for i, j in itertools.combinations(range(len(rep)), 2)],
+            "reported_pairs_jaccard": jac_rep,
+            "reported_pairs_random_matching_mean": rnd_rep,
         }
     eligible = len(runs[0].classes) * (len(runs[0].classes) - 1) // 2 * runs[0].prototypes().k
     out["pooled_null"] = {

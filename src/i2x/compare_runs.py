@@ -138,15 +138,7 @@ def comparison(run_a: str | os.PathLike | Run, run_b: str | os.PathLike | Run) -
     """The numbers of ``compare.json`` (nothing written)."""
     ra, rb = (r if isinstance(r, Run) else Run(r).check_complete("compare") for r in (run_a, run_b))
     basis = check_comparable(ra, rb)
-    pa, pb = ra.prototypes(), rb.prototypes()
-    m = match_prototypes(
-        pa.assignments,
-        b_on_a(ra, rb) if basis == "identical prototypes" else pb.assignments,
-        pa.k,
-        pb.k,
-        background_a=ra.arrays("intensity").get("background"),
-        background_b=rb.arrays("intensity").get("background"),
-    )
+    m, pb = prototype_matching(ra, rb, basis), rb.prototypes()
     names = Names(m["a_to_b"], m["b_to_a"])
     cm_a, cm_b = (np.asarray(r.arrays("evaluate")["confusion"], dtype=np.int64) for r in (ra, rb))
     pairs, skipped = compare_pairs(ra, rb, names, cm_a, cm_b)
@@ -162,6 +154,22 @@ def comparison(run_a: str | os.PathLike | Run, run_b: str | os.PathLike | Run) -
         "confusion": confusion_difference(cm_a, cm_b),
         "agreement": agreement(ra, rb, m["a_to_b"], pb.k),
     }
+
+
+def prototype_matching(ra: Run, rb: Run, basis: str | None = None) -> dict:
+    """:func:`i2x.analysis.compare.match_prototypes` of two runs (``a_to_b``, ``b_to_a``, rows, overlap): by
+    their own centroids when both have the same prototypes, else by the cells they cover on A's explanation
+    set. ``basis``: :func:`check_comparable`'s answer, when already asked."""
+    basis = basis or check_comparable(ra, rb)
+    pa, pb = ra.prototypes(), rb.prototypes()
+    return match_prototypes(
+        pa.assignments,
+        b_on_a(ra, rb) if basis == "identical prototypes" else pb.assignments,
+        pa.k,
+        pb.k,
+        background_a=ra.arrays("intensity").get("background"),
+        background_b=rb.arrays("intensity").get("background"),
+    )
 
 
 def b_on_a(ra: Run, rb: Run) -> np.ndarray:
