@@ -17,7 +17,7 @@ runs of other training seeds (``--seed``; matched by the cells they cover, as ``
 ``i2x compare``'s Jaccard after matching, beside 200 random matchings. Printed beside it, from the runs' own
 explanations: the run's rule with no resampling and as listed (threshold, ``top``), over all pairs and over the
 first run's reported pairs; each reported pair's top pooled item (smallest p, then largest |S|), in the first
-run's numbers. 6.4 s for one E = 2,500 run, 999 permutations, 2 threads.
+run's numbers. 6.2 s for one E = 2,500 run, 999 permutations, 2 threads.
 
     .venv/bin/python benchmarks/pooled_steps.py RUN_A RUN_B RUN_C [--permutations 999]
 """
@@ -33,16 +33,16 @@ import numpy as np
 
 import i2x
 from i2x.analysis.compare import role_agreement
-from i2x.analysis.dynamics import _threshold, step_penalty
+from i2x.analysis.dynamics import _fit_samples, _Step, step_penalty
 from i2x.compare_runs import listed_roles, prototype_matching
 
 
 def within_class_permutations(labels: np.ndarray, b: int, rng) -> np.ndarray:
-    """(b, N) permutations of 0..N-1 that move each sample only among the samples of its class."""
-    out = np.tile(np.arange(len(labels)), (b, 1))
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        out[:, idx] = idx[rng.permuted(np.tile(np.arange(len(idx)), (b, 1)), axis=1)]
+    """(b, N) permutations of 0..N-1 that move each sample only among the samples of its class: the draws of
+    the dynamics stage's within-class null (``_Step.shuffles`` with every sample its own row) as index arrays."""
+    of_row, rows = _Step(np.arange(len(labels))).shuffles(b, rng, labels)
+    out = np.empty_like(of_row)  # x[out[b]] puts row rows[j] of x at of_row[b, j]
+    np.put_along_axis(out, of_row, np.broadcast_to(rows, of_row.shape), axis=1)
     return out
 
 
@@ -50,15 +50,16 @@ def pooled_pvalues(conf, inten, labels, tau, lam, lam_scale, permutations, seed)
     """S (K, P) and its two-sided p (K, P) for the P = C(C−1)/2 pairs a < b (see the module's text)."""
     T, C = conf.shape[0] - 1, conf.shape[2]
     ia, ib = np.triu_indices(C, 1)
-    perms = within_class_permutations(labels, permutations, np.random.default_rng([seed, 24, 2]))
+    # one set of within-class draws for every step (the dynamics stage draws anew per step), the observed
+    # rows first (row rows[j] in its own place), so that one solve per step gives W and the null's W_b
+    of_row, rows = _Step(np.arange(len(labels))).shuffles(permutations, np.random.default_rng([seed, 24, 2]), labels)
+    draws = (np.vstack([rows, of_row]), rows)
     S = S_null = 0.0
     for t in range(T):
         dp, di = conf[t + 1] - conf[t], inten[t + 1] - inten[t]
         sc, lam_n, _ = step_penalty(di, lam, lam_scale)
-        I = _threshold((di / sc)[None], tau)[0]  # (N, K)
-        A = np.linalg.solve(I.T @ I + lam_n * np.eye(I.shape[1]), I.T)  # (K, N)
-        W = A @ dp  # (K, C)
-        Wb = np.einsum("kn,bnc->bkc", A, dp[perms], optimize=True)  # (B, K, C)
+        W, Wb = np.split(_fit_samples(dp, di / sc, tau, lam_n, draws), [1])  # Eq. 7-8, the dynamics stage's code
+        W = W[0]
         d, db = W[:, ia] - W[:, ib], Wb[:, :, ia] - Wb[:, :, ib]
         sd = db.std(0)
         sd = np.where(sd > 0, sd, np.inf)  # a contribution that never moves adds nothing
@@ -117,8 +118,7 @@ def main() -> None:
     pooled = [net_roles(r, args.permutations, args.alpha) for r in runs]
     tops = {}
     for a, b in pairs:
-        got = [min((v, x) for x, v in d.items() if x[:2] == (a, b)) if any(x[:2] == (a, b) for x in d) else None
-               for d in pooled]  # fmt: skip
+        got = [min(((v, x) for x, v in d.items() if x[:2] == (a, b)), default=None) for d in pooled]
         tops[f"{a}-{b}"] = [
             None if g is None else [g[1][2], m.get(g[1][3])] for g, m in zip(got, to_first, strict=True)
         ]
