@@ -19,7 +19,7 @@ from i2x.config import ExplainConfig, RunConfig
 # for the stability stage instead of 50: the stage's own tests are in test_stability.py and test_rundir.py)
 TINY_RUN_ARGS = (
     "--dataset digits --epochs 2 --every 5 --prototypes 6 --min-cluster-size 5 --device cpu --quiet --no-report "
-    "--stability-resamples 10"
+    "--stability-resamples 10 --explain-fraction 0.1"
 ).split()
 
 

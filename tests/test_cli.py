@@ -26,7 +26,7 @@ def test_run_directory_is_complete(cli_run, capsys):
     ipe = int(np.ceil(m["data"]["train_size"] / 64))
     assert its[0] == 0 and its[-1] == 2 * ipe and all(i % 5 == 0 for i in its[:-1])
     n = m["data"]["explain_size"]
-    assert n == round(0.1 * m["data"]["train_size"])
+    assert n == round(0.1 * m["data"]["train_size"])  # the tiny run's share
     protos = load_npz(cli_run / "arrays" / "prototypes.npz")
     h, w = protos["assignments"].shape[1:]
     assert protos["assignments"].shape == (n, h, w) and protos["assignments"].max() < 6

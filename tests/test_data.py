@@ -182,6 +182,12 @@ def test_explanation_set_is_stratified_and_seeded():
     few = explanation_indices(labels, 3 / 2000, seed=1)
     assert len(few) == 3 and np.array_equal(few, explanation_indices(labels, 3 / 2000, seed=1))
     np.testing.assert_array_equal(explanation_indices(labels[:5], 1.0), np.arange(5))
+    # a number of images (> 1, scikit-learn's test_size convention): that many, stratified, at most all
+    n = explanation_indices(labels, 500.0, seed=42)
+    assert len(n) == 500 and np.all(np.abs(np.bincount(labels[n], minlength=10) - np.bincount(labels) / 4) <= 1)
+    np.testing.assert_array_equal(explanation_indices(labels, 5000, seed=42), np.arange(2000))
+    with pytest.raises(I2XError, match="whole number"):
+        explanation_indices(labels, 2.5)
 
 
 class PidDataset(torch.utils.data.Dataset):

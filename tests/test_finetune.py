@@ -515,13 +515,13 @@ def test_finetune_prototype_auto_on_a_real_run(saved, run_dir, capsys):
         ((a, b) for a in range(C) for b in range(a + 1, C) if cm[a, b] + cm[b, a] and {a, b} <= labels),
         key=lambda p: (-(cm[p] + cm[p[::-1]]), p),
     )
-    cfg, bg = saved.cfg.explain, saved.ia["background"]
+    cfg, bg, links = saved.cfg.explain, saved.ia["background"], i2x.Run(run_dir).links()
     expect = None
     for a, b in order:
         st = np.load(run_dir / "arrays" / "stability.npz")
         pe = pair_explanation(
             saved.dy["W"], saved.ia["contain"], saved.labels, a, b, cfg, p_pair=saved.dy["p_pair"], background=bg,
-            frequency=st["roles"][a, b] if int(st["resamples"]) else None,
+            frequency=st["roles"][a, b] if int(st["resamples"]) else None, links=links,
         )  # fmt: skip
         if (a, b) in pes:
             assert [r["prototype"] for r in pe["uncertain"]] == [r["prototype"] for r in pes[(a, b)]["uncertain"]]

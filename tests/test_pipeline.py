@@ -18,6 +18,7 @@ from sklearn.cluster import HDBSCAN
 
 import i2x
 from i2x.analysis.explain import explain
+from i2x.analysis.links import Links, run_links
 from i2x.cli import main
 from i2x.data import splits_for
 
@@ -155,7 +156,23 @@ def test_explained_pairs_carry_a_to_b_from_the_confusion_matrix(saved):
     assert [(p["a"], p["b"]) for p in pairs] == want[:3]
 
 
-def _recompute_explanations(s: Saved) -> dict:
+def _recompute_links(s: Saved, check: bool = True) -> Links:
+    """The pair roles' samples test of the saved records with the run's settings (``check``: equal to
+    arrays/links.npz)."""
+    c = s.cfg
+    links = run_links(
+        s.conf, s.ia["intensity"], s.ia["contain"], s.labels, c.explain, lam=c.ridge_lambda,
+        permutations=c.permutations, seed=c.seed, background=s.ia["background"],
+    )  # fmt: skip
+    if not check:
+        return links
+    saved = dict(np.load(s.dir / "arrays" / "links.npz"))
+    for k, v in links.to_arrays().items():
+        np.testing.assert_allclose(np.asarray(saved[k], float), np.asarray(v, float), rtol=1e-6, err_msg=k)
+    return Links.from_arrays(saved)
+
+
+def _recompute_explanations(s: Saved, check_links: bool = True) -> dict:
     ex = explain(
         s.dy["W"],
         s.ia["contain"],
@@ -173,6 +190,7 @@ def _recompute_explanations(s: Saved) -> dict:
         p_pair_class=s.dy.get("p_pair_class"),
         stability=st if int((st := dict(np.load(s.dir / "arrays" / "stability.npz")))["resamples"]) else None,
         present=s.ia["present"],
+        links=_recompute_links(s, check_links),
     )
     health = s.manifest["metrics"]["health"]
     flag = {"passed": not health, "reasons": health, "note": s.ex["model_health"]["note"]}
@@ -199,7 +217,7 @@ def test_background_prototypes_reach_the_explanation(run_dir, tmp_path):
     assert s.ex == _recompute_explanations(s)
     # with the background ignored, something background would have been listed: the check has teeth
     s.ia["background"] = np.zeros(s.K, bool)
-    assert _listed(_recompute_explanations(s)) & set(bg)
+    assert _listed(_recompute_explanations(s, check_links=False)) & set(bg)
 
 
 def _listed(ex: dict) -> set[int]:

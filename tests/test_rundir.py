@@ -19,6 +19,7 @@ from i2x import store
 from i2x.analysis.dynamics import dynamics
 from i2x.analysis.explain import explain
 from i2x.analysis.intensity import background_prototypes, containment, intensity, saliency_density
+from i2x.analysis.links import run_links
 from i2x.analysis.prototypes import FeatureStream, prototypes
 from i2x.cli import cli_message
 from i2x.config import RunConfig
@@ -225,11 +226,17 @@ def _check_all(fake: Fake, ctx: Context, cfg: RunConfig) -> dict:
     assert m["metrics"]["explained_coverage"] == round(want.coverage(), 4)
     # the explanation with the explain settings, the confusion matrix, p-values, flagged steps and background
     ex = json.loads((out / "explanations.json").read_text())
+    # the pair roles' samples test with the explain settings, the run's λ, permutations and seed
+    links = run_links(
+        fake.conf.astype(np.float32), ia["intensity"], ia["contain"], fake.labels, cfg.explain, lam=cfg.ridge_lambda,
+        permutations=cfg.permutations, seed=cfg.seed, background=ia["background"],
+    )  # fmt: skip
+    _same(_npz(out / "arrays" / "links.npz"), links.to_arrays())
     want = explain(
         want.W, ia["contain"], fake.labels, want.class_delta, confusion=ev["confusion"], flagged=want.flagged,
         classes=CLASSES, cfg=cfg.explain, p_W=want.p_W, p_pair=want.p_pair, background=ia["background"],
         permutations=cfg.permutations, null=want.null, p_pair_class=want.p_pair_class,
-        stability=_stability_of(fake, ia, cfg), present=ia["present"],
+        stability=_stability_of(fake, ia, cfg), present=ia["present"], links=links,
     )  # fmt: skip
     health = {"passed": True, "reasons": [], "note": "no health check failed"}  # the fake model is healthy
     assert m["metrics"]["health"] == []
@@ -291,8 +298,9 @@ def test_the_manifest_lists_each_stage_with_its_files_settings_and_time(tmp_path
         "aggregate": "clusters", "min_cluster_size": 4, "tau": 0.1, "ridge_lambda": 3.0, "ridge_scale": "relative",
         "cluster_fallback": True, "permutations": 199, "permutation_null": "within-class", "seed": 5,
     }  # fmt: skip
-    assert st["explain"]["files"] == ["explanations.json"]
-    assert st["explain"]["settings"] == {"explain": cfg.to_dict()["explain"]}
+    assert st["explain"]["files"] == ["explanations.json", "arrays/links.npz"]
+    assert st["explain"]["settings"] == {"explain": cfg.to_dict()["explain"], "permutations": 199, "ridge_lambda": 3.0,
+                                         "seed": 5}  # fmt: skip
     assert m["checkpoints"] == ITS and m["config"] == cfg.to_dict()
     r = Run(fake.out)
     assert r.missing_stages() == [] and r.check_complete() is r and r.classes == CLASSES
@@ -332,7 +340,9 @@ def test_stage_done_reads_the_manifest_entry():
     m = {"stages": {"explain": {"complete": True, "files": []}, "dynamics": {"complete": False, "files": []}}}
     assert stage_done("/nonexistent", m, "explain") and stage_done("/nonexistent", m, "explain", _cfg())
     assert not stage_done("/nonexistent", m, "dynamics") and not stage_done("/nonexistent", m, "record")
-    m["stages"]["explain"]["settings"] = {"explain": _cfg().to_dict()["explain"]}
+    m["stages"]["explain"]["settings"] = {
+        "explain": _cfg().to_dict()["explain"], "permutations": 199, "ridge_lambda": 3.0, "seed": 5,
+    }  # fmt: skip
     assert stage_done("/nonexistent", m, "explain", _cfg()) and not stage_done(
         "/nonexistent", m, "explain", RunConfig()
     )
@@ -685,13 +695,18 @@ def test_run_reader_loads_what_the_stages_wrote(tmp_path):
             background=ia["background"],
             p_pair_class=dyn.p_pair_class,
             frequency=r.arrays("stability")["roles"][min(a, b), max(a, b)],
+            links=r.links(),
         )
         assert r.pair_explanation(a, b) == want
     listed = r.pair_explanation(0, 1)["uncertain"]
-    assert listed and listed[0]["p_value"] is not None
-    k = listed[0]["prototype"]
-    # the run's own settings, p-values and background prototypes reach it
+    assert listed and listed[0]["p_value"] is not None and listed[0]["effect"] > 0
+    # under the paper's test: the run's own settings, p-values and background prototypes reach it
     m = store.read_manifest(fake.out)
+    m["config"]["explain"]["pair_test"] = "paper"
+    store.write_manifest(fake.out, m)
+    listed = Run(fake.out).pair_explanation(0, 1)["uncertain"]
+    assert listed and listed[0]["p_value"] is not None and "effect" not in listed[0]
+    k = listed[0]["prototype"]
     m["config"]["explain"]["alpha"] = 0.001
     store.write_manifest(fake.out, m)
     assert Run(fake.out).pair_explanation(0, 1)["uncertain"] == []

@@ -5,6 +5,7 @@ item reaches the default threshold in ≥ 95 % of seeds."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from helpers import A, B, planted
 
 from i2x.analysis.stability import half_subsamples, selection_frequencies
@@ -13,12 +14,11 @@ from i2x.config import ExplainConfig
 SETTINGS = dict(min_cluster_size=10, permutations=199)
 
 
-def _freq(seed: int, signal: bool, resamples: int = 20):
+def _freq(seed: int, signal: bool, resamples: int = 20, pair_test: str = "samples"):
     conf, inten, labels = planted(seed, signal=signal)
     contain = np.ones((len(labels), inten.shape[2]), dtype=bool)
-    return selection_frequencies(
-        conf, inten, contain, labels, 3, SETTINGS, ExplainConfig(), resamples=resamples, seed=seed
-    )
+    cfg = ExplainConfig(pair_test=pair_test)
+    return selection_frequencies(conf, inten, contain, labels, 3, SETTINGS, cfg, resamples=resamples, seed=seed)
 
 
 def test_half_subsamples_halve_every_class_without_repeats():
@@ -32,17 +32,29 @@ def test_half_subsamples_halve_every_class_without_repeats():
     assert all((a == b).all() for a, b in zip(subs, half_subsamples(labels, 30, seed=0), strict=True))
 
 
-def test_a_planted_uncertain_prototype_is_selected_in_most_halves():
-    f = _freq(0, signal=True)
+def test_a_planted_uncertain_prototype_is_selected_in_most_halves_paper_test():
+    f = _freq(0, signal=True, pair_test="paper")
     assert int(f["resamples"]) == 20 and f["roles"].shape == (3, 3, 6, 2)
     assert f["roles"][A, B, 0, 0] >= 0.9  # P-0 uncertain for (A, B)
     assert f["roles"][A, B, 1, 1] >= 0.9  # P-1 reliable for A
     assert ((f["roles"] >= 0) & (f["roles"] <= 1)).all()
 
 
-def test_in_null_data_no_item_reaches_the_threshold():
+def test_planted_prototypes_are_listed_in_most_halves_samples_test():
+    """The samples test lists P-0 and P-1 in every half. P-0's role is uncertain or reliable from half to
+    half: at even steps P-1 brightens in the same samples as P-0 (the two are collinear there), and one
+    regression over all prototypes cannot say which of them moved the confidence, so P-0's even-step sign
+    is significant in some halves only (0.25-0.95 uncertain over seeds 0-3)."""
+    f = _freq(0, signal=True)
+    assert f["roles"][A, B, 0].sum() >= 0.9  # P-0 listed, as one role or the other
+    assert f["roles"][A, B, 1, 1] >= 0.9  # P-1 reliable for A
+    assert ((f["roles"] >= 0) & (f["roles"] <= 1)).all()
+
+
+@pytest.mark.parametrize("pair_test", ["samples", "paper"])
+def test_in_null_data_no_item_reaches_the_threshold(pair_test):
     threshold = ExplainConfig().stability_threshold
-    reached = [bool((_freq(seed, signal=False)["roles"] >= threshold).any()) for seed in range(200, 220)]
+    reached = [bool((_freq(s, signal=False, pair_test=pair_test)["roles"] >= threshold).any()) for s in range(200, 220)]
     assert sum(reached) <= 1, reached  # ≥ 95 % of 20 null seeds list nothing
 
 

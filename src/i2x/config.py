@@ -24,6 +24,7 @@ from .presets import PRESETS, preset_values
 
 AGGREGATES = ("clusters", "samples")  # the rows of the Eq. 8 ridge (analysis.dynamics)
 NULLS = ("within-class", "all")  # the strata a permutation test permutes within (analysis.dynamics)
+PAIR_TESTS = ("samples", "paper")  # the test behind the pair roles (analysis.links / analysis.explain)
 
 
 # Checks: each takes the value and returns what is wrong with it, or None.
@@ -136,25 +137,56 @@ class ExplainConfig:
         check=fraction,
         commands=ANALYZE,
     )
+    pair_test: str = setting(
+        "samples",
+        "the test behind the uncertain/reliable roles: samples (one row per sample, centred within class, "
+        "false discovery rate over the whole list, ranked by effect) or paper (the per-step test on the ridge "
+        "rows of the dynamics stage, Bonferroni over steps, filtered by selection frequency)",
+        why="on the demo the paper's rows (HDBSCAN clusters: class means) listed no role, and a planted "
+        "within-class link was found at the null rate; samples lists 3-6 items per reported pair and 0 on "
+        "within-class permuted copies (docs/METHOD.md, docs/RESULTS.md)",
+        choices=PAIR_TESTS,
+        commands=ANALYZE,
+    )
+    min_effect: float = setting(
+        0.1,
+        "samples test: list an uncertain/reliable prototype only when its effect (standardised within-class "
+        "coefficient) is at least this",
+        why="with many images every link is significant (at 5,000 images of the demo's model all 772 tested "
+        "pairs × prototypes, down to 0.015): 0.1, a 'small' standardised effect, leaves out the 20 % whose "
+        "largest step is below it; agreement between disjoint image sets was 0.46-0.60 for 0-0.2 (docs/RESULTS.md)",
+        check=fraction,
+        commands=ANALYZE,
+    )
+    bootstrap: int = setting(
+        200,
+        "samples test: class-stratified bootstrap resamples for each listed item's effect interval (0: none)",
+        why="200 resamples place a 95 % percentile interval's ends to about ±0.01 on the demo",
+        check=at_least(0),
+        commands=ANALYZE,
+    )
     opposite_step: str = setting(
         "unadjusted",
-        "reliable: a step of the other sign disqualifies it when its p is below alpha unadjusted (stricter) or "
-        "adjusted over the steps as a significant step is (adjusted: reliable = significant steps of one sign)",
+        "paper test, reliable: a step of the other sign disqualifies it when its p is below alpha unadjusted "
+        "(stricter) or adjusted over the steps as a significant step is (adjusted: reliable = significant steps "
+        "of one sign)",
         why="unadjusted: no hint of an opposite contribution; it also disqualifies a truly one-sided prototype in "
-        "~1 - (1 - alpha/2)^(T-1) of explanation sets (32 % at T = 16) by chance alone (docs/METHOD.md, issue 24)",
+        "~1 - (1 - alpha/2)^(T-1) of explanation sets (32 % at T = 16) by chance alone (docs/METHOD.md)",
         choices=("unadjusted", "adjusted"),
         commands=ANALYZE,
     )
     alpha: float = setting(
         0.05,
-        "family-wise level of a listed prototype (uncertain, reliable, key)",
-        why="a prototype is listed only when the permutation test rejects H0 at 5 %",
+        "error level of a listed item: false discovery rate of the pair roles (samples test), family-wise "
+        "level of a key checkpoint, a class-specific prototype and a paper-test role",
+        why="a prototype is listed only when its test rejects H0 at 5 %",
         check=open_fraction(),
         commands=ANALYZE,
     )
     stability_threshold: float = setting(
         0.6,
-        "an item is listed when it is selected in at least this share of the half-subsamples of E",
+        "class lists and paper-test roles: an item is listed when it is selected in at least this share of the "
+        "half-subsamples of E (samples-test roles carry their frequency without a threshold)",
         why="Meinshausen & Bühlmann's stability selection uses 0.6-0.9; 0.6 keeps a planted role (selected in "
         "≥ 0.9) and no null item reached it (docs/METHOD.md)",
         check=fraction,
@@ -193,10 +225,18 @@ class RunConfig:
         why="never download unless asked (tests and CI are offline)",
     )
     explain_fraction: float = setting(
-        0.1,
-        "share of the training set in the explanation set E",
-        why="the paper: E is 10 % of the training set",
-        check=open_fraction("; the paper uses 0.1"),
+        2500.0,
+        "the explanation set E: a share of the training set (≤ 1, as the paper's 0.1) or a number of images (> 1, "
+        "at most all of them)",
+        why="which prototypes a pair's roles list replicates on a disjoint set of images of the same model in "
+        "0.15-0.22 of the top items at 500 images, 0.37-0.47 at 1,000 and 0.49-0.57 at 2,500, at 8-10 s more "
+        "recording on the demo (docs/RESULTS.md); a number, not a share, so that a large training set does not "
+        "make recording cost more than training",
+        check=lambda v: (
+            None
+            if 0 < v <= 1 or (v > 1 and float(v).is_integer())
+            else "must be a share in (0, 1] or a whole number of images > 1; the paper uses 0.1"
+        ),
         commands=ANALYZE,
     )
     explain_seed: int = setting(

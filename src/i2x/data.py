@@ -680,14 +680,17 @@ def _load_splits(name: str, data_dir, seed: int, download: bool) -> Splits:
 
 
 def explanation_indices(labels, fraction: float = 0.1, seed: int = 42) -> np.ndarray:
-    """The explanation set E: a seeded ``fraction`` of the training indices, stratified by class
-    (every class keeps its share, scikit-learn's ``train_test_split``), sorted. ``labels``: the
-    training labels (N,). Where a class is too rare to stratify, a plain seeded random sample."""
-    if not (0.0 < fraction <= 1.0):
-        raise I2XError(f"explain_fraction={fraction} must lie in (0, 1]; the paper uses 0.1")
+    """The explanation set E: a seeded ``fraction`` of the training indices (≤ 1), or that many of them
+    (> 1, at most all: scikit-learn's ``test_size`` convention), stratified by class (every class keeps its
+    share, scikit-learn's ``train_test_split``), sorted. ``labels``: the training labels (N,). Where a
+    class is too rare to stratify, a plain seeded random sample."""
+    if not (0.0 < fraction <= 1.0 or (fraction > 1 and float(fraction).is_integer())):
+        raise I2XError(
+            f"explain_fraction={fraction} must be a share in (0, 1] or a whole number of images > 1; the paper uses 0.1"
+        )
     labels = np.asarray(labels)
     n = len(labels)
-    m = max(1, int(round(fraction * n)))
+    m = max(1, int(round(fraction * n))) if fraction <= 1 else min(n, int(fraction))
     if m >= n:
         return np.arange(n)
     try:

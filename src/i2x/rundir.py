@@ -25,6 +25,7 @@ from . import store
 from .analysis.dynamics import Dynamics, dynamics
 from .analysis.explain import confused_pairs, explain, pair_explanation
 from .analysis.intensity import background_prototypes, containment, intensity, saliency_density
+from .analysis.links import Links, run_links
 from .analysis.prototypes import FeatureStream, Prototypes, pca_sample_images, prototypes
 from .analysis.stability import selection_frequencies
 from .config import RunConfig
@@ -296,6 +297,15 @@ def _explain(ctx: Context) -> StageOutput:
     dyn, ia = Dynamics.from_arrays(ctx.arrays("dynamics")), ctx.arrays("intensity")
     cm = ctx.arrays("evaluate")["confusion"]
     st = ctx.arrays("stability")
+    links = None
+    if ctx.cfg.explain.pair_test == "samples" and ctx.cfg.permutations:
+        c = ctx.cfg
+        ctx.note("explain: the pair roles' permutation test")
+        links = run_links(
+            ctx.records()["confidences"], ia["intensity"], ia["contain"], ctx.labels, c.explain, lam=c.ridge_lambda,
+            permutations=c.permutations, seed=c.seed, background=ia.get("background"),
+        )  # fmt: skip
+    store.save_npz(ctx.out / "arrays" / "links.npz", **(links.to_arrays() if links else {"permutations": np.int64(0)}))
     ex = explain(
         dyn.W,
         ia["contain"],
@@ -313,6 +323,7 @@ def _explain(ctx: Context) -> StageOutput:
         p_pair_class=dyn.p_pair_class,
         stability=st if int(st["resamples"]) else None,
         present=ia.get("present"),
+        links=links,
     )
     ex["checkpoints"] = ctx.manifest.checkpoints
     metrics = ctx.manifest.get("metrics", {})
@@ -326,7 +337,7 @@ def _explain(ctx: Context) -> StageOutput:
         else "no health check failed",
     }
     store.save_json(ctx.out / "explanations.json", ex)
-    return StageOutput(["explanations.json"])
+    return StageOutput(["explanations.json", "arrays/links.npz"])
 
 
 @dataclass(frozen=True)
@@ -370,7 +381,12 @@ STAGES: tuple[Stage, ...] = (
         ),
     ),
     Stage("stability", _stability, ("arrays/stability.npz",), ("stability_resamples", "explain")),
-    Stage("explain", _explain, ("explanations.json",), ("explain",)),
+    Stage(
+        "explain",
+        _explain,
+        ("explanations.json", "arrays/links.npz"),
+        ("explain", "permutations", "ridge_lambda", "seed"),
+    ),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
@@ -627,12 +643,28 @@ class Run:
             background=ia.get("background"),
             p_pair_class=dyn.p_pair_class,
             frequency=self._frequency(a, b),
+            links=self._links_for(self.config.explain if explain is None else explain),
         )
+
+    def _links_for(self, rules) -> Links | None:
+        """The run's samples test (None under the paper's test ``rules``: computed with the run's own rules,
+        another minimum effect or error level needs `i2x analyze`)."""
+        return None if rules.pair_test != "samples" else self._links
 
     def _frequency(self, a: int, b: int) -> np.ndarray | None:
         """(K, 2) selection frequencies of the pair's roles, when the run measured them."""
         st = self._stability
         return st["roles"][min(a, b), max(a, b)] if int(st.get("resamples", 0)) else None
+
+    def links(self) -> Links | None:
+        """The samples test behind the pair roles (None for a run of the paper's test or before it)."""
+        f = self.path / "arrays" / "links.npz"
+        a = store.load_npz(f) if f.exists() else {}
+        return Links.from_arrays(a) if int(a.get("permutations", 0)) else None
+
+    @cached_property
+    def _links(self) -> Links | None:
+        return self.links()
 
     @cached_property
     def _stability(self) -> dict:

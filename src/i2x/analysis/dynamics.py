@@ -14,6 +14,8 @@ from sklearn.cluster import HDBSCAN
 from ..config import AGGREGATES, NULLS
 from ..errors import DivergedError, I2XError
 
+RIDGE_LAMBDA = 10.0  # the ridge λ of Eq. 8 (relative to the step's mean per-sample energy) when none is given
+
 
 def confidence_clusters(delta_p: np.ndarray, min_cluster_size: int = 10, min_samples: int | None = None) -> np.ndarray:
     """Eq. 5: HDBSCAN labels (N,) of confidence changes Δp (N, C); −1 = noise.
@@ -295,7 +297,7 @@ def dynamics(
     labels: np.ndarray | None = None,
     min_cluster_size: int = 10,
     tau: float = 0.05,
-    lam: float = 10.0,
+    lam: float = RIDGE_LAMBDA,
     *,
     lam_scale: str = "relative",
     fallback: bool = True,

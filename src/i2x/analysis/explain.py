@@ -13,6 +13,7 @@ from sklearn.cluster import AgglomerativeClustering
 
 from ..config import ExplainConfig
 from ..errors import I2XError
+from .links import Links
 from .stats import enrichment_pvalues, holm
 
 
@@ -164,8 +165,10 @@ def pair_explanation(
     background: np.ndarray | None = None,
     p_pair_class: np.ndarray | None = None,
     frequency: np.ndarray | None = None,
+    links: Links | None = None,
 ) -> dict:
-    """Uncertain and reliable prototypes of the pair (a, b) from d_t[k] = W_t[k, a] − W_t[k, b].
+    """Uncertain and reliable prototypes of the pair (a, b): with ``links`` (the default ``samples``
+    test) :func:`links_rows`'s; without, the paper's rule on d_t[k] = W_t[k, a] − W_t[k, b]:
 
     Uncertain: in ≥ min_pair_contain of both classes, significantly favouring a at some step and
     b at another; p_value = the larger of the two sides' smallest Bonferroni-adjusted p (an
@@ -180,14 +183,15 @@ def pair_explanation(
     ``background`` (K,) prototypes never count. ``frequency`` (K, 2): how often each prototype is
     uncertain / reliable over half-subsamples of E (:mod:`i2x.analysis.stability`); then each row
     carries its ``frequency``, rows below ``cfg.stability_threshold`` are left out and counted in
-    ``below_threshold``.
-    """
+    ``below_threshold``."""
     cfg = cfg or ExplainConfig()
     labels = np.asarray(labels)
     for c in (a, b):
         if not (labels == c).any():
             raise I2XError(f"class {c} has no sample in the explanation set: choose a pair that occurs in it")
     fa, fb = contain[labels == a].mean(0), contain[labels == b].mean(0)
+    if links is not None:
+        return links_rows(links, a, b, fa, fb, cfg, frequency)
     fg = np.zeros(len(fa), bool) if background is None else np.asarray(background, bool)
     d = pair_contribution(W, a, b)  # (T, K)
     p = None if p_pair is None else np.asarray(p_pair)[:, :, a, b]
@@ -228,6 +232,49 @@ def pair_explanation(
         out["below_threshold"] = below
     if p_pair_class is not None:
         out["class_level"] = _class_level(d, np.asarray(p_pair_class)[:, :, a, b], fa, fb, fg, cfg, r, (a, b))
+    return out
+
+
+def links_rows(links: Links, a: int, b: int, fa, fb, cfg: ExplainConfig, frequency=None) -> dict:
+    """The pair (a, b)'s uncertain and reliable prototypes of the samples test, ordered by effect, the
+    top ``cfg.top`` of each;
+    ``frequency`` (K, 2): how often each was listed on half-subsamples (an annotation: no filter)."""
+    j, sgn = links.index(a, b)
+    listed, steps = links.role[:, j], links.steps[:, :, j] * sgn  # (K,), (T, K) signs towards a
+    out = {"a": int(a), "b": int(b)}
+    for kind, code in (("uncertain", 2), ("reliable", 1)):
+        ks = sorted(np.flatnonzero(listed == code).tolist(), key=lambda k: (-links.effect[k, j], k))
+        rows = []
+        for k in ks[: cfg.top]:
+            st = np.flatnonzero(steps[:, k])
+            sig = steps[st, k]
+            row = {
+                "prototype": int(k),
+                "effect": float(links.effect[k, j]),
+                "effect_ci": [float(v) for v in links.ci[k, j]] if np.isfinite(links.ci[k, j]).all() else None,
+                "score": float(links.effect[k, j]),
+                "p_value": float(links.p_family[k, j]),
+                "q_value": float(links.q[k, j]),
+                "sign_flips": int(np.count_nonzero(sig[1:] != sig[:-1])),
+                "contain_a": float(fa[k]),
+                "contain_b": float(fb[k]),
+                "favours": int(a) if sig.sum() > 0 or (sig.sum() == 0 and sig[0] > 0) else int(b),
+                "significant_steps": [
+                    {
+                        "step": int(t),
+                        "favours": int(a) if steps[t, k] > 0 else int(b),
+                        "p_value": float(links.p_step[t, k, j]),
+                        "effect": float(links.beta[t, k, j] * sgn),
+                    }
+                    for t in st
+                ],
+                "sign_changes_at": [int(st[i + 1]) for i in range(len(st) - 1) if sig[i] != sig[i + 1]],
+            }
+            if frequency is not None:
+                row["frequency"] = float(frequency[k, 0 if code == 2 else 1])
+            rows.append(row)
+        out[kind] = rows
+    out["below_min_effect"] = int(((links.q[:, j] <= links.fdr) & links.tested[:, j] & (listed == 0)).sum())
     return out
 
 
@@ -357,8 +404,10 @@ def explain(
     p_pair_class: np.ndarray | None = None,
     stability: dict | None = None,
     present: np.ndarray | None = None,
+    links: Links | None = None,
 ) -> dict:
-    """The whole structured explanation: per class and per (confused) pair, JSON-ready.
+    """The whole structured explanation: per class and per (confused) pair, JSON-ready. ``links``: the
+    samples test of every pair (:func:`i2x.analysis.links.pair_links`), for the pair roles.
 
     ``p_W`` (T, K, C) / ``p_pair`` (T, K, C, C): permutation p-values from
     :func:`i2x.analysis.dynamics.dynamics` under ``null`` (``within-class``: a sample-level link
@@ -369,8 +418,7 @@ def explain(
     the selection frequencies of :func:`i2x.analysis.stability.selection_frequencies`; every
     listed item then carries its frequency, and items below ``cfg.stability_threshold`` are left
     out and counted (``below_threshold``). ``present`` (N, K): which prototypes have any cell in a
-    sample — containment that does not depend on the explained label (``contain`` keeps the cells
-    of the label's saliency map); class-specificity is tested on it when given."""
+    sample (label-independent containment); class-specificity is tested on it when given."""
     cfg = cfg or ExplainConfig()
     W, labels = np.asarray(W), np.asarray(labels)
     C = W.shape[2]
@@ -384,7 +432,7 @@ def explain(
         for c in range(C)
         if (labels == c).any()
     }
-    pair_list, skipped = [], []
+    pair_list, skipped, calibration = [], [], (p_pair is not None, permutations, cfg.alpha, W.shape[0], null)
     if pairs is None and confusion is not None:
         pairs = [(a, b) for a, b, _ in confused_pairs(confusion)]
     for a, b in pairs or []:
@@ -394,7 +442,7 @@ def explain(
         freq = None if stability is None else stability["roles"][min(a, b), max(a, b)]
         pe = pair_explanation(
             W, contain, labels, a, b, cfg, p_pair=p_pair, background=background, p_pair_class=p_pair_class,
-            frequency=freq,
+            frequency=freq, links=links,
         )  # fmt: skip
         if confusion is not None:
             pe["confusions"] = {"a_to_b": int(confusion[a, b]), "b_to_a": int(confusion[b, a])}
@@ -402,7 +450,7 @@ def explain(
         pair_list.append(pe)
     out = {
         "config": asdict(cfg),
-        "significance": _significance(p_pair is not None, permutations, cfg.alpha, W.shape[0], null),
+        "significance": _links_significance(links) if links else _significance(*calibration),
         "background": [] if background is None else [int(k) for k in np.flatnonzero(background)],
         "classes": per_class,
         "pairs": pair_list,
@@ -427,6 +475,32 @@ NULL_TEXT = {
     "permuted over all samples; the HDBSCAN clusters of Δp kept); class membership alone rejects it, so a "
     "listed role may only say that the prototype belongs to the pair's classes",
 }
+
+
+def _links_significance(links: Links) -> dict:
+    """How the samples test's roles were decided, in words (explanations.json's ``significance``)."""
+    return {
+        "calibrated": True,
+        "pair_test": "samples",
+        "alpha": links.fdr,
+        "permutations": links.permutations,
+        "null_stratum": "within-class",
+        "null": "H0: within each class, which sample's intensity changes go with which sample's confidence "
+        "changes is arbitrary (whole trajectories permuted among the samples of a class, one permutation for "
+        "all steps)",
+        "test": "per step, a ridge regression of the confidence change towards a rather than b on the "
+        "prototypes' intensity changes, one row per sample, both centred within class; a (pair, prototype) "
+        "is tested by its largest standardised coefficient over the steps (max-T); Benjamini-Hochberg over "
+        f"all {int(links.tested.sum())} tested (pair, prototype) families at false discovery rate "
+        f"{links.fdr:g}, then the steps inside selected families at {links.step_level:.3g} "
+        "(Benjamini-Bogomolov); uncertain = significant steps of both signs (contained in both classes), "
+        "reliable = of one sign",
+        "effect": "standardised within-class coefficient at the significant steps (a 1-SD larger intensity "
+        "change goes with this many SD more confidence towards the favoured class; uncertain: the weaker "
+        f"direction's); interval: 2.5-97.5 % of {links.bootstrap} class-stratified bootstrap resamples; items "
+        f"below {links.min_effect:g} are not listed",
+        "families": {"tested": int(links.tested.sum()), "selected": int((links.q <= links.fdr).sum())},
+    }
 
 
 def _significance(calibrated: bool, permutations: int, alpha: float, steps: int, null: str = "all") -> dict:

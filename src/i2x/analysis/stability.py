@@ -17,8 +17,9 @@ from functools import partial
 import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs
 
-from .dynamics import dynamics
+from .dynamics import RIDGE_LAMBDA, dynamics
 from .explain import explain
+from .links import run_links
 
 KINDS = ("uncertain", "reliable")
 
@@ -92,14 +93,20 @@ def _jobs(n_jobs: int | None, resamples: int) -> int:
 
 def _one_half(confidences, intensities, contain, labels, n_classes, settings, cfg, seed, background, present, b, idx):
     """Stages 4-7 on the half ``idx`` (the ``b``-th): the explanation it lists."""
-    y = labels[idx]
-    d = dynamics(confidences[:, idx], intensities[:, idx], y, seed=seed + 1000 * (b + 1), class_level=False, **settings)
+    y, half_seed = labels[idx], seed + 1000 * (b + 1)
+    d = dynamics(confidences[:, idx], intensities[:, idx], y, seed=half_seed, class_level=False, **settings)
     present_classes = set(np.unique(y).tolist())
     in_half = [(a, c) for a, c in itertools.combinations(range(n_classes), 2) if {a, c} <= present_classes]
+    links = None
+    if cfg.pair_test == "samples" and settings.get("permutations"):
+        links = run_links(
+            confidences[:, idx], intensities[:, idx], contain[idx], y, cfg, lam=settings.get("lam", RIDGE_LAMBDA),
+            permutations=settings["permutations"], seed=half_seed, background=background, bootstrap=0,
+        )  # fmt: skip
     return explain(
         d.W, contain[idx], y, d.class_delta, flagged=d.flagged, pairs=in_half, cfg=cfg, p_W=d.p_W,
         p_pair=d.p_pair, background=background, classes=[str(c) for c in range(n_classes)],
-        present=None if present is None else present[idx],
+        present=None if present is None else present[idx], links=links,
     )  # fmt: skip
 
 

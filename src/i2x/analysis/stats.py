@@ -103,4 +103,13 @@ def format_p(v, digits: int = 2, missing: str = "—", template: str = "{}") -> 
     return missing if v is None else template.format(f"{v:.{digits}g}")
 
 
-__all__ = ["ALPHA", "mean_std", "paired_comparison", "paired_test", "holm", "format_p"]
+def format_effect(row: dict) -> str:
+    """A listed pair role's effect with its interval (``0.41 [0.26, 0.55]``), or its Σ d under the paper's
+    test (``Σd = +0.12``): every text that prints one (``i2x explain``, the run summary, the report)."""
+    if "effect" not in row:
+        return f"Σd = {row['total_contribution']:+.3g}"
+    ci = row.get("effect_ci")
+    return f"{row['effect']:.2f}" + ("" if ci is None else f" [{ci[0]:.2f}, {ci[1]:.2f}]")
+
+
+__all__ = ["ALPHA", "mean_std", "paired_comparison", "paired_test", "holm", "format_p", "format_effect"]

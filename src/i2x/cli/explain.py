@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..analysis.stats import format_p
+from ..analysis.stats import format_effect, format_p
 from ..errors import I2XError
 from ..rundir import Run
 
@@ -90,28 +90,44 @@ def pair_text(r: Run, pair: list[str]) -> list[str]:
     T = len(flagged)
     cm, sig = r.arrays("evaluate")["confusion"], r.explanations().get("significance", {})
     na, nb = names[a], names[b]
-    null = "within-class " if sig.get("null_stratum") == "within-class" else ""
-    test = f"{null}permutation p × {T} steps < {sig['alpha']}" if sig.get("calibrated") else "every non-zero sign"
-    out = [
-        f"Pair {na} vs {nb}: test errors {na}→{nb} {cm[a, b]}, {nb}→{na} {cm[b, a]}",
-        f"  contribution d_t[k] = W_t[k,{na}] − W_t[k,{nb}] per step: + favours {na}, - favours {nb} at a "
-        f"significant step ({test}), · not significant, × not measured (no cluster, W_t = 0)",
-        "  reliable prototypes (significant, one sign throughout):",
-    ]
+    out = [f"Pair {na} vs {nb}: test errors {na}→{nb} {cm[a, b]}, {nb}→{na} {cm[b, a]}"]
+    if sig.get("pair_test") == "samples":
+        out += [
+            f"  a prototype is listed when, within each class, the samples whose intensity on it changed more also "
+            f"moved their confidence more towards {na} (or {nb}) at some training steps; tested on every sample, "
+            f"false discovery rate {sig['alpha']:g} over all pairs. effect: standard deviations of that confidence "
+            "change per standard deviation of the intensity change, with its 95 % bootstrap interval; q: the "
+            "false discovery rate at which it is listed. Steps: + towards "
+            f"{na}, - towards {nb}, · not significant",
+        ]
+    else:
+        null = "within-class " if sig.get("null_stratum") == "within-class" else ""
+        test = f"{null}permutation p × {T} steps < {sig['alpha']}" if sig.get("calibrated") else "every non-zero sign"
+        out.append(
+            f"  contribution d_t[k] = W_t[k,{na}] − W_t[k,{nb}] per step: + favours {na}, - favours {nb} at a "
+            f"significant step ({test}), · not significant, × not measured (no cluster, W_t = 0)"
+        )
+    out.append("  reliable prototypes (significant, one direction at every significant step):")
     for p in pe["reliable"]:
         out.append(
-            f"    P-{p['prototype']}: favours {names[p['favours']]}{_p(p)} (Σd={p['total_contribution']:+.3g}; "
-            f"{_contain(p, na, nb)})  {_signs(p, a, flagged)}"
+            f"    P-{p['prototype']}: favours {names[p['favours']]}, effect {format_effect(p)}{_p(p)}; "
+            f"{_contain(p, na, nb)}  {_signs(p, a, flagged)}"
         )
     out += _below(pe, "reliable")
-    out.append("  uncertain prototypes (in both classes, significant for each class at different steps):")
+    both = "" if sig.get("pair_test") == "samples" else "in both classes, "
+    out.append(f"  uncertain prototypes ({both}towards {na} at some steps and {nb} at others):")
     for p in pe["uncertain"]:
         steps = ", ".join(f"T{s}" for s in p["sign_changes_at"])
         out.append(
-            f"    P-{p['prototype']}{_p(p)}: {p['sign_flips']} sign changes (at {steps}); "
+            f"    P-{p['prototype']}: effect {format_effect(p)}{_p(p)}; {p['sign_flips']} sign changes (at {steps}); "
             f"{_contain(p, na, nb)}  {_signs(p, a, flagged)}"
         )
     out += _below(pe, "uncertain")
+    if pe.get("below_min_effect"):
+        out.append(
+            f"  ({pe['below_min_effect']} more prototypes are significant for this pair but with effects below "
+            f"{r.config.explain.min_effect:g} at every significant step: not listed)"
+        )
     if "class_level" in pe:
         out.append(
             "  class-level associations (significant against permuting all samples, not within class: the prototype "
@@ -136,15 +152,18 @@ def _ps(protos: list[int]) -> str:
 
 
 def _p(p: dict) -> str:
-    """`` (p = 0.013)``, with the selection frequency when the run has one: `` (p = 0.013, selected 92 %)``."""
-    f = "" if p.get("frequency") is None else f", selected {100 * p['frequency']:.0f} %"
-    return format_p(p.get("p_value"), missing="", template=" (p = {}" + f + ")")
+    """`` (p = 0.013)``, with the q-value and selection frequency when the row has them:
+    `` (q = 0.004, p = 0.001, listed in 92 % of half-samples)``."""
+    f = "" if p.get("frequency") is None else f", listed in {100 * p['frequency']:.0f} % of half-samples"
+    q = format_p(p.get("q_value"), missing="", template="q = {}, ")
+    return format_p(p.get("p_value"), missing="", template=" (" + q + "p = {}" + f + ")")
 
 
 def _below(e: dict, kind: str) -> list[str]:
     """``none`` under an empty list, and how many items the stability threshold left out."""
     n = e.get("below_threshold", {}).get(kind, 0)
     left = [f"    ({n} more significant but selected in too few half-subsamples of E: left out)"] if n else []
+
     return ([] if e[kind] else ["    none"]) + left
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..analysis.stats import format_effect
 from ..config import RunConfig
 from ..errors import I2XError
 from ..presets import PRESETS
@@ -95,15 +96,31 @@ def summary(r, seconds: float | None = None) -> str:
     sig = ex.get("significance", {})
     stratum = "within-class " if sig.get("null_stratum") == "within-class" else ""
     level = f"{stratum}permutation p < {sig['alpha']}" if sig.get("calibrated") else "uncalibrated signs"
+    if sig.get("pair_test") == "samples":
+        level = f"within-class test on every sample, false discovery rate {sig['alpha']:g}; effect [95 % interval]"
     lines.append(f"  most confused pairs (test set), their top uncertain prototype and reliable ones ({level}):")
     lines += [pair_line(p, names) for p in ex["pairs"]]
     st = ex.get("stability")
-    if st:
+    if st and sig.get("pair_test") == "samples":
+        lines.append(
+            f"  resampled: how often each item is listed on {st['resamples']} half-subsamples of the explanation set "
+            "(half the images, so less often than on all of them)"
+        )
+    elif st:
         lines.append(
             f"  listed: items selected in ≥ {100 * st['threshold']:.0f} % of {st['resamples']} half-subsamples of the "
             "explanation set (selection frequency in `i2x explain`)"
         )
-    if stratum and ex["pairs"] and not any(p["uncertain"] or p["reliable"] for p in ex["pairs"]):
+    if (
+        sig.get("pair_test") == "samples"
+        and ex["pairs"]
+        and not any(p["uncertain"] or p["reliable"] for p in ex["pairs"])
+    ):
+        lines.append(
+            f"  no prototype role in these pairs passes the within-class test at this scale (explanation set "
+            f"{d['explain_size']}): a larger explanation set (--explain-fraction) gives the test more samples"
+        )
+    elif stratum and ex["pairs"] and not any(p["uncertain"] or p["reliable"] for p in ex["pairs"]):
         n_class = sum(len(p.get("class_level", [])) for p in ex["pairs"])
         lines.append(
             f"  no prototype role in these pairs survives the within-class test{' and resampling' if st else ''} at "
@@ -125,8 +142,12 @@ def pair_line(p: dict, names: list[str]) -> str:
     line = f"    {names[p['a']]}↔{names[p['b']]}: {c.get('a_to_b', 0)}+{c.get('b_to_a', 0)} errors; uncertain: {u}"
     if p.get("reliable"):
         t = p["reliable"][0]
-        f = "" if t.get("frequency") is None else f", selected in {100 * t['frequency']:.0f} % of resamples"
-        line += f"; reliable: {len(p['reliable'])} listed, first P-{t['prototype']} favouring {names[t['favours']]}{f}"
+        share = None if t.get("frequency") is None else f"{100 * t['frequency']:.0f} %"
+        if "effect" in t:  # the samples test: effect and how often half-samples list it
+            e = f" (effect {format_effect(t)}" + (f", listed in {share} of half-samples)" if share else ")")
+        else:
+            e = f", selected in {share} of resamples" if share else ""
+        line += f"; reliable: {len(p['reliable'])} listed, first P-{t['prototype']} favouring {names[t['favours']]}{e}"
     return line
 
 
@@ -136,6 +157,9 @@ def _top(rows: list[dict], below: int = 0) -> str:
     t = rows[0]
     p = "" if t.get("p_value") is None else f"p = {t['p_value']:.2g}, "
     f = "" if t.get("frequency") is None else f"selected in {100 * t['frequency']:.0f} % of resamples, "
+    if "effect" in t:
+        p = f"effect {format_effect(t)}, " + p.replace("p = ", f"q = {t['q_value']:.2g}, p = ")
+        f = f.replace("selected", "listed").replace("resamples", "half-samples")
     return (
         f"P-{t['prototype']} ({p}{f}{t['sign_flips']} sign changes, in {100 * t['contain_a']:.0f} % / "
         f"{100 * t['contain_b']:.0f} % of the two classes)"

@@ -7,7 +7,7 @@ from importlib import resources
 
 import numpy as np
 
-from ..analysis.stats import format_p
+from ..analysis.stats import format_effect, format_p
 from . import figures as F
 from .load import RunData, finetune_summary
 
@@ -378,6 +378,8 @@ class Page:
         sig = self.d.explanations.get("significance", {})
         if not sig.get("calibrated"):
             return "Uncalibrated: every non-zero sign of d_t[k] counts (no p-values in this run)"
+        if sig.get("pair_test") == "samples":
+            return f"Tested against {sig['null']}, {sig['permutations']} permutations: {sig['test']}. {sig['effect']}"
         return (
             f"Signs are tested against {sig['null']}, {sig['permutations']} permutations per step: {sig['test']}; "
             f"alpha = {sig['alpha']}"
@@ -419,7 +421,7 @@ class Page:
             f"<tr><td>{self.chip(r['prototype'])}</td><td class=num>{format_p(r.get('p_value'))}</td>"
             f"<td class=num>{_share(r.get('frequency'))}</td>"
             f"<td class=num>{r['sign_flips']}</td>"
-            f"<td class=num>{r['total_contribution']:+.3g}</td><td class=num>{100 * r['contain_a']:.0f} %</td>"
+            f"<td class=num>{format_effect(r)}</td><td class=num>{100 * r['contain_a']:.0f} %</td>"
             f"<td class=num>{100 * r['contain_b']:.0f} %</td>"
             + (
                 f"<td>{', '.join(f'T{s}' for s in r['sign_changes_at'][:8])}"
@@ -431,9 +433,10 @@ class Page:
             for r in rows
         )
         last = "sign changes at" if kind == "uncertain" else "favours"
+        size = "effect [95 % CI]" if "effect" in rows[0] else "Σ d"
         return (
             f"<table><tr><th>{kind}</th><th class=num>p</th><th class=num>selected</th><th class=num>flips</th>"
-            f"<th class=num>Σ d</th><th class=num>in {self.name(a)}</th><th class=num>in {self.name(b)}</th>"
+            f"<th class=num>{size}</th><th class=num>in {self.name(a)}</th><th class=num>in {self.name(b)}</th>"
             f"<th>{last}</th></tr>{body}</table>{left}"
         )
 
