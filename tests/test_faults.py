@@ -178,3 +178,53 @@ def test_near_chance_model_is_flagged(tmp_path, tiny_args):
     m = json.loads((tmp_path / "r" / "manifest.json").read_text())
     assert m["metrics"]["test_accuracy"] < 0.3
     assert any("near chance" in w or "predicts" in w for w in m["warnings"])
+
+
+def _tree(d):
+    return sorted((str(p.relative_to(d)), p.stat().st_size) for p in d.rglob("*"))
+
+
+def test_resume_on_a_folder_that_is_no_run_writes_nothing(tmp_path, capsys, tiny_args, monkeypatch):
+    """A user's own folder given to --resume (an image folder, say) is refused in one line before any data
+    is loaded, and left exactly as it was: no manifest, record, arrays or lock file appear in it."""
+    import i2x.nn.pipeline as pipeline
+
+    photos = tmp_path / "photos"
+    (photos / "cats").mkdir(parents=True)
+    (photos / "cats" / "a.png").write_bytes(b"not really a png")
+    before = _tree(photos)
+    monkeypatch.setattr(pipeline, "_splits", lambda *a, **k: pytest.fail("data loaded before the check"))
+    err = _one_line_error(capsys, ["run", "--resume", str(photos), *tiny_args])
+    assert "not an i2x run" in err and "nothing was written" in err and "--out NEW_DIR" in err
+    assert _tree(photos) == before
+
+
+def test_an_out_that_cannot_hold_a_run_is_refused_before_any_work(tmp_path, capsys, tiny_args, monkeypatch):
+    import os
+
+    import i2x.nn.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "_splits", lambda *a, **k: pytest.fail("data loaded before the check"))
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    err = _one_line_error(capsys, ["run", "--out", str(a_file), *tiny_args])
+    assert "is a file, not a folder" in err and a_file.read_text() == "mine"
+    real = os.access  # no permission (root ignores file modes, so the answer of access(2) is simulated)
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(tmp_path) else real(p, mode))
+    err = _one_line_error(capsys, ["run", "--out", str(tmp_path / "new" / "run"), *tiny_args])
+    assert "cannot be written" in err and str(tmp_path) in err and not (tmp_path / "new").exists()
+
+
+def test_a_held_run_is_refused_before_its_data_is_loaded(cli_run, tmp_path, capsys, monkeypatch):
+    import i2x.nn.pipeline as pipeline
+
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    holder = _hold_lock(run)
+    monkeypatch.setattr(pipeline, "_splits", lambda *a, **k: pytest.fail("data loaded before the check"))
+    try:
+        err = _one_line_error(capsys, ["run", "--out", str(run), "--overwrite", "--quiet", "--no-report"])
+        assert f"pid {holder.pid}" in err and "in use" in err
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()

@@ -501,6 +501,46 @@ def run_lock(run_dir: str | Path):
         os.close(fd)
 
 
+def check_out_dir(out: Path, resume: bool) -> None:
+    """Refuse, before any data is loaded or anything written, an ``out`` that cannot hold this run: a
+    file; for ``resume`` a folder that is no i2x run (a user's own folder is never written into); a
+    folder that cannot be written (no permission, a read-only file system); a run another i2x process
+    holds."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise I2XError(f"out={out} is a file, not a folder: give a folder for the run (--out DIR)")
+    if resume and not (out / store.MANIFEST).exists():
+        if not out.exists():
+            raise I2XError(
+                f"--resume {out}: no such run directory (no manifest.json); start it with `i2x run --out {out}`"
+            )
+        if {p.name for p in out.iterdir()} - OURS:  # not a start of i2x's that failed before its manifest
+            raise I2XError(
+                f"--resume {out}: this folder is not an i2x run (no manifest.json), so nothing was written to it; "
+                "start a run in a new folder with `i2x run --out NEW_DIR`"
+            )
+    ancestor = out
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise I2XError(
+            f"out={out}: {ancestor} cannot be written (no permission or a read-only file system); choose another "
+            "folder (--out DIR)"
+        )
+    if (out / LOCK).exists() and Path(out).resolve() not in _HELD:
+        with open(out / LOCK, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read(200).strip() or "unknown"
+                raise RunDirError(
+                    f"{out.resolve()} is in use by another i2x process (pid {holder}): wait for it to end, or stop "
+                    "it, then retry"
+                ) from None
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def prepare_dir(out: Path, resume: bool, overwrite: bool) -> dict | None:
     """Make ``out`` ready for a run; returns the manifest of the run to resume (None = new). A
     folder left by a start that failed before any work was saved (only i2x's files, no complete

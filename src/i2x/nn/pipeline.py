@@ -26,6 +26,7 @@ from ..rundir import (
     Context,
     Hooks,
     Run,
+    check_out_dir,
     listed_checkpoints,
     new_manifest,
     prepare_dir,
@@ -77,6 +78,7 @@ def run(
         overrides = {**overrides, "model": ""}
     overrides, source = _saliency_source(overrides)
     out = Path(out)
+    check_out_dir(out, resume)  # a user's folder, a file, no permission, a held run: refused before any work
     resumed = store.read_manifest(out) if resume and (out / store.MANIFEST).exists() else None
     cfg = _run_config(config, preset, overrides, resumed, out)  # bad settings fail before anything is written
     world = setup(resolve_device(cfg.device))  # under torchrun: this process's rank (rank 0 owns the directory)
