@@ -125,12 +125,12 @@ def test_run_and_finetune_leave_the_callers_objects_as_they_found_them(tmp_path)
     torch.manual_seed(11)
     expected = torch.rand(3)
     torch.manual_seed(11)
+    model.eval()  # the caller's mode and (no) gradients: i2x.run trains the weights and leaves the rest
     with torch.no_grad():
         r = i2x.run(out=tmp_path / "run", model=model, train=own_data(60), test=own_data(30, seed=1), **KW)
     assert torch.equal(torch.rand(3), expected)  # the global RNG was not reseeded
     assert list(warnings.filters) == filters and torch.is_grad_enabled() == grad
-    model.eval()
-    model.zero_grad(set_to_none=True)
+    assert not any(m.training for m in model.modules()) and all(p.grad is None for p in model.parameters())
     w = {k: v.clone() for k, v in model.state_dict().items()}
     i2x.finetune(r.path, model=model, test=own_data(30, seed=1), pair=(0, 1), prototype=0, repeats=1,
                  schedules="curated+full", controls="none", progress=False)  # fmt: skip

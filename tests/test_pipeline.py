@@ -126,8 +126,9 @@ def test_evaluate_rows_are_true_classes_of_the_test_set(saved, run_dir):
     test = splits_for(cfg).test  # the run's own test set, as the run loads it
     np.testing.assert_array_equal(saved.ev["y_true"], test.labels)
     model = i2x.load_model(run_dir)
+    assert not any(m.training for m in model.modules())  # ready for inference, as loaded
     with torch.no_grad():
-        pred = model.eval()(test.tensors()[0]).argmax(1).numpy()
+        pred = model(test.tensors()[0]).argmax(1).numpy()
     np.testing.assert_array_equal(saved.ev["y_pred"], pred)
     C = len(saved.classes)
     cm = np.zeros((C, C), int)

@@ -134,7 +134,7 @@ def build_model(name: str, in_channels: int = 1, num_classes: int = 10, image_si
 
 
 def load_model(run_dir: str | Path, device="cpu") -> nn.Module:
-    """Rebuild the final model of a run directory (built-in models only)."""
+    """Rebuild the final model of a run directory (built-in models only), in eval mode (for inference)."""
     from ..rundir import Run
     from .train import load_state
 
@@ -149,7 +149,7 @@ def load_model(run_dir: str | Path, device="cpu") -> nn.Module:
     shape = r.manifest["data"]["image_shape"]
     m = build_model(r.config.model, in_channels=shape[0], num_classes=len(r.classes), image_size=shape[-1])
     m.load_state_dict(ck["model"])
-    return m.to(torch.device(device))
+    return m.to(torch.device(device)).eval()
 
 
 def built_in_model(name: str, data) -> nn.Module:

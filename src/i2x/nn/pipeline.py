@@ -41,7 +41,7 @@ from .record import Recorder
 from .saliency import feature_stream, features, method_name
 from .train import divergence_warning, iterations_per_epoch, load_state, predict, save_state
 from .train import train as train_model
-from .utils import callers_globals, eval_mode, resolve_device
+from .utils import callers_globals, callers_model, eval_mode, resolve_device
 
 
 def run(
@@ -82,7 +82,8 @@ def run(
     resumed = store.read_manifest(out) if resume and (out / store.MANIFEST).exists() else None
     cfg = _run_config(config, preset, overrides, resumed, out)  # bad settings fail before anything is written
     world = setup(resolve_device(cfg.device))  # under torchrun: this process's rank (rank 0 owns the directory)
-    with run_lock(out) if world.main else nullcontext(), callers_globals():  # RNG, grad mode, warning filters kept
+    kept = callers_model(model) if isinstance(model, torch.nn.Module) else nullcontext()  # trained; mode, .grad kept
+    with run_lock(out) if world.main else nullcontext(), callers_globals(), kept:  # RNG, grad mode, warnings kept
         old = prepare_dir(out, resume, overwrite) if world.main else None
         data = _splits(cfg, splits, train, test, classes) if world.main else None  # rank 0 first: one --download
         world.barrier()  # the directory and the data are ready
