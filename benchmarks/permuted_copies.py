@@ -1,7 +1,8 @@
 """The within-class permuted copies of docs/RESULTS.md (issues 23-24): a copy of a finished run whose
 confidence rows are permuted within each true class (one derangement per copy, the same for every
 checkpoint: every class keeps its own trajectories, no sample its own), re-analysed, then the
-uncertain / reliable / class-level items over the reported pairs and all pairs counted.
+uncertain / reliable / class-level items over the reported pairs and all pairs counted (with the samples
+test, also every item it lists, beyond each pair's top ones).
 
     .venv/bin/python benchmarks/permuted_copies.py RUN_DIR --seeds 1 2 3       # copies next to RUN_DIR
     .venv/bin/python benchmarks/permuted_copies.py RUN_DIR --count-only         # counts of RUN_DIR itself
@@ -37,7 +38,13 @@ def permute(run: Path, seed: int) -> None:
         assert np.array_equal(arrs["sample_index"], idx), f
         arrs["confidences"] = arrs["confidences"][perm]
         np.savez(f, **arrs)
-    for name in ("arrays/intensity.npz", "arrays/dynamics.npz", "arrays/stability.npz", "explanations.json"):
+    for name in (
+        "arrays/intensity.npz",
+        "arrays/dynamics.npz",
+        "arrays/stability.npz",
+        "arrays/links.npz",
+        "explanations.json",
+    ):
         (run / name).unlink(missing_ok=True)
 
 
@@ -57,6 +64,11 @@ def count(run: Path) -> dict:
             total[k] += len(pe.get(k, []))
         total["below_threshold"] += sum(pe.get("below_threshold", {}).values())
     rows["all_pairs"] = total
+    links = r.links()  # the samples test: every listed item, not only each pair's top ones
+    if links is not None:
+        rows["samples_test"] = {"listed": int((links.role > 0).sum()), "uncertain": int((links.role == 2).sum()),
+                                "selected_families": int((links.q <= links.fdr).sum()),
+                                "tested_families": int(links.tested.sum())}  # fmt: skip
     return rows
 
 

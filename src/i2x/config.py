@@ -150,7 +150,7 @@ class ExplainConfig:
     )
     min_effect: float = setting(
         0.1,
-        "samples test: list an uncertain/reliable prototype only when its effect (standardised within-class "
+        "samples test: a significant step counts towards a role only when its effect (standardised within-class "
         "coefficient) is at least this",
         why="with many images every link is significant (at 5,000 images of the demo's model all 772 tested "
         "pairs × prototypes, down to 0.015): 0.1, a 'small' standardised effect, leaves out the 20 % whose "

@@ -367,9 +367,10 @@ def _mark_flagged(ax, d: RunData) -> None:
 
 
 def pair_contribution_figure(d: RunData, a: int, b: int, unc: list[int], rel: list[int], colors: np.ndarray) -> Figure:
-    """Paper Fig. 5: d_t[k] = W_t[k,a] − W_t[k,b] per step. Left: every prototype (rows), uncertain
-    ones marked ◆. Right: the uncertain (solid) and reliable (dashed) prototypes as curves."""
-    D = d.W[:, :, a] - d.W[:, :, b]  # (T, K)
+    """Paper Fig. 5: each prototype's contribution to the pair per step (:meth:`RunData.pair_curves`: the
+    samples test's β_t, or the paper's d_t). Left: every prototype (rows), uncertain ones marked ◆.
+    Right: the uncertain (solid) and reliable (dashed) prototypes as curves."""
+    D, name = d.pair_curves(a, b)  # (T, K)
     T, K = D.shape
     x = d.iterations[1:]
     fig = new_figure(10, max(3.2, min(7.5, 0.16 * K + 1.2)), left=0.65, right=0.2, bottom=0.5, wspace=0.35)
@@ -387,7 +388,7 @@ def pair_contribution_figure(d: RunData, a: int, b: int, unc: list[int], rel: li
     ax1.set_xlabel("step ending at iteration")
     for t in np.flatnonzero(d.flagged):
         ax1.axvline(t, color="#999999", lw=0.6, ls=":")
-    fig.colorbar(im, ax=ax1, shrink=0.7, pad=0.02, label=f"d (+ → {d.classes[a]}, − → {d.classes[b]})")
+    fig.colorbar(im, ax=ax1, shrink=0.7, pad=0.02, label=f"{name} (+ → {d.classes[a]}, − → {d.classes[b]})")
     ax2.axhline(0, color="black", lw=0.8)
     for k in unc:
         ax2.plot(x, D[:, k], color=colors[k], lw=2, marker="o", ms=3, label=f"P-{k} (uncertain)")
@@ -402,7 +403,9 @@ def pair_contribution_figure(d: RunData, a: int, b: int, unc: list[int], rel: li
         )
     _mark_flagged(ax2, _Shifted(d))
     ax2.set_xlabel("training iteration (end of step t→t+1)")
-    ax2.set_ylabel(f"d_t = W[k,{d.classes[a]}] − W[k,{d.classes[b]}]")
+    ax2.set_ylabel(
+        f"d_t = W[k,{d.classes[a]}] − W[k,{d.classes[b]}]" if name == "d" else "β_t: standardised within-class link"
+    )
     ax2.set_title(f"▲ favours {d.classes[a]}   ▼ favours {d.classes[b]}", fontsize=8.5, loc="left")
     if unc or rel:
         ax2.legend(fontsize=7, framealpha=0.8, loc="best")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import store
+from ..analysis.links import Links
 from ..analysis.stats import mean_std
 from ..errors import RunDirError
 from ..rundir import Run
@@ -38,6 +39,7 @@ class RunData:
     finetune_table: str | None
     faithfulness: dict | None = None  # DIR/faithfulness.json when `i2x faithfulness` wrote it
     perturbed: dict | None = None  # DIR/finetune/perturbed.npz (finetune --intervention perturb), display images
+    links: Links | None = None  # the pair roles' samples test (arrays/links.npz), when the run has one
 
     @property
     def k(self) -> int:
@@ -47,6 +49,15 @@ class RunData:
     def samples_as_rows(self) -> bool:
         """The ridge's rows are E's samples (``aggregate`` samples), not HDBSCAN clusters."""
         return self.manifest.get("config", {}).get("aggregate") == "samples"
+
+    def pair_curves(self, a: int, b: int) -> tuple[np.ndarray, str]:
+        """(T, K) what each prototype contributed to the pair (a, b) per step (+ = towards a), and its name:
+        the samples test's standardised within-class link β_t when the run has it, else the paper's
+        d_t = W_t[k, a] − W_t[k, b]."""
+        if self.links is None:
+            return self.W[:, :, a] - self.W[:, :, b], "d"
+        j, sign = self.links.index(a, b)
+        return sign * self.links.beta[:, :, j].astype(np.float64), "β"
 
     def class_conf(self, c: int) -> np.ndarray:
         """(T+1,) mean confidence of class c over its samples in E."""
@@ -94,6 +105,7 @@ def load_run(run_dir: str | Path) -> RunData:
         finetune_table=table,
         faithfulness=_json_or_none(run_dir / "faithfulness.json"),
         perturbed=_perturbed(run_dir, m["data"]),
+        links=Run(run_dir).links(),
     )
 
 

@@ -301,15 +301,7 @@ class Page:
             fig = self.figure(
                 F.pair_contribution_figure(d, a, b, unc, rel, self.colors),
                 f"pair-{a}-{b}-contribution",
-                f"Paper Fig. 5: contribution d_t[k] = W_t[k,{self.name(a)}] − W_t[k,{self.name(b)}] "
-                "of each prototype at each "
-                f"training step; red favours {self.name(a)}, blue {self.name(b)}. "
-                "Left: all prototypes, uncertain ones marked ◆. "
-                "Right: the uncertain prototypes (solid: in both classes, sign flips during training) "
-                "and the top reliable ones "
-                "(dashed: one sign throughout). "
-                "An uncertain prototype whose swings are not backed by a reliable one is a "
-                "candidate cause of the confusion.",
+                self.pair_caption(a, b),
                 f"contribution {d.classes[a]} vs {d.classes[b]}",
             )
 
@@ -368,6 +360,27 @@ class Page:
             + self.pair_nav()
             + "".join(out)
             + "</section>"
+        )
+
+    def pair_caption(self, a: int, b: int) -> str:
+        """The caption of a pair's contribution figure (the samples test's β_t, or the paper's d_t)."""
+        d = self.d
+        return (
+            (
+                f"Paper Fig. 5, on every sample: each prototype's standardised within-class link β_t at each "
+                f"training step (within a class, how many SD the confidence moved towards {self.name(a)} "
+                "rather than the other class per SD of the prototype's intensity change); "
+                if d.links is not None
+                else f"Paper Fig. 5: contribution d_t[k] = W_t[k,{self.name(a)}] − W_t[k,{self.name(b)}] "
+                "of each prototype at each training step; "
+            )
+            + f"red favours {self.name(a)}, blue {self.name(b)}. "
+            "Left: all prototypes, uncertain ones marked ◆. "
+            "Right: the uncertain prototypes (solid: the link changes direction during training) "
+            "and the top reliable ones "
+            "(dashed: one sign throughout). "
+            "An uncertain prototype whose swings are not backed by a reliable one is a "
+            "candidate cause of the confusion."
         )
 
     def looks_like(self) -> str:
