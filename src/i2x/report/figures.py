@@ -366,10 +366,13 @@ def _mark_flagged(ax, d: RunData) -> None:
         ax.axvspan(its[t], its[t + 1], color="#bbbbbb", alpha=0.3, lw=0, hatch="//")
 
 
-def pair_contribution_figure(d: RunData, a: int, b: int, unc: list[int], rel: list[int], colors: np.ndarray) -> Figure:
+def pair_contribution_figure(
+    d: RunData, a: int, b: int, unc: list[int], rel: list[int], colors: np.ndarray, favours: dict | None = None
+) -> Figure:
     """Paper Fig. 5: each prototype's contribution to the pair per step (:meth:`RunData.pair_curves`: the
     samples test's β_t, or the paper's d_t). Left: every prototype (rows), uncertain ones marked ◆.
-    Right: the uncertain (solid) and reliable (dashed) prototypes as curves."""
+    Right: the uncertain (solid) and reliable (dashed) prototypes as curves; ``favours`` {k: class}: the
+    class each reliable one favours, as listed (default: the sign of its summed curve)."""
     D, name = d.pair_curves(a, b)  # (T, K)
     T, K = D.shape
     x = d.iterations[1:]
@@ -399,7 +402,7 @@ def pair_contribution_figure(d: RunData, a: int, b: int, unc: list[int], rel: li
             color=colors[k],
             lw=1.3,
             ls="--",
-            label=f"P-{k} (reliable → {d.classes[a if D[:, k].sum() > 0 else b]})",
+            label=f"P-{k} (reliable → {d.classes[(favours or {}).get(k, a if D[:, k].sum() > 0 else b)]})",
         )
     _mark_flagged(ax2, _Shifted(d))
     ax2.set_xlabel("training iteration (end of step t→t+1)")

@@ -299,7 +299,9 @@ class Page:
             rel = [r["prototype"] for r in p.get("reliable", [])][:3]
             conf, below = p.get("confusions", {}), p.get("below_threshold", {})
             fig = self.figure(
-                F.pair_contribution_figure(d, a, b, unc, rel, self.colors),
+                F.pair_contribution_figure(
+                    d, a, b, unc, rel, self.colors, {r["prototype"]: r["favours"] for r in p.get("reliable", [])}
+                ),
                 f"pair-{a}-{b}-contribution",
                 self.pair_caption(a, b),
                 f"contribution {d.classes[a]} vs {d.classes[b]}",
