@@ -160,6 +160,10 @@ def test_a_run_shows_a_summary_in_a_notebook_and_in_a_repl(cli_run):
     assert repr(r).startswith("i2x.Run(") and "checkpoints" in repr(r)
     html = r._repr_html_()
     assert "<table>" in html and "test accuracy" in html and "most confused" in html
+    from i2x.cli.explain import explain_text
+
+    text = explain_text(r)  # no class, no pair: the run's summary, as `i2x explain DIR` prints (was '')
+    assert text.startswith("i2x run -> ") and "most confused pairs" in text
 
 
 def test_progress_in_a_notebook_without_widgets_updates_rarely(monkeypatch):

@@ -18,18 +18,17 @@ def add_parser(sub) -> None:
 
 
 def cmd(a) -> int:
-    r = Run(a.run_dir).check_complete()
-    if a.cls is None and a.pair is None:
-        from .run import summary
-
-        print(summary(r))
-    else:
-        print(explain_text(r, a.cls, a.pair))
+    print(explain_text(Run(a.run_dir).check_complete(), a.cls, a.pair))
     return 0
 
 
 def explain_text(r: Run, cls: str | None = None, pair: list[str] | None = None) -> str:
-    """The structured explanation of class ``cls`` and/or the pair ``pair`` in words."""
+    """The structured explanation of class ``cls`` and/or the pair ``pair`` in words; neither: the run's
+    summary (what ``i2x explain DIR`` prints)."""
+    if cls is None and pair is None:
+        from .run import summary
+
+        return summary(r)
     out = []
     if cls is not None:
         out += class_text(r, cls)
