@@ -156,3 +156,13 @@ def test_run_summary_names_a_pairs_reliable_prototypes():
     assert "zero↔one: 3+2 errors" in line and "none stable (1 significant but selected too rarely)" in line
     assert line.endswith("reliable: 2 listed, first P-7 favouring one, selected in 96 % of resamples")
     assert "reliable" not in pair_line(dict(p, reliable=[]), ["zero", "one"])
+
+
+def test_library_errors_name_flags_on_the_command_line(tmp_path, capsys):
+    """The library writes Python's names (layer=); the command line reads flags (--layer)."""
+    from i2x.cli import main
+
+    rc = main(["run", "--out", str(tmp_path / "r"), "--dataset", "digits", "--layer", "features.99", "--epochs", "1",
+               "--device", "cpu", "--quiet", "--no-report"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "--layer" in err and "layer=" not in err, err

@@ -182,6 +182,9 @@ def test_a_diverging_model_is_told_after_its_first_epoch_what_to_change():
 
     rising = list(np.linspace(2.3, 6.4, 40))  # EfficientNet-B0 from scratch at lr 3e-3
     msg = divergence_warning(rising, 10, 3e-3)
-    assert "diverging at lr 0.003" in msg and "--lr (e.g. 0.0003)" in msg
+    assert "diverging" in msg and "e.g. lr=0.0003 (now 0.003)" in msg  # Python's name in Python
+    from i2x.cli import to_flags
+
+    assert "e.g. --lr 0.0003 (now 0.003)" in to_flags(msg)  # the flag on the command line
     assert divergence_warning(list(np.linspace(2.3, 0.4, 40)), 10, 3e-3) == ""  # learning
     assert divergence_warning([9.0] * 3 + list(np.linspace(9, 4, 37)), 10, 3e-3) == ""  # high but falling

@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv  # accepted anywhere on the line, not only before the subcommand
     a = build_parser().parse_args([x for x in argv if x != "--debug"])
+    _flag_warnings()
     try:
         return COMMANDS[a.command].cmd(a)
     except I2XError as exc:
@@ -51,11 +52,24 @@ def main(argv: list[str] | None = None) -> int:
 
 def cli_message(exc: I2XError) -> str:
     """The CLI's wording of a library error: a setting named ``name=value`` (the field of a
-    :class:`ConfigError`, and the settings its problem names) becomes its flag ``--name value``
-    (``--name`` / ``--no-name`` for True / False); other errors read as the library wrote them."""
+    :class:`ConfigError`, and every setting a message names) becomes its flag ``--name value``
+    (``--name`` / ``--no-name`` for True / False): the library writes Python's names, the command line
+    reads flags."""
     if not isinstance(exc, ConfigError):
-        return str(exc)
+        return to_flags(str(exc))
     return f"{flag_of(exc.name)} {exc.value}: {to_flags(exc.problem)}"
+
+
+def _flag_warnings() -> None:
+    """Show the library's warnings with flags for the settings they name (:func:`to_flags`)."""
+    import warnings
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        shown(to_flags(str(message)), category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 def to_flags(text: str) -> str:

@@ -90,7 +90,7 @@ class Recorder:
         if not (np.all(np.isfinite(probs)) and np.all(np.isfinite(maps))):
             raise DivergedError(
                 f"NaN or inf in confidences or saliency at iteration {iteration}: "
-                "the model diverged; lower the learning rate (--lr)"
+                "the model diverged; lower lr= (the learning rate)"
             )
         rec = {
             "iteration": np.int64(iteration),

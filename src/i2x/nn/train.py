@@ -173,7 +173,8 @@ def divergence_warning(losses: list[float], n_classes: int, lr: float) -> str:
         return ""
     return (
         f"after the first epoch the training loss is {recent:.2f}, above 1.5 x ln {n_classes} = {1.5 * chance:.2f} "
-        f"and not falling: the model is diverging at lr {lr:g}; stop and re-run with a lower --lr (e.g. {lr / 10:g})"
+        f"and not falling: the model is diverging; stop and re-run with a lower learning rate, e.g. lr={lr / 10:g} "
+        f"(now {lr:g})"
     )
 
 
@@ -199,7 +200,9 @@ def _step(model, opt, sched, x, y, cfg: RunConfig, it: int, device, world: World
     x, y = world.part(x).to(device), world.part(y).to(device)
     loss = F.cross_entropy(class_scores(model(x)), y)  # (logits, aux) / {'logits': ...}: the logits
     if not torch.isfinite(loss):
-        raise DivergedError(f"training loss became {loss.item()} at iteration {it}: the model diverged; lower --lr")
+        raise DivergedError(
+            f"training loss became {loss.item()} at iteration {it}: the model diverged; lower lr= (now {cfg.lr:g})"
+        )
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
