@@ -73,7 +73,8 @@ def _flag_warnings() -> None:
 
 
 def to_flags(text: str) -> str:
-    """``name=value`` of every setting named in ``text`` as its flag (``download=True`` -> ``--download``)."""
+    """``name=value`` of every setting named in ``text`` as its flag (``download=True`` -> ``--download``),
+    except inside a Python call the message quotes (``i2x.finetune(DIR, model=m)`` stays as written)."""
     from ..config import all_setting_names
 
     names = "|".join(sorted(all_setting_names(), key=len, reverse=True))
@@ -86,7 +87,13 @@ def to_flags(text: str) -> str:
             return "--no-" + flag_of(name)[2:]
         return f"{flag_of(name)} {value}"
 
-    return re.sub(rf"(?<![\w.(])\b({names})=(\S*?)(?=[\s,;:)]|$)", flag, text)
+    calls = re.findall(r"[\w.]+\([^()]*\)", text)  # Python calls quoted in a message stay Python: run(resume=True)
+    for i, c in enumerate(calls):
+        text = text.replace(c, f"\0{i}\0", 1)
+    text = re.sub(rf"(?<![\w.(])\b({names})=(\S*?)(?=[\s,;:)]|$)", flag, text)
+    for i, c in enumerate(calls):
+        text = text.replace(f"\0{i}\0", c, 1)
+    return text
 
 
 def entry() -> None:
