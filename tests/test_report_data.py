@@ -186,9 +186,10 @@ def test_page_draws_each_pair_in_its_own_order_with_its_counts(monkeypatch, tmp_
     seen = []
     real = F.pair_contribution_figure
 
-    def spy(dd, a, b, unc, rel, colors):
+    def spy(dd, a, b, unc, rel, colors, favours=None):
         seen.append((a, b, list(unc), list(rel)))
-        return real(dd, a, b, unc, rel, colors)
+        assert favours == {1: 0}  # the reliable prototype's listed class reaches the legend
+        return real(dd, a, b, unc, rel, colors, favours)
 
     monkeypatch.setattr(F, "pair_contribution_figure", spy)
     html = P.Page(d, F.FigureWriter(tmp_path / "fig", svg=False)).pairs()
