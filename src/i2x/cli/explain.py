@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..analysis.stats import format_effect, format_p
 from ..errors import I2XError
 from ..rundir import Run
+from .run import sign_changes
 
 NAME = "explain"
 
@@ -118,7 +119,7 @@ def pair_text(r: Run, pair: list[str]) -> list[str]:
     for p in pe["uncertain"]:
         steps = ", ".join(f"T{s}" for s in p["sign_changes_at"])
         out.append(
-            f"    P-{p['prototype']}: effect {format_effect(p)}{_p(p)}; {p['sign_flips']} sign changes (at {steps}); "
+            f"    P-{p['prototype']}: effect {format_effect(p)}{_p(p)}; {sign_changes(p['sign_flips'])} (at {steps}); "
             f"{_contain(p, na, nb)}  {_signs(p, a, flagged)}"
         )
     out += _below(pe, "uncertain")

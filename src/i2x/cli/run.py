@@ -151,6 +151,11 @@ def pair_line(p: dict, names: list[str]) -> str:
     return line
 
 
+def sign_changes(n: int) -> str:
+    """``1 sign change`` / ``3 sign changes``."""
+    return f"{n} sign change{'s' * (n != 1)}"
+
+
 def _top(rows: list[dict], below: int = 0) -> str:
     if not rows:
         return f"none stable ({below} significant but selected too rarely)" if below else "none significant"
@@ -161,7 +166,7 @@ def _top(rows: list[dict], below: int = 0) -> str:
         p = f"effect {format_effect(t)}, " + p.replace("p = ", f"q = {t['q_value']:.2g}, p = ")
         f = f.replace("selected", "listed").replace("resamples", "half-samples")
     return (
-        f"P-{t['prototype']} ({p}{f}{t['sign_flips']} sign changes, in {100 * t['contain_a']:.0f} % / "
+        f"P-{t['prototype']} ({p}{f}{sign_changes(t['sign_flips'])}, in {100 * t['contain_a']:.0f} % / "
         f"{100 * t['contain_b']:.0f} % of the two classes)"
     )
 
