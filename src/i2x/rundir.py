@@ -487,9 +487,7 @@ def run_lock(run_dir: str | Path):
     except BlockingIOError:
         holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
-        raise RunDirError(
-            f"{d} is in use by another i2x process (pid {holder}): wait for it to end, or stop it, then retry"
-        ) from None
+        raise _in_use(d, holder) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     _HELD[d] = [fd, 1]
@@ -499,6 +497,13 @@ def run_lock(run_dir: str | Path):
         del _HELD[d]
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def _in_use(d: Path, holder: str) -> RunDirError:
+    """The one wording of a run directory another process holds (:func:`run_lock`, :func:`check_out_dir`)."""
+    return RunDirError(
+        f"{d} is in use by another i2x process (pid {holder}): wait for it to end, or stop it, then retry"
+    )
 
 
 def check_out_dir(out: Path, resume: bool) -> None:
@@ -533,11 +538,7 @@ def check_out_dir(out: Path, resume: bool) -> None:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 f.seek(0)
-                holder = f.read(200).strip() or "unknown"
-                raise RunDirError(
-                    f"{out.resolve()} is in use by another i2x process (pid {holder}): wait for it to end, or stop "
-                    "it, then retry"
-                ) from None
+                raise _in_use(out.resolve(), f.read(200).strip() or "unknown") from None
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
