@@ -33,17 +33,8 @@ import numpy as np
 
 import i2x
 from i2x.analysis.compare import role_agreement
-from i2x.analysis.dynamics import _fit_samples, _Step, step_penalty
+from i2x.analysis.dynamics import _fit_samples, _Step, step_penalty, within_class_permutations
 from i2x.compare_runs import listed_roles, prototype_matching
-
-
-def within_class_permutations(labels: np.ndarray, b: int, rng) -> np.ndarray:
-    """(b, N) permutations of 0..N-1 that move each sample only among the samples of its class: the draws of
-    the dynamics stage's within-class null (``_Step.shuffles`` with every sample its own row) as index arrays."""
-    of_row, rows = _Step(np.arange(len(labels))).shuffles(b, rng, labels)
-    out = np.empty_like(of_row)  # x[out[b]] puts row rows[j] of x at of_row[b, j]
-    np.put_along_axis(out, of_row, np.broadcast_to(rows, of_row.shape), axis=1)
-    return out
 
 
 def pooled_pvalues(conf, inten, labels, tau, lam, lam_scale, permutations, seed) -> tuple[np.ndarray, np.ndarray]:
@@ -52,8 +43,8 @@ def pooled_pvalues(conf, inten, labels, tau, lam, lam_scale, permutations, seed)
     ia, ib = np.triu_indices(C, 1)
     # one set of within-class draws for every step (the dynamics stage draws anew per step), the observed
     # rows first (row rows[j] in its own place), so that one solve per step gives W and the null's W_b
-    of_row, rows = _Step(np.arange(len(labels))).shuffles(permutations, np.random.default_rng([seed, 24, 2]), labels)
-    draws = (np.vstack([rows, of_row]), rows)
+    perm = within_class_permutations(labels, permutations, np.random.default_rng([seed, 24, 2]))
+    draws = _Step(np.arange(len(labels))).draws(np.vstack([np.arange(len(labels)), perm]))
     S = S_null = 0.0
     for t in range(T):
         dp, di = conf[t + 1] - conf[t], inten[t + 1] - inten[t]

@@ -27,14 +27,6 @@ def _pooled(seed: int, signal: bool, permutations: int = 199):
     return pooled_steps.pooled_pvalues(conf, inten, labels, 0.05, 10.0, "relative", permutations, seed)
 
 
-def test_permutations_stay_within_class():
-    labels = np.array([0, 1, 0, 2, 1, 0, 2, 2])
-    perms = pooled_steps.within_class_permutations(labels, 50, np.random.default_rng(0))
-    assert (labels[perms] == labels).all()
-    assert all(sorted(p) == list(range(len(labels))) for p in perms)
-    assert len({tuple(p) for p in perms}) > 1
-
-
 def test_finds_the_planted_one_sided_link():
     """Prototype 1 goes with A's confidence within class at every step: found, favouring A. (Prototype 0,
     the generator's alternating one, shares prototype 1's rows at the even steps, so the ridge gives it a

@@ -54,23 +54,23 @@ def _listed(pe) -> set[int]:
     return {r["prototype"] for r in pe["uncertain"] + pe["reliable"]}
 
 
-def test_within_class_shuffles_keep_every_class_its_clusters_and_are_uniform():
-    """The null's draws (:meth:`_Step.shuffles`): the clusters' places shuffled among the rows of each
-    class, uniformly — a row of class 1 lands in each of its class's 4 places ~ 1/4 of the time."""
-    from i2x.analysis.dynamics import _Step
+def test_within_class_draws_keep_every_class_its_clusters_and_are_uniform():
+    """The null's draws (:meth:`_Step.draws` of within-class permutations): the clusters' places shuffled
+    among the samples of each class, uniformly — a sample of class 1 lands in each of its class's 4 places
+    ~ 1/4 of the time."""
+    from i2x.analysis.dynamics import _Step, within_class_permutations
 
-    rng = np.random.default_rng(0)
     strata = np.array([2, 0, 0, 1, 2, 2, 0, 1, 1, 1])
     step = _Step(np.array([0, 1, -1, 0, 1, 1, 0, 1, -1, 0]))
-    of_row, rows = step.shuffles(4000, rng, strata)
-    assert (strata[rows] == np.sort(strata)).all()  # rows ordered by class
+    of_row, rows = step.draws(within_class_permutations(strata, 4000, np.random.default_rng(0)))
+    assert (rows == np.arange(10)).all()
     for c in range(3):  # each class keeps the multiset of its samples' clusters (noise included)
-        block = strata[rows] == c
-        assert (np.sort(of_row[:, block], axis=1) == np.sort(step.index[strata == c])).all()
-    ones = np.flatnonzero(strata[rows] == 1)  # class 1: clusters 0, 1, -1, 0 -> row gets cluster 0 half the time
+        block = strata == c
+        assert (np.sort(of_row[:, block], axis=1) == np.sort(step.index[block])).all()
+    ones = np.flatnonzero(strata == 1)  # class 1: clusters 0, 1, -1, 0 -> a sample gets cluster 0 half the time
     share = (of_row[:, ones] == 0).mean(0)
     assert np.allclose(share, 0.5, atol=0.05)
-    assert not (of_row == step.index[rows]).all(1).all()
+    assert not (of_row == step.index).all(1).all()
 
 
 def test_a_class_level_prototype_is_not_listed_a_within_class_link_is():

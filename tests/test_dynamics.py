@@ -24,6 +24,7 @@ from i2x.analysis.dynamics import (
     permutation_pvalues,
     ridge_batch,
     ridge_penalty,
+    within_class_permutations,
 )
 from i2x.analysis.explain import significant_signs
 from i2x.analysis.intensity import saliency_density
@@ -397,7 +398,9 @@ def test_permutation_pvalues_function_on_fixed_clusters():
     lam = ridge_penalty(di, 10.0)
     P, I, _ = aggregate_clusters(dp, di, labels, 0.05)
     W = np.linalg.solve(I.T @ I + lam * np.eye(2), I.T @ P)
-    pw, pd = permutation_pvalues(step, dp, di, W, 0.05, lam, 99, np.random.default_rng(0))
+    pw, pd = permutation_pvalues(
+        step, dp, di, W, 0.05, lam, within_class_permutations(np.zeros(20), 99, np.random.default_rng(0))
+    )
     assert pw.shape == (2, 2) and pd.shape == (2, 2, 2)
     assert np.allclose(pw[0], 0.01) and np.allclose(pd[0, 0, 1], 0.01)
     assert pw[1].max() > 0.05
@@ -751,12 +754,13 @@ def test_samples_aggregate_is_the_ridge_on_every_sample_and_its_null_draws_are_t
         )
     step = _Step(np.arange(N))
     dp, di = conf[1] - conf[0], inten[1] - inten[0]
-    draws = step.shuffles(6, np.random.default_rng(0), labels)
+    draws = step.draws(within_class_permutations(labels, 6, np.random.default_rng(0)))
     P, I = _aggregate(step, dp, di, 0.05, null=draws)
     np.testing.assert_allclose(_fit(step, dp, di, 0.05, 2.0, draws), ridge_batch(I, P, np.full(6, 2.0)), atol=1e-12)
     # the p-values: the same draws by hand
     sc, lam_n, _ = step_penalty(di, 10.0)
     W0 = _fit(step, dp, di / sc, 0.05, lam_n)[0]
-    Wb = _fit(step, dp, di / sc, 0.05, lam_n, step.shuffles(49, np.random.default_rng([3, 0, 1]), labels))
+    perm = within_class_permutations(labels, 49, np.random.default_rng([3, 1]))  # the draws of every step
+    Wb = _fit(step, dp, di / sc, 0.05, lam_n, step.draws(perm))
     p_hand = (1 + (np.abs(Wb) >= np.abs(W0) * (1 - 1e-9)).sum(0)) / 50
     np.testing.assert_allclose(dyn.p_W[0], p_hand, atol=1e-6)

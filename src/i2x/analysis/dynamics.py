@@ -148,7 +148,7 @@ class _Step:
 
     def means(self, x: np.ndarray, null: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Cluster means (B, M, D) of x (N, D): of the observed clusters (B = 1), or of ``null`` =
-        (of_row (B, N), rows (N,)) from :meth:`shuffles`, where row ``rows[j]`` of x is in cluster
+        (of_row (B, N), rows (N,)) from :meth:`draws`, where row ``rows[j]`` of x is in cluster
         position ``of_row[b, j]`` (-1: in none)."""
         of_row, x = (self.index[None], x) if null is None else (null[0], x[null[1]])
         M = len(self.ids)
@@ -157,18 +157,23 @@ class _Step:
         member = (of_row[:, None, :] == np.arange(M)[None, :, None]).astype(x.dtype)  # (B, M, N)
         return (member @ x) / self.sizes[None, :, None]
 
-    def shuffles(self, b: int, rng, strata: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """``b`` draws of the permutation null as (of_row (b, N), rows (N,)) for :meth:`means`: the
-        samples' cluster positions shuffled among the rows, uniformly within each stratum (``strata``
-        (N,) ints; None: one stratum). A cluster's mean sees only which rows it gets, so this is
-        ΔI's rows permuted within the strata with the clusters kept (the inverse of a uniform
-        within-stratum permutation is one), drawn in O(N) per draw."""
-        s = np.zeros(len(self.index), dtype=np.int64) if strata is None else np.asarray(strata)
-        rows = np.argsort(s, kind="stable")  # the strata as contiguous blocks
-        pos, out = self.index[rows], np.empty((b, len(rows)), dtype=np.int64)
-        for lo, hi in _blocks(s[rows]):
-            out[:, lo:hi] = rng.permuted(np.broadcast_to(pos[lo:hi], (b, hi - lo)), axis=1)
-        return out, rows
+    def draws(self, perm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The null's draws for :meth:`means` from sample permutations ``perm`` (B, N) (as
+        :func:`within_class_permutations` gives): row i's ΔI goes to the cluster of sample perm[b, i], which
+        is ΔI's rows permuted among the samples with the clusters kept (a uniform within-class permutation
+        and its inverse have one law)."""
+        return self.index[perm], np.arange(len(self.index))
+
+
+def within_class_permutations(labels: np.ndarray, n: int, rng) -> np.ndarray:
+    """``n`` permutations (n, N) of the samples, each uniform within every class of ``labels`` (one class
+    for all: a permutation of all samples): row i of a draw is the sample whose values sample i gets."""
+    y = np.asarray(labels)
+    order = np.argsort(y, kind="stable")
+    out = np.empty((n, len(y)), dtype=np.int64)
+    for lo, hi in _blocks(y[order]):
+        out[:, order[lo:hi]] = rng.permuted(np.broadcast_to(order[lo:hi], (n, hi - lo)), axis=1)
+    return out
 
 
 def _blocks(sorted_values: np.ndarray) -> list[tuple[int, int]]:
@@ -185,7 +190,7 @@ def _threshold(I: np.ndarray, tau: float, relative: bool = True) -> np.ndarray:
 
 def _aggregate(step: _Step, dp, di, tau, relative: bool = True, null=None) -> tuple[np.ndarray, np.ndarray]:
     """Eq. 6-7 for one step: ΔP (M, C) and thresholded ΔI (B, M, K), of the observed rows or of the draws
-    ``null`` of :meth:`_Step.shuffles`."""
+    ``null`` of :meth:`_Step.draws`."""
     return step.means(dp)[0], _threshold(step.means(di, null), tau, relative)  # the confidence side never moves
 
 
@@ -210,24 +215,22 @@ def _fit_samples(dp, di, tau, lam: float, null=None) -> np.ndarray:
     return np.einsum("kj,bjc->bkc", A[:, rows], dp[of_row], optimize=True)
 
 
-def permutation_pvalues(
-    step: _Step, dp, di, W, tau, lam: float, n_perm: int, rng, strata: np.ndarray | None = None
-) -> tuple[np.ndarray, ...]:
+def permutation_pvalues(step: _Step, dp, di, W, tau, lam: float, perm: np.ndarray) -> tuple[np.ndarray, ...]:
     """Two-sided permutation p-values of W (K, C) and of every pair contribution
-    d[k, a, b] = W[k, a] − W[k, b] (K, C, C). The rows of ΔI are permuted (HDBSCAN labels, a
-    function of Δp alone, stay): over all samples (``strata`` None; H0: ΔI is independent of Δp —
-    which class membership alone rejects, since both depend on the class), or within each
-    stratum (``strata`` = the samples' classes; H0: within each class, a sample's ΔI is independent
-    of its Δp: what the class explains is kept, so a rejection is a link beyond class membership).
-    p = (1 + #{|null| ≥ |observed|}) / (1 + n_perm)."""
+    d[k, a, b] = W[k, a] − W[k, b] (K, C, C) over the sample permutations ``perm`` (B, N) of
+    :func:`within_class_permutations`. The rows of ΔI are permuted (HDBSCAN labels, a function of Δp
+    alone, stay): over all samples (H0: ΔI is independent of Δp — which class membership alone
+    rejects, since both depend on the class), or within each class (H0: within each class, a sample's
+    ΔI is independent of its Δp: what the class explains is kept, so a rejection is a link beyond class
+    membership). p = (1 + #{|null| ≥ |observed|}) / (1 + B)."""
     K, C = W.shape
+    n_perm = len(perm)
     ia, ib = np.triu_indices(C, 1)  # |d[k, a, b]| = |d[k, b, a]|: count each pair once
     bar_w, bar_d = np.abs(W) * (1 - 1e-9), np.abs(W[:, ia] - W[:, ib]) * (1 - 1e-9)
     cw, cd = np.zeros((K, C)), np.zeros((K, len(ia)))
     chunk = int(max(1, min(128, 2e7 // (K * C * C))))
     for start in range(0, n_perm, chunk):
-        b = min(chunk, n_perm - start)
-        Wb = _fit(step, dp, di, tau, lam, step.shuffles(b, rng, strata))  # (b, K, C)
+        Wb = _fit(step, dp, di, tau, lam, step.draws(perm[start : start + chunk]))  # (b, K, C)
         cw += (np.abs(Wb) >= bar_w).sum(0)
         cd += (np.abs(Wb[:, :, ia] - Wb[:, :, ib]) >= bar_d).sum(0)
     p_d = np.ones((K, C, C))  # d[k, a, a] = 0: p = 1
@@ -312,7 +315,7 @@ def dynamics(
     (N,) true classes, only used for ``class_delta``. ``lam_scale``: ``relative``
     (:func:`ridge_penalty`, scale-free) or ``absolute``. ``fallback``: a step where HDBSCAN finds no cluster
     is clustered again (:func:`clusters_with_fallback`) instead of W_t = 0. ``permutations`` > 0
-    adds permutation p-values (:func:`permutation_pvalues`), seeded by (``seed``, step): ``null``
+    adds permutation p-values (:func:`permutation_pvalues`), drawn once for all steps, seeded by ``seed``: ``null``
     ``within-class`` permutes within the classes ``labels`` (``p_W`` / ``p_pair``: a link beyond
     class membership) and also over all samples (``p_W_class`` / ``p_pair_class``: the class-level
     association, with the stream ``null="all"`` uses; ``class_level=False`` skips them); ``all``
@@ -336,7 +339,12 @@ def dynamics(
     p_W = np.ones((T, k, c), dtype=np.float32) if permutations else None
     p_pair = np.ones((T, k, c, c), dtype=np.float32) if permutations else None
     p_W_class, p_pair_class = (np.ones_like(p_W), np.ones_like(p_pair)) if class_level else (None, None)
-    strata = np.asarray(labels, dtype=np.int64) if within else None
+    # one set of draws shared by every step (as in the pair roles' test), drawn once
+    draws_all, draws_within = None, None
+    if permutations and (class_level or not within):
+        draws_all = within_class_permutations(np.zeros(n), permutations, np.random.default_rng([seed]))
+    if within:
+        draws_within = within_class_permutations(labels, permutations, np.random.default_rng([seed, 1]))
     for t in range(T) if progress is None else progress(range(T)):
         dp, di = p[t + 1] - p[t], inten[t + 1] - inten[t]  # (N, C), (N, K)
         if aggregate == "samples":
@@ -352,15 +360,15 @@ def dynamics(
         W_n = _fit(step, dp, di_n, tau, lam_n)[0]
         W[t] = W_n / sc
         if permutations and ncl[t]:  # p-values do not depend on the scale: computed on ΔI / s
-            fit = (step, dp, di_n, W_n, tau, lam_n, permutations)
+            fit = (step, dp, di_n, W_n, tau, lam_n)
             if class_level or not within:
-                all_samples = permutation_pvalues(*fit, np.random.default_rng([seed, t]))
+                all_samples = permutation_pvalues(*fit, draws_all)
                 if not within:
                     p_W[t], p_pair[t] = all_samples
                 else:
                     p_W_class[t], p_pair_class[t] = all_samples
             if within:
-                p_W[t], p_pair[t] = permutation_pvalues(*fit, np.random.default_rng([seed, t, 1]), strata)
+                p_W[t], p_pair[t] = permutation_pvalues(*fit, draws_within)
     cd, fb = _class_delta(p, labels), fb if fallback else None
     return Dynamics(W, labs, ncl, ncl == 0, cd, fb, lams, p_W, p_pair, permutations, null, p_W_class, p_pair_class)
 

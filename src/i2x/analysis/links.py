@@ -37,7 +37,7 @@ import numpy as np
 from scipy.stats import false_discovery_control
 
 from ..errors import I2XError
-from .dynamics import RIDGE_LAMBDA, _blocks, _check_inputs, step_penalty
+from .dynamics import RIDGE_LAMBDA, _blocks, _check_inputs, step_penalty, within_class_permutations
 
 
 @dataclass(frozen=True)
@@ -77,17 +77,6 @@ class Links:
     def from_arrays(cls, a: dict[str, np.ndarray]) -> Links:
         conv = {"step_level": float, "fdr": float, "min_effect": float, "permutations": int, "bootstrap": int}
         return cls(**{f.name: conv.get(f.name, np.asarray)(a[f.name]) for f in fields(cls)})
-
-
-def within_class_permutations(labels: np.ndarray, n: int, rng) -> np.ndarray:
-    """``n`` permutations (n, N) of the samples, each uniform within every class: row i of a draw
-    is the sample whose confidence trajectory sample i gets."""
-    y = np.asarray(labels)
-    order = np.argsort(y, kind="stable")
-    out = np.empty((n, len(y)), dtype=np.int64)
-    for lo, hi in _blocks(y[order]):
-        out[:, order[lo:hi]] = rng.permuted(np.broadcast_to(order[lo:hi], (n, hi - lo)), axis=1)
-    return out
 
 
 def _onehot(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -188,15 +177,7 @@ def pair_links(
     z = d * inv
     t_obs = np.abs(z).max(axis=0) if T else np.zeros((K, P))  # (K, P)
     rng = np.random.default_rng([seed, 36])
-    null = np.zeros((permutations, K, P))  # max_t |z_t| of every draw
-    chunk = int(max(1, min(256, 4e7 // max(1, T * len(y) * C))))
-    for start in range(0, permutations, chunk):
-        perm = within_class_permutations(y, min(chunk, permutations - start), rng)  # (b, N)
-        mx = null[start : start + len(perm)]
-        for t in range(T):
-            Yb = f.Y[t][perm.T]  # (N, b, C)
-            Wb = (f.A[t] @ Yb.reshape(len(y), -1)).reshape(K, len(perm), C).transpose(1, 0, 2)
-            np.maximum(mx, np.abs((Wb[:, :, ia] - Wb[:, :, ib]) * inv[t]), out=mx)
+    null = _null_maxima(f, y, inv, ia, ib, permutations, rng)  # (B, K, P) max_t |z_t| of every draw
     null.sort(axis=0)
     p_family = np.where(tested, max_t_pvalues(null, t_obs[None])[0], 1.0)
     p_step = max_t_pvalues(null, np.abs(z))
@@ -218,6 +199,34 @@ def pair_links(
         p_family, q, tested, steps, role, effect, ci, float(step_level), float(fdr),
         float(min_effect), int(permutations), int(bootstrap),
     )  # fmt: skip
+
+
+def _null_maxima(f: _Fits, y: np.ndarray, inv: np.ndarray, ia, ib, permutations: int, rng) -> np.ndarray:
+    """max_t |z_t| (B, K, P) of ``permutations`` draws of whole trajectories permuted within class (one
+    permutation shared by all steps). Per step and chunk of draws: the class-wise gather of Y's rows, one
+    product with A, one with the pair contrast; in float32 (the null's values agree with float64 to
+    ~1e-5, three times faster at 1,250 samples, twice at 5,000), the observed statistics stay float64."""
+    T, K, N = f.A.shape
+    C, P = f.Y.shape[2], len(ia)
+    Yt = np.ascontiguousarray(f.Y.transpose(0, 2, 1), dtype=np.float32)  # (T, C, N)
+    At = np.ascontiguousarray(f.A.transpose(0, 2, 1), dtype=np.float32)  # (T, N, K)
+    inv_t = np.ascontiguousarray(inv.transpose(0, 2, 1), dtype=np.float32)  # (T, P, K)
+    contrast = np.zeros((P, C), np.float32)  # d = W[:, a] − W[:, b] for every pair at once
+    contrast[np.arange(P), ia], contrast[np.arange(P), ib] = 1.0, -1.0
+    null = np.zeros((permutations, K, P))
+    chunk = int(max(1, min(256, 2e7 // max(1, N * C))))
+    for start in range(0, permutations, chunk):
+        perm = within_class_permutations(y, min(chunk, permutations - start), rng)  # (b, N)
+        b = len(perm)
+        mx = np.zeros((P, b, K), np.float32)
+        for t in range(T):
+            Wb = np.take(Yt[t], perm, axis=1).reshape(C * b, N) @ At[t]  # (C·b, K): W of every draw
+            d = (contrast @ Wb.reshape(C, b * K)).reshape(P, b, K)
+            np.abs(d, out=d)
+            d *= inv_t[t][:, None, :]
+            np.maximum(mx, d, out=mx)
+        null[start : start + b] = mx.transpose(1, 2, 0)
+    return null
 
 
 def max_t_pvalues(null: np.ndarray, observed: np.ndarray, exact_below: int = 10, tail: int = 250) -> np.ndarray:
