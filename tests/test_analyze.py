@@ -154,9 +154,7 @@ def test_run_with_torch_datasets(tmp_path):
     r, *_ = _user_run(tmp_path, _model())
     m = r.manifest
     assert (
-        m["data"]["train_size"] == 240
-        and "hold-out" in m["data"]["test_source"]
-        and m["data"]["dataset"] == "user (train=)"
+        m["data"]["train_size"] == 240 and "hold-out" in m["data"]["test_source"] and m["data"]["dataset"] == "train="
     )  # 20 % of 300 held out
     assert m["checkpoints"] == [0, 3, 5] and m["model"]["layer"] == "3"
 

@@ -72,7 +72,7 @@ def test_truncated_mnist_file(capsys, tmp_path):
 
 
 def test_images_that_do_not_fit_the_model(tmp_path):
-    with pytest.raises(I2XError, match="do not fit the model"):
+    with pytest.raises(I2XError, match="takes 3-channel images, the data has 1 channel: repeat the channel"):
         i2x.run(out=tmp_path / "r", dataset="digits", model=i2x.models.SmallCNN(in_channels=3), progress=False)
 
 

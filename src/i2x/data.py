@@ -323,11 +323,10 @@ def from_torch(dataset, classes: list[str] | None = None, name: str = "torch") -
     except TypeError:
         raise I2XError("train=/test= must be a torch Dataset with __len__ or an i2x.data.Dataset") from None
     if n == 0:
-        raise I2XError("train=/test= is an empty dataset: give it at least one image per class")
-    images = LazyImages(dataset, loader=loader)
-    y = class_labels(_targets_of(dataset, n), name)
-    if classes is None:
-        classes = list(_classes_of(dataset) or [str(c) for c in range(int(y.max()) + 1)])
+        raise I2XError(f"{name} is empty: give it at least one image per class")
+    images = LazyImages(dataset, loader=loader, name=name)
+    y = class_labels(_targets_of(dataset, n, name), name)
+    classes = _class_names(y, classes if classes is not None else _classes_of(dataset), name)
     c = images.shape[1]
     if images.uint8:
         sample = np.sort(np.random.default_rng(0).choice(n, min(n, 1024), replace=False))
@@ -343,7 +342,19 @@ def _is_loader(obj) -> bool:
     return isinstance(obj, torch.utils.data.DataLoader)
 
 
-def _targets_of(dataset, n: int) -> np.ndarray:
+def read_item(dataset, row: int, name: str):
+    """``dataset[row]``, an error naming the item where the caller's ``__getitem__`` raises (a corrupt file, a
+    bad path, a failing transform)."""
+    try:
+        return dataset[row]
+    except Exception as exc:
+        raise I2XError(
+            f"{name}: item {row} could not be read ({type(exc).__name__}: {str(exc)[:160]}); fix or remove it "
+            "(the dataset's __getitem__ raised)"
+        ) from exc
+
+
+def _targets_of(dataset, n: int, name: str = "data") -> np.ndarray:
     """The labels of a torch dataset without reading its images where it says them (``targets``, also
     through ``Subset``), else from one pass over its items."""
     import torch
@@ -365,7 +376,7 @@ def _targets_of(dataset, n: int) -> np.ndarray:
         return dataset.tensors[1].detach().cpu().numpy()
     labs = []
     for j in range(n):
-        lab = dataset[j][1]
+        lab = read_item(dataset, j, name)[1]
         labs.append(lab.detach().cpu().numpy() if isinstance(lab, torch.Tensor) else np.asarray(lab))
     return np.stack(labs)
 
@@ -378,8 +389,10 @@ class LazyImages:
 
     dtype = np.float32
 
-    def __init__(self, dataset, rows: np.ndarray | None = None, item_shape=None, norm=None, uint8=None, loader=None):
-        self.dataset = dataset
+    def __init__(
+        self, dataset, rows: np.ndarray | None = None, item_shape=None, norm=None, uint8=None, loader=None, name="data"
+    ):
+        self.dataset, self.name = dataset, name
         self.rows = np.arange(len(dataset)) if rows is None else np.asarray(rows, dtype=np.int64)
         if item_shape is None:
             first = self.raw(int(self.rows[0])) if len(self.rows) else np.zeros((0, 0, 0), np.float32)
@@ -396,7 +409,9 @@ class LazyImages:
 
     def take(self, idx, norm="keep") -> LazyImages:
         rows = self.rows[np.asarray(idx, dtype=np.int64)] if idx is not None else self.rows
-        out = LazyImages(self.dataset, rows, self.item_shape, self.norm if norm == "keep" else norm, self.uint8)
+        out = LazyImages(
+            self.dataset, rows, self.item_shape, self.norm if norm == "keep" else norm, self.uint8, name=self.name
+        )
         out.loader = self.loader
         return out
 
@@ -404,19 +419,18 @@ class LazyImages:
         """Item ``row`` of the dataset as a (C, H, W) array, as its transform gives it (PIL: uint8)."""
         import torch
 
-        img = self.dataset[int(row)][0]
+        img = read_item(self.dataset, int(row), self.name)[0]
         if isinstance(img, torch.Tensor):
             a = img.detach().cpu().numpy()
         else:
             a = np.asarray(img)
             a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)  # PIL: (H, W[, C]) -> (C, H, W)
         if a.ndim != 3:
-            raise I2XError(f"train=/test= images must be (C, H, W), got {a.shape}; add ToTensor() to the transform")
+            raise I2XError(f"{self.name}: images must be (C, H, W), got {a.shape}; add ToTensor() to the transform")
         if hasattr(self, "item_shape") and tuple(a.shape) != self.item_shape:
-            raise I2XError(
-                f"train=/test= images differ in shape ({tuple(a.shape)} and {self.item_shape}): add a Resize "
-                "transform so all have one size"
-            )
+            raise I2XError(_shape_differs(self.name, int(row), tuple(a.shape), self.item_shape))
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise I2XError(_not_finite(self.name, [row], noun="item"))
         return a
 
     def __getitem__(self, key):
@@ -444,6 +458,18 @@ class LazyImages:
 
 
 LOADER_SETTINGS = ("num_workers", "worker_init_fn", "multiprocessing_context", "prefetch_factor", "pin_memory")
+
+
+def _shape_differs(name: str, row: int, got: tuple, first: tuple) -> str:
+    """The fix for an item whose shape differs from the first item's: RGB conversion where only the channels
+    differ (an RGBA or grayscale file among RGB ones), else a Resize."""
+    if got[1:] == first[1:]:
+        return (
+            f"{name}: item {row} has {got[0]} channels, the first item {first[0]} (an RGBA, grayscale or palette "
+            "file among the others?): convert every image to one mode in the transform, e.g. "
+            "transforms.Lambda(lambda im: im.convert('RGB')) before ToTensor()"
+        )
+    return f"{name}: item {row} is {got}, the first item {first}: add a Resize transform so all have one size"
 
 
 def loader_settings(loader) -> dict:
@@ -527,14 +553,63 @@ def as_dataset(obj, classes: list[str] | None = None, name: str = "data") -> Dat
     if isinstance(obj, (tuple, list)) and len(obj) == 2:
         x, y = (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v) for v in obj)
         y = class_labels(y, name)
-        if x.ndim != 4 or len(x) != len(y):
-            raise I2XError(f"{name}: (images, labels) must be (N, C, H, W) and (N,), got {x.shape} and {y.shape}")
-        classes = list(classes or [str(c) for c in range(int(y.max()) + 1)])
+        _check_image_array(x, y, name)
+        classes = _class_names(y, classes, name)
         if x.dtype == np.uint8:
             return Dataset(x, y, classes, *channel_stats(x), name)
         _check_normalised(x, name)
         return Dataset(x.astype(np.float32), y, classes, (0.0,) * x.shape[1], (1.0,) * x.shape[1], name)
+    if isinstance(obj, (tuple, list, np.ndarray)) or not (hasattr(obj, "__getitem__") or _is_loader(obj)):
+        what = f"a {type(obj).__name__} of {len(obj)}" if hasattr(obj, "__len__") else type(obj).__name__
+        raise I2XError(f"{name}: got {what}; pass an (images, labels) pair, a torch Dataset or an i2x.data.Dataset")
     return from_torch(obj, classes=classes, name=name)
+
+
+def _check_image_array(x: np.ndarray, y: np.ndarray, name: str) -> None:
+    """(images, labels) arrays: one label per image, (N, C, H, W) (with the fix for (N, H, W) and
+    channels-last), not empty, every pixel finite."""
+    if len(x) != len(y):
+        raise I2XError(f"{name}: {len(x)} images but {len(y)} labels: give one label per image")
+    if not len(x):
+        raise I2XError(f"{name} is empty: give it at least one image per class")
+    if x.ndim == 3:
+        raise I2XError(f"{name}: images of shape {x.shape} have no channel axis: pass x[:, None] (N, 1, H, W)")
+    if x.ndim != 4:
+        raise I2XError(f"{name}: images must be (N, C, H, W), got shape {x.shape}")
+    if x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+        raise I2XError(
+            f"{name}: images of shape {x.shape} look channels-last (N, H, W, C); i2x takes (N, C, H, W) as "
+            "torchvision does: pass x.permute(0, 3, 1, 2)"
+        )
+    if x.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))
+        if len(bad):
+            raise I2XError(_not_finite(name, bad))
+
+
+def _not_finite(name: str, bad, noun: str = "image") -> str:
+    first = ", ".join(str(int(i)) for i in bad[:3])
+    return (
+        f"{name}: {noun} {first}{' ...' if len(bad) > 3 else ''} ({len(bad)} in all) has NaN or infinite pixels: "
+        "fix or drop those images (a model cannot train or be explained on them)"
+    )
+
+
+def _class_names(y: np.ndarray, classes: list[str] | None, name: str) -> list[str]:
+    """The class names: ``classes`` (every label must index one) or 0..max label."""
+    if classes is None:
+        return [str(c) for c in range(int(y.max()) + 1)]
+    if int(y.max()) >= len(classes):
+        i = int(np.argmax(y >= len(classes)))
+        raise I2XError(
+            f"{name}: label {int(y[i])} (image {i}) is not one of the {len(classes)} classes "
+            f"{_short(classes)}: labels must be 0..{len(classes) - 1}"
+        )
+    return list(classes)
+
+
+def _short(names: list[str]) -> str:
+    return "(" + ", ".join(names[:5]) + (", ..." if len(names) > 5 else "") + ")"
 
 
 def class_labels(y, name: str = "labels") -> np.ndarray:

@@ -217,7 +217,7 @@ def _curated(contain, labels, a: int, b: int, k: int, names: list[str]) -> np.nd
 def _test_set(run: Run, test: Dataset | None) -> Dataset:
     """The caller's test set, or the run's own test subset reloaded as ``i2x.run`` drew it."""
     if test is not None:
-        return as_dataset(test, classes=run.classes, name="test")
+        return as_dataset(test, classes=run.classes, name="test=")
     cfg, m = run.config, run.manifest["data"]
     if str(m.get("dataset", "")).startswith("user"):
         raise I2XError(

@@ -109,10 +109,11 @@ def _run(
     eidx = explanation_indices(tr.labels, cfg.explain_fraction, cfg.explain_seed)
     warnings = _data_warnings(tr, eidx, cfg)
     model = model if model is not None else _built_in_model(cfg, tr)
+    _refuse_meta(model)
     model.to(device)
     x_train, y_train = tr.tensors()
     x_exp, y_exp = x_train[eidx], y_train[eidx]
-    target = _check_model(model, cfg, x_exp, len(tr.classes), device)
+    target = _check_model(model, cfg, x_exp, len(tr.classes), device, tr.labels)
     layer = target.name
     every, total = _schedule(cfg, len(tr))
     manifest = new_manifest(
@@ -229,11 +230,11 @@ def _splits(cfg: RunConfig, splits: Splits | None, train, test, classes=None) ->
         if classes is not None:
             raise I2XError("classes= names the classes of train=/test= data; the built-in datasets have their own")
         return splits_for(cfg)
-    tr = as_dataset(train, classes=classes, name="user (train=)")
+    tr = as_dataset(train, classes=classes, name="train=")
     if test is None:
         rest, held = stratified_split(tr.labels, 0.2, cfg.subset_seed)
         return Splits(tr.subset(rest), tr.subset(held), "stratified 20% hold-out of train= (no test= given)")
-    te = as_dataset(test, classes=tr.classes, name="test")
+    te = as_dataset(test, classes=tr.classes, name="test=")
     if te.shape != tr.shape:
         raise I2XError(f"test= images are {te.shape} but train= images are {tr.shape}: give both one shape")
     te.mean, te.std = tr.mean, tr.std  # normalise the test set with the training statistics
@@ -244,12 +245,21 @@ def _data_warnings(tr: Dataset, eidx: np.ndarray, cfg: RunConfig) -> list[str]:
     """Data too small or odd for the method: a class without training images is an error; a class
     missing from the explanation set, or an explanation set smaller than an HDBSCAN cluster, a warning."""
     counts = np.bincount(tr.labels, minlength=len(tr.classes))
+    if (counts > 0).sum() < 2:
+        raise I2XError(
+            f"the training data has one class ({tr.classes[int(np.argmax(counts))]}): an explanation says how a "
+            "model tells classes apart; give images of two classes or more"
+        )
     if (counts == 0).any():
         empty = [tr.classes[c] for c in np.flatnonzero(counts == 0)]
-        raise I2XError(
-            f"class {', '.join(empty)} has no training image (of {len(tr)}): the model cannot learn it; "
-            "add images of it or drop it from the data (for image folders: remove its folder)"
+        low = int(tr.labels.min())
+        fix = (
+            f"the labels start at {low}: class indices start at 0, pass labels - {low}"
+            if low > 0 and counts[:low].sum() == 0
+            else "add images of it or drop it from the data (for image folders: remove its folder)"
         )
+        what = f"class {', '.join(empty)} has no training image (of {len(tr)}): the model cannot learn it"
+        raise I2XError(f"{what}; {fix}")
     out = []
     missing = sorted(set(range(len(tr.classes))) - set(tr.labels[eidx].tolist()))
     if missing:
@@ -295,10 +305,11 @@ def _n_checkpoints(total: int, every: int) -> int:
     return total // every + 1 + (total % every != 0)
 
 
-def _check_model(model, cfg: RunConfig, x_exp: torch.Tensor, num_classes: int, device):
+def _check_model(model, cfg: RunConfig, x_exp: torch.Tensor, num_classes: int, device, labels=None):
     """Fail before training: the images must fit the model, the layer exist and be a map, K fit
-    the features. Returns the target layer (:class:`~i2x.nn.layers.Target`)."""
-    _check_fits(model, x_exp[:2].to(device), num_classes)
+    the features (``labels``: the training labels, to name a stray one). Returns the target layer
+    (:class:`~i2x.nn.layers.Target`)."""
+    _check_fits(model, x_exp[:2].to(device), num_classes, labels)
     target = resolve_layer(model, cfg.layer, x_exp[:1].to(device), cfg.reshape)
     layer = target.name
     _, fh, fw, _ = features(model, x_exp[:1], layer, device=device, reshape=cfg.reshape).shape
@@ -345,7 +356,7 @@ def _train(*, model, x, y, cfg: RunConfig, recorder: Recorder, out: Path, device
 
 def _predict(*, model, test, classes=None, device, source: str | None = None):
     """(y_true, y_pred, source) of ``model`` on ``test`` (a Dataset, a torch Dataset or tensors)."""
-    x, y = as_dataset(test, classes=classes, name="test").tensors()
+    x, y = as_dataset(test, classes=classes, name="test=").tensors()
     return y.numpy().astype(np.int64), predict(model, x, device=device).argmax(1), source
 
 
@@ -538,14 +549,12 @@ def _saved_checkpoints(checkpoints: str | Path, device) -> list[tuple[int, Path,
     return [(it, f, st) for it, _, f, st in sorted(loaded, key=lambda t: (t[0], t[1]))]
 
 
-def _check_fits(model, x, num_classes: int) -> None:
+def _check_fits(model, x, num_classes: int, labels: np.ndarray | None = None) -> None:
     """The model takes these images and returns (N, classes) scores — as a tensor, the first element
     of a tuple (``(logits, aux)``) or a dict's ``logits`` — in eval mode and in train mode (a model
     such as torchvision's InceptionV3 returns a tuple only when training). The train-mode pass
     leaves no trace: buffers (BatchNorm statistics), RNG states and modes are restored."""
-    if any(p.is_meta for p in model.parameters()):
-        raise I2XError("the model's parameters are on the 'meta' device (no values): materialise it, e.g. "
-                       "model.to_empty(device='cpu') and load its weights, before i2x.run")  # fmt: skip
+    _refuse_meta(model)
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     for mode in ("eval", "train"):
         try:
@@ -553,22 +562,56 @@ def _check_fits(model, x, num_classes: int) -> None:
                 model.train(mode == "train")
                 y = model(x)
         except RuntimeError as exc:
-            msg = str(exc).splitlines()[0][:160]
-            raise I2XError(
-                f"images of shape {tuple(x.shape[1:])} do not fit the model ({msg}); "
-                "pick a model for this image size/channels or resize the data"
-            ) from None
+            raise I2XError(_misfit(model, x, exc)) from None
         finally:
             with torch.no_grad():
                 for b, saved in buffers:  # a train-mode forward updates BatchNorm's running statistics
                     b.copy_(saved)
         s = class_scores(y)
+        if isinstance(s, torch.Tensor) and s.dim() == 2 and s.shape[1] < num_classes and labels is not None:
+            bad = np.flatnonzero(labels >= s.shape[1])
+            if len(bad) <= max(1, len(labels) // 100):  # a stray label, not a model with too few outputs
+                raise I2XError(
+                    f"the model has {s.shape[1]} outputs (labels 0..{s.shape[1] - 1}) but {len(bad)} training "
+                    f"image{'s' * (len(bad) > 1)} carry a label up to {int(labels.max())} (image "
+                    f"{', '.join(map(str, bad[:3]))}): fix those labels, or give the model one output per class"
+                )
         if not isinstance(s, torch.Tensor) or s.dim() != 2 or s.shape[1] != num_classes:
             what = f"shape {tuple(s.shape)}" if isinstance(s, torch.Tensor) else type(y).__name__
             raise I2XError(
-                f"in {mode} mode the model outputs {what} but the data has {num_classes} classes: give the model "
-                "one output per class, as a tensor, a tuple whose first element is the logits, or a dict with 'logits'"
+                f"in {mode} mode the model outputs {what} but the data has {num_classes} classes (labels 0.."
+                f"{num_classes - 1}): give the model one output per class, as a tensor, a tuple whose first element "
+                "is the logits, or a dict with 'logits' (or, if a label is wrong, fix the labels)"
             )
+
+
+def _refuse_meta(model) -> None:
+    if any(p.is_meta for p in model.parameters()):
+        raise I2XError("the model's parameters are on the 'meta' device (no values): materialise it, e.g. "
+                       "model.to_empty(device='cpu') and load its weights, before i2x.run")  # fmt: skip
+
+
+def _misfit(model, x: torch.Tensor, exc: RuntimeError) -> str:
+    """Why images do not fit the model, with the fix: the channels (the model's first convolution or patch
+    embedding against the images'), else the size."""
+    first = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    msg = str(exc).splitlines()[0][:160]
+    got = x.shape[1]
+    if first is not None and first.in_channels != got:
+        want = first.in_channels
+        how = (
+            "repeat the channel (transforms.Grayscale(num_output_channels=3), or x.repeat(1, 3, 1, 1))"
+            if got == 1 and want == 3
+            else f"convert the images to {want} channels"
+        )
+        return (
+            f"the model's first layer takes {want}-channel images, the data has {got} channel{'s' * (got != 1)}: "
+            f"{how}, or build the model for them (timm: in_chans={got}; torchvision: replace its first convolution)"
+        )
+    return (
+        f"images of shape {tuple(x.shape[1:])} do not fit the model ({msg}); pick a model for this image size or "
+        "resize the data"
+    )
 
 
 def _rng_devices(x: torch.Tensor) -> list:
