@@ -97,10 +97,10 @@ def test_steps_without_clusters_fall_back_instead_of_going_silent(rng):
 def test_relative_lambda_makes_w_scale_free(rng):
     conf = rng.random((2, 30, 3))
     inten = rng.random((2, 30, 4))
-    a = dynamics(conf, inten, min_cluster_size=5, lam=0.5)
-    b = dynamics(conf, 10 * inten, min_cluster_size=5, lam=0.5)
+    a = dynamics(conf, inten, min_cluster_size=5, lam=0.5, permutations=0)
+    b = dynamics(conf, 10 * inten, min_cluster_size=5, lam=0.5, permutations=0)
     np.testing.assert_allclose(10 * b.W, a.W, rtol=1e-9, atol=1e-12)  # W follows ΔP / ΔI, not ΔIᵀΔP
-    c = dynamics(conf, 10 * inten, min_cluster_size=5, lam=0.5, lam_scale="absolute")
+    c = dynamics(conf, 10 * inten, min_cluster_size=5, lam=0.5, lam_scale="absolute", permutations=0)
     assert not np.allclose(10 * c.W, a.W)
 
 
@@ -125,7 +125,7 @@ def test_inputs_are_not_mutated(rng):
     conf = rng.random((3, 12, 2))
     inten = rng.random((3, 12, 4))
     c0, i0 = conf.copy(), inten.copy()
-    dynamics(conf, inten, min_cluster_size=3)
+    dynamics(conf, inten, np.arange(12) % 2, min_cluster_size=3)
     np.testing.assert_array_equal(conf, c0)
     np.testing.assert_array_equal(inten, i0)
 
@@ -139,7 +139,7 @@ def test_a_misspelt_ridge_scale_is_an_error_in_both_readers():
     di = np.ones((4, 2))
     with pytest.raises(I2XError, match="'relativ' must be 'relative' or 'absolute'"):
         ridge_penalty(di, 1.0, "relativ")
-    with pytest.raises(I2XError, match="must be 'relative' or 'absolute'"):
+    with pytest.raises(I2XError, match="lam_scale='absolut': must be one of relative, absolute"):
         dynamics(np.zeros((2, 4, 2)), np.zeros((2, 4, 2)), np.zeros(4, int), lam_scale="absolut")
 
 
@@ -238,7 +238,7 @@ def test_class_delta_uses_each_class_own_samples_and_nan_when_absent():
     assert d.class_delta[0, 0] == pytest.approx((0.3 + 0.2 + 0.4) / 3)
     assert d.class_delta[0, 1] == pytest.approx(0.5)  # sample 1 only, not 0.375 over all samples
     assert np.isnan(d.class_delta[0, 2])
-    assert np.isnan(dynamics(conf, inten, None, min_cluster_size=2).class_delta).all()
+    assert np.isnan(dynamics(conf, inten, None, min_cluster_size=2, permutations=0).class_delta).all()
 
 
 def test_ridge_penalty_relative_is_mean_energy_per_prototype():
@@ -429,12 +429,13 @@ def test_dynamics_defaults_are_the_documented_settings():
     conf, inten, labels = _groups()
     a = dynamics(conf, inten, labels)
     b = dynamics(
-        conf, inten, labels, 10, 0.05, 10.0, lam_scale="relative", fallback=True, permutations=0, seed=0
+        conf, inten, labels, 10, 0.05, 10.0, lam_scale="relative", fallback=True, permutations=999, seed=0,
+        null="within-class", aggregate="clusters",
     )  # fmt: skip
-    for name in ("W", "labels", "n_clusters", "fallback", "lam"):
+    for name in ("W", "labels", "n_clusters", "fallback", "lam", "p_W", "p_pair", "p_W_class"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     assert a.fallback.tolist() == [0, 0]  # groups of exactly 10: found at the default min_cluster_size
-    assert a.p_W is None and a.p_pair is None and a.permutations == 0
+    assert a.permutations == 999 and a.null == "within-class"  # what i2x run computes (RunConfig's defaults)
     c = dynamics(conf, inten, labels, permutations=19)
     d = dynamics(conf, inten, labels, permutations=19, seed=0)
     np.testing.assert_array_equal(c.p_W, d.p_W)
@@ -624,7 +625,7 @@ def test_cluster_labels_are_integers_in_every_branch():
         "alike": confidence_clusters(np.zeros((6, 2)), 5),
         "hdbscan": confidence_clusters(two_groups, 5),
         "one of all": clusters_with_fallback(spread, 4)[0],
-        "dynamics": dynamics(np.zeros((3, 6, 2)), np.zeros((3, 6, 2)), min_cluster_size=5).labels,
+        "dynamics": dynamics(np.zeros((3, 6, 2)), np.zeros((3, 6, 2)), min_cluster_size=5, permutations=0).labels,
     }
     assert clusters_with_fallback(spread, 4)[1] == 2
     for name, lab in cases.items():

@@ -33,6 +33,7 @@ def _err(capsys, argv) -> str:
         ("--explain-fraction", "1.5", "(0, 1]"),
         ("--layer", "features.99", "features.7"),  # lists the candidate layers
         ("--prototypes", "100000", "--prototypes"),
+        ("--min-cluster-size", "1", "≥ 2"),  # HDBSCAN's smallest cluster: one line, not scikit-learn's traceback
     ],
 )
 def test_bad_run_arguments(capsys, tmp_path, flag, value, expect):

@@ -207,11 +207,10 @@ def _check_all(fake: Fake, ctx: Context, cfg: RunConfig) -> dict:
     # intensity (Eq. 4) at every checkpoint, containment at the run's quantile, background at its threshold
     ia = _npz(out / "arrays" / "intensity.npz")
     a = pr["assignments"]
-    q = cfg.contain_quantile or None
     np.testing.assert_allclose(ia["intensity"], intensity(fake.sal, a, k, cfg.intensity_reduce), rtol=1e-5)
     assert ia["intensity"].dtype == np.float32
-    np.testing.assert_array_equal(ia["contain"], containment(a, k, fake.sal[-1] if q else None, q))
-    np.testing.assert_array_equal(ia["present"], containment(a, k))  # any cell: independent of the label
+    np.testing.assert_array_equal(ia["contain"], containment(a, k, fake.sal[-1], cfg.contain_quantile))
+    np.testing.assert_array_equal(ia["present"], containment(a, k, quantile=0))  # any cell: not the label's
     dens = saliency_density(a, fake.sal[-1], k)
     np.testing.assert_allclose(ia["density"], dens)
     np.testing.assert_array_equal(ia["background"], background_prototypes(dens, cfg.background_saliency))
@@ -372,7 +371,7 @@ def test_mean_intensity_reduce_is_wired(tmp_path):
     ia = _npz(fake.out / "arrays" / "intensity.npz")
     a = _npz(fake.out / "arrays" / "prototypes.npz")["assignments"]
     np.testing.assert_allclose(ia["intensity"], intensity(fake.sal, a, 4, "mean"), rtol=1e-6)
-    np.testing.assert_array_equal(ia["contain"], containment(a, 4))  # quantile 0: any cell counts
+    np.testing.assert_array_equal(ia["contain"], containment(a, 4, quantile=0))  # quantile 0: any cell counts
 
 
 def test_records_from_the_caller_loop_set_the_checkpoints(tmp_path):

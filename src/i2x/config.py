@@ -14,6 +14,8 @@ the flag (``--epochs 0: ...``) on the command line.
 from __future__ import annotations
 
 import difflib
+import functools
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -392,7 +394,7 @@ class RunConfig:
         10,
         "HDBSCAN min_cluster_size on confidence changes",
         why="scikit-learn's HDBSCAN default is 5; 10 of 500 samples is 2 %",
-        check=at_least(1),
+        check=at_least(2, hint=" (HDBSCAN's smallest cluster has two samples)"),
         commands=ANALYZE,
     )
     tau: float = setting(
@@ -714,17 +716,52 @@ def _flat(d: dict) -> dict:
 
 def _check(cfg) -> None:
     for f in fields(cfg):
-        v = getattr(cfg, f.name)
-        m = f.metadata
-        want = m.get("type")
-        typed = f.type not in ("Any", Any)  # pair/prototype take names, indices or "auto"
-        if typed and v is not None and want in (int, float, bool, str) and not _type_ok(v, want):
-            raise ConfigError(f.name, v, f"must be {want.__name__}")
-        if m.get("choices") and v not in m["choices"]:
-            raise ConfigError(f.name, v, f"must be one of {', '.join(map(str, m['choices']))}")
-        problem = m["check"](v) if m.get("check") else None
-        if problem:
-            raise ConfigError(f.name, v, problem)
+        _check_field(f, f.name, getattr(cfg, f.name))
+
+
+def _check_field(f, name: str, v) -> None:
+    """The declared type, choices and check of setting ``f`` on the value ``v``, named ``name``."""
+    m = f.metadata
+    want = m.get("type")
+    typed = f.type not in ("Any", Any)  # pair/prototype take names, indices or "auto"
+    if typed and v is not None and want in (int, float, bool, str) and not _type_ok(v, want):
+        raise ConfigError(name, v, f"must be {want.__name__}")
+    if m.get("choices") and v not in m["choices"]:
+        raise ConfigError(name, v, f"must be one of {', '.join(map(str, m['choices']))}")
+    problem = m["check"](v) if m.get("check") else None
+    if problem:
+        raise ConfigError(name, v, problem)
+
+
+def uses_settings(**arguments: str) -> Callable:
+    """Decorator of a stage function whose keyword ``arguments`` are :class:`RunConfig` settings (argument
+    name -> setting name), so that ``i2x.dynamics(...)`` and ``i2x run`` have one default and one check per
+    setting: the function's defaults must equal the settings' (checked when the module is imported, so they
+    cannot drift apart) and every call checks the given values with the setting's declared check, naming the
+    argument (``lam=-1: must be a positive number``). ``func.settings`` lists the mapping."""
+    declared = {f.name: f for f in fields(RunConfig)}
+
+    def wrap(func):
+        sig = inspect.signature(func)
+        for arg, name in arguments.items():
+            default = sig.parameters[arg].default
+            if default != declared[name].default:
+                raise AssertionError(
+                    f"{func.__qualname__}({arg}={default!r}) differs from RunConfig.{name} = {declared[name].default!r}"
+                )
+
+        @functools.wraps(func)
+        def checked(*args, **kwargs):
+            given = sig.bind_partial(*args, **kwargs).arguments
+            for arg, name in arguments.items():
+                if arg in given:
+                    _check_field(declared[name], arg, given[arg])
+            return func(*args, **kwargs)
+
+        checked.settings = dict(arguments)
+        return checked
+
+    return wrap
 
 
 def _type_ok(v, want) -> bool:

@@ -192,15 +192,14 @@ def _intensity(ctx: Context) -> StageOutput:
     c, protos = ctx.cfg, Prototypes.from_arrays(ctx.arrays("prototypes"))
     sal = ctx.records()["saliency"]  # (T+1, N, H', W')
     inten = intensity(sal, protos.assignments, protos.k, c.intensity_reduce)  # (T+1, N, K)
-    q = c.contain_quantile or None
-    cont = containment(protos.assignments, protos.k, sal[-1] if q else None, q)  # (N, K)
+    cont = containment(protos.assignments, protos.k, sal[-1], c.contain_quantile)  # (N, K)
     density = saliency_density(protos.assignments, sal[-1], protos.k)  # (K,)
     bg = background_prototypes(density, c.background_saliency)
     store.save_npz(
         ctx.out / "arrays" / "intensity.npz",
         intensity=inten.astype(np.float32),
         contain=cont,
-        present=containment(protos.assignments, protos.k),  # (N, K) any cell: does not depend on the label
+        present=containment(protos.assignments, protos.k, quantile=0),  # (N, K) any cell: not the label's
         density=density,
         background=bg,
     )

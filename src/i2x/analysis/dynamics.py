@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.cluster import HDBSCAN
 
-from ..config import AGGREGATES, NULLS
+from ..config import AGGREGATES, NULLS, uses_settings
 from ..errors import DivergedError, I2XError
 
 RIDGE_LAMBDA = 10.0  # the ridge λ of Eq. 8 (relative to the step's mean per-sample energy) when none is given
@@ -294,6 +294,11 @@ class Dynamics:
         return float(cd[~self.flagged].sum() / cd.sum()) if cd.sum() > 0 else 1.0
 
 
+@uses_settings(
+    min_cluster_size="min_cluster_size", tau="tau", lam="ridge_lambda", lam_scale="ridge_scale",
+    fallback="cluster_fallback", permutations="permutations", seed="seed", null="permutation_null",
+    aggregate="aggregate",
+)  # fmt: skip
 def dynamics(
     confidences: np.ndarray,
     intensities: np.ndarray,
@@ -304,7 +309,7 @@ def dynamics(
     *,
     lam_scale: str = "relative",
     fallback: bool = True,
-    permutations: int = 0,
+    permutations: int = 999,
     seed: int = 0,
     null: str = "within-class",
     class_level: bool = True,
@@ -329,7 +334,10 @@ def dynamics(
     if null not in NULLS:
         raise I2XError(f"null={null!r} must be one of {', '.join(NULLS)}")
     if null == "within-class" and permutations and labels is None:
-        raise I2XError("null='within-class' permutes within the classes: pass labels= (or null='all')")
+        raise I2XError(
+            f"the p-values (permutations={permutations}) permute within the classes: pass labels= (or "
+            "permutations=0 for W without p-values, or null='all')"
+        )
     within = null == "within-class" and permutations > 0
     class_level = class_level and within
     T, n, c = p.shape[0] - 1, p.shape[1], p.shape[2]

@@ -400,7 +400,7 @@ def explain(
     p_pair: np.ndarray | None = None,
     background: np.ndarray | None = None,
     permutations: int = 0,
-    null: str = "all",
+    null: str = "within-class",
     p_pair_class: np.ndarray | None = None,
     stability: dict | None = None,
     present: np.ndarray | None = None,

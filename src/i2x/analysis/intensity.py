@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..config import uses_settings
 from ..errors import I2XError
 
 
+@uses_settings(reduce="intensity_reduce")
 def intensity(saliency: np.ndarray, assignments: np.ndarray, k: int, reduce: str = "sum") -> np.ndarray:
     """Saliency over the positions assigned to each prototype: their ``sum`` (Eq. 4 as printed)
     or their ``mean`` (0 where the sample has no cell of the prototype).
@@ -15,8 +17,6 @@ def intensity(saliency: np.ndarray, assignments: np.ndarray, k: int, reduce: str
     saliency: (..., N, H', W') (e.g. (T+1, N, H', W') for all checkpoints);
     assignments: (N, H', W') ints in 0..k-1. Returns (..., N, k) float64.
     """
-    if reduce not in ("sum", "mean"):
-        raise I2XError(f"reduce={reduce!r} must be 'sum' or 'mean'")
     s = np.asarray(saliency)
     a = np.asarray(assignments)
     if s.shape[-3:] != a.shape:
@@ -36,21 +36,24 @@ def intensity(saliency: np.ndarray, assignments: np.ndarray, k: int, reduce: str
     return out.reshape(*lead, n, k)
 
 
+@uses_settings(quantile="contain_quantile")
 def containment(
-    assignments: np.ndarray, k: int, saliency: np.ndarray | None = None, quantile: float | None = None
+    assignments: np.ndarray, k: int, saliency: np.ndarray | None = None, quantile: float = 0.75
 ) -> np.ndarray:
-    """(N, k) bool: sample x contains prototype k when A(x) has ≥ 1 position equal to k.
-
-    With ``saliency`` (N, H', W', usually the final checkpoint's) and ``quantile`` q, only the
-    positions whose saliency is ≥ the q-quantile of that sample's map, and > 0, count: a
-    prototype is contained where it carries the sample's evidence, not wherever it lies.
+    """(N, k) bool: sample x contains prototype k when A(x) has ≥ 1 position equal to k among the positions
+    that carry its evidence: with ``saliency`` (N, H', W', usually the final checkpoint's) and ``quantile``
+    q, the positions whose saliency is ≥ the q-quantile of that sample's map, and > 0. ``quantile=0``:
+    any position (the paper's literal reading; ``saliency`` is then not needed).
     """
     a = np.asarray(assignments)
     n = a.shape[0]
     mask = np.ones(a.shape, dtype=bool)
-    if quantile is not None:
+    if quantile:
         if saliency is None:
-            raise I2XError("containment(quantile=...) needs the saliency maps it thresholds")
+            raise I2XError(
+                f"containment(quantile={quantile}) keeps the positions in the top of each saliency map: pass "
+                "saliency= (the final checkpoint's maps), or quantile=0 for any position"
+            )
         thr = np.quantile(np.asarray(saliency).reshape(n, -1), quantile, axis=1)[:, None, None]
         mask = (np.asarray(saliency) >= thr) & (np.asarray(saliency) > 0)
     out = np.zeros((n, k), dtype=bool)
@@ -69,6 +72,7 @@ def saliency_density(assignments: np.ndarray, saliency: np.ndarray, k: int) -> n
     return np.where(cells > 0, per_cell / mean, np.nan)
 
 
+@uses_settings(threshold="background_saliency")
 def background_prototypes(density: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """(k,) bool: prototypes whose cells carry less than ``threshold`` of the average saliency per
     cell (or have no cell): the model does not look there, whatever their area."""

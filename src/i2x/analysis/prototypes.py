@@ -10,6 +10,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
+from ..config import uses_settings
 from ..errors import ConfigError, I2XError
 
 
@@ -70,6 +71,7 @@ class FeatureStream:
 PCA_SAMPLE_VECTORS = 65_536
 
 
+@uses_settings(k="prototypes", variance="pca_variance", max_components="pca_max_components", random_state="seed")
 def prototypes(
     features: np.ndarray,
     k: int = 32,
