@@ -5,6 +5,8 @@ that lists nothing in ≥ 95 % of seeds."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -161,3 +163,20 @@ def test_links_round_trip_and_pair_order():
     assert L.index(9, 4) == (L.index(4, 9)[0], -1)
     with pytest.raises(Exception, match="pair"):
         L.index(4, 11)
+
+
+def test_a_pair_list_is_ordered_by_the_lower_end_of_the_effect_interval():
+    """Prototype 0 has the larger effect but the wider interval; prototype 1's effect is supported higher:
+    it comes first. Without intervals (bootstrap 0) the effect orders."""
+    T, K, P = 2, 3, 1
+    zero = np.zeros((T, K, P))
+    role = np.array([[1], [2], [0]], np.int8)
+    effect = np.array([[0.6], [0.5], [np.nan]])
+    ci = np.array([[[0.2, 0.9]], [[0.4, 0.6]], [[np.nan, np.nan]]])
+    links = Links(
+        np.array([[0, 1]]), zero, zero, zero, np.ones((K, P)), np.ones((K, P)), np.ones((K, P), bool),
+        zero.astype(np.int8), role, effect, ci, 0.05, 0.05, 0.1, 99, 200,
+    )  # fmt: skip
+    assert links.ranked(0) == [1, 0] and links.ranked(0, 1) == [0] and links.score[2, 0] != links.score[2, 0]
+    no_ci = replace(links, ci=np.full((K, P, 2), np.nan))
+    assert no_ci.ranked(0) == [0, 1]

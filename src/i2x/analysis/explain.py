@@ -236,14 +236,14 @@ def pair_explanation(
 
 
 def links_rows(links: Links, a: int, b: int, fa, fb, cfg: ExplainConfig, frequency=None) -> dict:
-    """The pair (a, b)'s uncertain and reliable prototypes of the samples test, ordered by effect, the
-    top ``cfg.top`` of each;
+    """The pair (a, b)'s uncertain and reliable prototypes of the samples test, ordered by :attr:`Links.score`
+    (the lower end of the effect's interval), the top ``cfg.top`` of each;
     ``frequency`` (K, 2): how often each was listed on half-subsamples (an annotation: no filter)."""
     j, sgn = links.index(a, b)
     listed, steps = links.role[:, j], links.steps[:, :, j] * sgn  # (K,), (T, K) signs towards a
     out = {"a": int(a), "b": int(b)}
     for kind, code in (("uncertain", 2), ("reliable", 1)):
-        ks = sorted(np.flatnonzero(listed == code).tolist(), key=lambda k: (-links.effect[k, j], k))
+        ks = links.ranked(j, code)
         rows = []
         for k in ks[: cfg.top]:
             st = np.flatnonzero(steps[:, k])
@@ -252,7 +252,7 @@ def links_rows(links: Links, a: int, b: int, fa, fb, cfg: ExplainConfig, frequen
                 "prototype": int(k),
                 "effect": float(links.effect[k, j]),
                 "effect_ci": [float(v) for v in links.ci[k, j]] if np.isfinite(links.ci[k, j]).all() else None,
-                "score": float(links.effect[k, j]),
+                "score": float(links.score[k, j]),
                 "p_value": float(links.p_family[k, j]),
                 "q_value": float(links.q[k, j]),
                 "sign_flips": int(np.count_nonzero(sig[1:] != sig[:-1])),
@@ -493,8 +493,8 @@ def _links_significance(links: Links) -> dict:
         "is tested by its largest standardised coefficient over the steps (max-T); Benjamini-Hochberg over "
         f"all {int(links.tested.sum())} tested (pair, prototype) families at false discovery rate "
         f"{links.fdr:g}, then the steps inside selected families at {links.step_level:.3g} "
-        "(Benjamini-Bogomolov); uncertain = significant steps of both signs (contained in both classes), "
-        "reliable = of one sign",
+        "(Benjamini-Bogomolov); uncertain = significant steps of both signs, reliable = of one sign; each "
+        "list ordered by the lower end of the effect's interval",
         "effect": "standardised within-class coefficient at the significant steps (a 1-SD larger intensity "
         "change goes with this many SD more confidence towards the favoured class; uncertain: the weaker "
         f"direction's); interval: 2.5-97.5 % of {links.bootstrap} class-stratified bootstrap resamples; items "
