@@ -92,3 +92,24 @@ def test_a_stage_on_its_defaults_computes_what_i2x_run_computes():
     d = i2x.dynamics(conf, inten, y)
     assert d.permutations == RunConfig().permutations and d.null == RunConfig().permutation_null
     assert d.p_W is not None and d.p_pair is not None
+
+
+def test_help_groups_hold_every_flag_of_run_once():
+    from i2x.config import HELP_GROUPS, ExplainConfig
+
+    grouped = [n for names in HELP_GROUPS.values() for n in names]
+    flags = [
+        f.name for cls in (RunConfig, ExplainConfig) for f in fields(cls) if "run" in f.metadata.get("commands", ())
+    ]
+    assert sorted(grouped) == sorted(flags) and len(set(grouped)) == len(grouped)
+
+
+def test_help_speaks_plain_words():
+    """No equation numbers, paper sections or project history in the flags' help."""
+    import re
+
+    from i2x.config import ExplainConfig, FaithfulnessConfig, FinetuneConfig
+
+    for cls in (RunConfig, ExplainConfig, FinetuneConfig, FaithfulnessConfig):
+        for f in fields(cls):
+            assert not re.search(r"Eq\.|§|issue \d|before i2x|W_t|ΔI", f.metadata.get("help", "")), f.name

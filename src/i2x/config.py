@@ -127,23 +127,23 @@ class ExplainConfig:
     )
     key_weight_fraction: float = setting(
         0.5,
-        "key prototype at a step: |W_t[k,c]| ≥ this × max_k |W_t[k,c]|",
+        "key prototype at a key checkpoint: its weight at least this share of the step's largest",
         why="the prototypes that carry at least half of the step's largest effect",
         check=fraction,
         commands=ANALYZE,
     )
     min_pair_contain: float = setting(
         0.05,
-        "uncertain/reliable: contained in ≥ this share of each class",
+        "uncertain/reliable: tested when contained in at least this share of either class's images",
         why="a prototype absent from a class cannot confuse it",
         check=fraction,
         commands=ANALYZE,
     )
     pair_test: str = setting(
         "samples",
-        "the test behind the uncertain/reliable roles: samples (one row per sample, centred within class, "
-        "false discovery rate over the whole list, ranked by effect) or paper (the per-step test on the ridge "
-        "rows of the dynamics stage, Bonferroni over steps, filtered by selection frequency)",
+        "the test behind the uncertain/reliable roles: samples (every image, within its class, error "
+        "controlled over the whole list, ordered by effect) or paper (the paper's per-step test on groups of "
+        "images)",
         why="on the demo the paper's rows (HDBSCAN clusters: class means) listed no role, and a planted "
         "within-class link was found at the null rate; samples lists 3-6 items per reported pair and 0 on "
         "within-class permuted copies (docs/METHOD.md, docs/RESULTS.md)",
@@ -169,9 +169,8 @@ class ExplainConfig:
     )
     opposite_step: str = setting(
         "unadjusted",
-        "paper test, reliable: a step of the other sign disqualifies it when its p is below alpha unadjusted "
-        "(stricter) or adjusted over the steps as a significant step is (adjusted: reliable = significant steps "
-        "of one sign)",
+        "paper test only: a step of the other sign rules out 'reliable' when its p is below alpha unadjusted "
+        "(stricter) or adjusted over the steps",
         why="unadjusted: no hint of an opposite contribution; it also disqualifies a truly one-sided prototype in "
         "~1 - (1 - alpha/2)^(T-1) of explanation sets (32 % at T = 16) by chance alone (docs/METHOD.md)",
         choices=("unadjusted", "adjusted"),
@@ -179,16 +178,16 @@ class ExplainConfig:
     )
     alpha: float = setting(
         0.05,
-        "error level of a listed item: false discovery rate of the pair roles (samples test), family-wise "
-        "level of a key checkpoint, a class-specific prototype and a paper-test role",
+        "error level of the lists: false discovery rate of the pair roles, family-wise level of the key "
+        "checkpoints and class-specific prototypes",
         why="a prototype is listed only when its test rejects H0 at 5 %",
         check=open_fraction(),
         commands=ANALYZE,
     )
     stability_threshold: float = setting(
         0.6,
-        "class lists and paper-test roles: an item is listed when it is selected in at least this share of the "
-        "half-subsamples of E (samples-test roles carry their frequency without a threshold)",
+        "class lists (and paper-test roles): listed when found in at least this share of the random halves "
+        "(pair roles show their share instead)",
         why="Meinshausen & Bühlmann's stability selection uses 0.6-0.9; 0.6 keeps a planted role (selected in "
         "≥ 0.9) and no null item reached it (docs/METHOD.md)",
         check=fraction,
@@ -228,8 +227,8 @@ class RunConfig:
     )
     explain_fraction: float = setting(
         2500.0,
-        "the explanation set E: a share of the training set (≤ 1, as the paper's 0.1) or a number of images (> 1, "
-        "at most all of them)",
+        "the explanation set: the training images whose saliency and confidence are recorded at every "
+        "checkpoint; a share of the training set (≤ 1) or a number of images (> 1)",
         why="which prototypes a pair's roles list replicates on a disjoint set of images of the same model in "
         "0.15-0.22 of the top items at 500 images, 0.37-0.47 at 1,000 and 0.49-0.57 at 2,500, at 8-10 s more "
         "recording on the demo (docs/RESULTS.md); a number, not a share, so that a large training set does not "
@@ -301,7 +300,8 @@ class RunConfig:
     augment: bool = setting(True, "random ±2 px shifts during training", why="+~1 % test accuracy on 5,000 digits")
     seed: int = setting(
         0,
-        "seed of model init and dropout (and of data order and augmentation unless --data-seed is given)",
+        "seed of model init, dropout, the prototypes' K-Means and every test's random draws (and of the data "
+        "order and augmentation unless --data-seed is given)",
         why="runs reproduce from a seed",
     )
     data_seed: int | None = setting(
@@ -361,7 +361,7 @@ class RunConfig:
     )
     prototype_fit: str = setting(
         "train",
-        "fit the prototypes (PCA + K-Means) on the whole training set (the paper), or on the explanation set",
+        "fit the prototypes on the whole training set (train) or on the explanation set (explain)",
         why="the paper (§2.2) fits on all training samples; streamed, a batch at a time, memory holds only "
         "the PCA-projected vectors; analyze() without train= fits on the explanation set",
         choices=("explain", "train"),
@@ -383,8 +383,8 @@ class RunConfig:
     )
     aggregate: str = setting(
         "clusters",
-        "the rows of the Eq. 8 ridge: clusters (HDBSCAN clusters of the confidence changes, Eq. 5-6: the "
-        "paper) or samples (every sample of E its own row, no HDBSCAN)",
+        "class-level dynamics: group the images whose confidence moved alike (clusters, the paper) or take "
+        "every image alone (samples)",
         why="the paper's method; samples: on three explanation sets of one model the HDBSCAN clusters of a step "
         "(2-12 for 32 prototypes) changed with the images and so did the roles (docs/METHOD.md, issue 24)",
         choices=AGGREGATES,
@@ -392,21 +392,21 @@ class RunConfig:
     )
     min_cluster_size: int = setting(
         10,
-        "HDBSCAN min_cluster_size on confidence changes",
+        "smallest group of images whose confidence moved alike",
         why="scikit-learn's HDBSCAN default is 5; 10 of 500 samples is 2 %",
         check=at_least(2, hint=" (HDBSCAN's smallest cluster has two samples)"),
         commands=ANALYZE,
     )
     tau: float = setting(
         0.05,
-        "Eq. 7 threshold, relative to the cluster's largest |ΔI|",
+        "ignore prototype changes smaller than this share of a group's largest change",
         why="drops prototypes whose change is 20x smaller than the largest",
         check=fraction,
         commands=ANALYZE,
     )
     ridge_lambda: float = setting(
         10.0,
-        "Eq. 8 ridge λ (relative: a multiple of the step's mean per-sample eigenvalue mean_i ‖ΔI_i‖²/K)",
+        "how strongly the regression of confidence on prototype changes is shrunk, relative to the size of the changes",
         why="the paper does not give λ; relative to the step's data W_t follows ΔP/ΔI at every step (an "
         "absolute λ = 1 made late steps vanish); 10: the permutation test's power on planted signals stops "
         "growing there (1: 8-48 %, 10: 15-97 % of planted steps found; docs/METHOD.md)",
@@ -415,28 +415,28 @@ class RunConfig:
     )
     ridge_scale: str = setting(
         "relative",
-        "relative (λ × mean eigenvalue of ΔIᵀΔI) or absolute (λ as given)",
+        "--ridge-lambda relative to the data (relative) or as given (absolute)",
         why="scale-free by default; absolute reproduces runs of i2x before issue 11",
         choices=("relative", "absolute"),
         commands=ANALYZE,
     )
     cluster_fallback: bool = setting(
         True,
-        "a step where HDBSCAN finds no cluster is clustered again (smaller clusters, then one cluster)",
+        "where no group of images is found, look for smaller groups instead of leaving the step unexplained",
         why="otherwise W_t = 0 and the explanation is silent exactly where confidence moved",
         commands=ANALYZE,
     )
     permutations: int = setting(
         999,
-        "permutations per step for the p-values of W and of pair contributions (0: no p-values)",
+        "random reshufflings behind every p-value (0: no tests, every sign counts)",
         why="999 resolves p = 0.001; with Bonferroni over ~16 steps a sign needs p < 0.003",
         check=at_least(0),
         commands=ANALYZE,
     )
     stability_resamples: int = setting(
         50,
-        "half-subsamples of the explanation set on which stages 4-7 are redone for each item's selection "
-        "frequency (0: off)",
+        "random halves of the explanation set on which the analysis is redone, to say how often each item is "
+        "listed (0: off)",
         why="an explanation must describe the model, not the images it looked at (issue 24); 50 resolve a "
         "frequency to 0.02",
         check=at_least(0),
@@ -444,8 +444,8 @@ class RunConfig:
     )
     permutation_null: str = setting(
         "within-class",
-        "the permutation test's null: within-class (ΔI rows permuted among samples of the same class: a link "
-        "beyond class membership) or all (over all samples: i2x before issue 23)",
+        "what a test reshuffles: within-class (images of one class among themselves: a link beyond belonging "
+        "to the class) or all (every image)",
         why="ΔI and Δp both depend on the class, so permuting over all samples tests 'belongs to these classes': "
         "within-class permuted confidences reproduced the all-sample listings (issue 23, docs/METHOD.md)",
         choices=NULLS,
@@ -453,15 +453,15 @@ class RunConfig:
     )
     intensity_reduce: str = setting(
         "sum",
-        "Eq. 4: sum or mean of the saliency over a prototype's cells in a sample",
+        "a prototype's intensity in an image: the sum or the mean of the saliency over its cells",
         why="Eq. 4 was lost in extraction; see docs/METHOD.md for the measured comparison",
         choices=("sum", "mean"),
         commands=ANALYZE,
     )
     contain_quantile: float = setting(
         0.75,
-        "a sample contains a prototype where one of its cells is in the top (1 - q) of the sample's "
-        "final saliency map (0: any cell, the paper's literal reading)",
+        "an image contains a prototype when one of its cells is in the top (1 - q) of the image's final "
+        "saliency (0: any cell)",
         why="with any cell a digit 'contains' 12 of 32 prototypes, background included",
         check=fraction,
         commands=ANALYZE,
@@ -585,9 +585,8 @@ class FinetuneConfig:
     )
     intervention: str = setting(
         "remove",
-        "what is done to the curated samples (the pair's samples containing the prototype): remove them (paper "
-        "§3.5) or perturb: keep them with the prototype's cells imputed (the fill), so the model sees the "
-        "images without that evidence",
+        "what is done to the pair's images that contain the prototype: remove them, or perturb them (the "
+        "prototype's cells filled in, so the model sees the images without that evidence)",
         why="§3.5 removes samples; the abstract's 'targeted perturbation of samples' also reads as perturbing "
         "the prototype's region, which keeps the rest of each image (issue 27)",
         choices=tuple(INTERVENTIONS),
@@ -692,6 +691,25 @@ class FaithfulnessConfig:
 
 def _names(cls) -> list[str]:
     return [f.name for f in fields(cls)]
+
+
+# How `i2x run --help` and `i2x analyze --help` group the flags (every RunConfig / ExplainConfig setting in one group).
+HELP_GROUPS = {
+    "data": ("dataset", "data_dir", "download", "explain_fraction", "explain_seed", "split_seed", "train_subset",
+             "test_subset"),
+    "model and training": ("model", "layer", "epochs", "batch_size", "lr", "weight_decay", "augment", "seed",
+                           "data_seed", "device"),
+    "checkpoints and saliency": ("every", "every_epoch", "min_checkpoints", "method", "reshape", "target",
+                                 "record_batch_size"),
+    "prototypes": ("prototypes", "prototype_fit", "pca_variance", "pca_max_components", "intensity_reduce",
+                   "contain_quantile", "background_saliency"),
+    "what the explanation lists": ("rho", "rho_group", "groups", "key_step_fraction", "key_weight_fraction",
+                                   "min_pair_contain", "top"),
+    "tests and resampling": ("alpha", "pair_test", "min_effect", "bootstrap", "permutations", "permutation_null",
+                             "stability_resamples", "stability_threshold", "opposite_step"),
+    "class-level dynamics (the paper's groups of images)": ("aggregate", "min_cluster_size", "tau", "ridge_lambda",
+                                                            "ridge_scale", "cluster_fallback"),
+}  # fmt: skip
 
 
 def setting_names(cls=RunConfig) -> list[str]:

@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
         "(with --model and --dataset: the architecture and the data they come from)",
     )
     add_quiet(p)
-    _SETTINGS[:] = add_settings(p.add_argument_group("settings (i2x.RunConfig)"), RunConfig, NAME)
+    _SETTINGS[:] = add_settings(p, RunConfig, NAME)
 
 
 def cmd(a) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import MISSING, fields
 
-from ..config import ExplainConfig, RunConfig
+from ..config import HELP_GROUPS, ExplainConfig, RunConfig
 from ..errors import flag_of
 
 
@@ -21,28 +21,39 @@ def _default_text(f) -> str:
 
 
 def add_settings(parser: argparse.ArgumentParser, cls, command: str) -> list[str]:
-    """Add the flags of ``cls``'s settings that belong to ``command``; returns their names."""
+    """Add the flags of ``cls``'s settings that belong to ``command``, in the groups of
+    :data:`~i2x.config.HELP_GROUPS` (other classes: one group); returns their names."""
+    group_of = {n: title for title, names in HELP_GROUPS.items() for n in names}
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    if cls is RunConfig:  # the groups in their order, whatever field comes first
+        groups = {title: parser.add_argument_group(title) for title in HELP_GROUPS}
     names = []
-    for f in fields(cls):
+    for f in [*fields(cls), *(fields(ExplainConfig) if cls is RunConfig else ())]:
         m = f.metadata
         if command not in m.get("commands", ()):
             continue
-        help_text = (m.get("help", "") + _default_text(f)).replace("%", "%%")  # argparse formats help with %
-        kw: dict = {"dest": f.name, "default": None, "help": help_text}
-        if m.get("type") is bool:
-            kw["action"] = argparse.BooleanOptionalAction
-        else:
-            kw["type"] = m.get("type") or str
-            kw["metavar"] = {int: "N", float: "X"}.get(kw["type"], "VALUE")
-            if m.get("choices"):
-                kw["choices"] = m["choices"]
-            if m.get("nargs"):
-                kw["nargs"] = m["nargs"]
-        parser.add_argument(flag_of(f.name), **kw)
+        title = group_of.get(f.name, f"settings (i2x.config.{cls.__name__})")
+        target = groups.setdefault(title, parser.add_argument_group(title))
+        target.add_argument(flag_of(f.name), **_flag(f))
         names.append(f.name)
-    if cls is RunConfig:
-        names += add_settings(parser, ExplainConfig, command)
     return names
+
+
+def _flag(f) -> dict:
+    """add_argument's keywords of setting ``f``: typed from its declaration, its help with the default."""
+    m = f.metadata
+    help_text = (m.get("help", "") + _default_text(f)).replace("%", "%%")  # argparse formats help with %
+    kw: dict = {"dest": f.name, "default": None, "help": help_text}
+    if m.get("type") is bool:
+        kw["action"] = argparse.BooleanOptionalAction
+    else:
+        kw["type"] = m.get("type") or str
+        kw["metavar"] = {int: "N", float: "X"}.get(kw["type"], "VALUE")
+        if m.get("choices"):
+            kw["choices"] = m["choices"]
+        if m.get("nargs"):
+            kw["nargs"] = m["nargs"]
+    return kw
 
 
 def given(args: argparse.Namespace, names: list[str]) -> dict:
@@ -62,4 +73,4 @@ def add_run_command(sub, name: str, help: str, cls, out_help: str) -> list[str]:
     p.add_argument("run_dir", help="a finished run directory (i2x run --out DIR)")
     p.add_argument("--out", default=None, help=out_help)
     add_quiet(p)
-    return add_settings(p.add_argument_group(f"settings (i2x.config.{cls.__name__})"), cls, name)
+    return add_settings(p, cls, name)

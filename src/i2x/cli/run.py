@@ -37,7 +37,7 @@ def add_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
     add_quiet(p)
-    _SETTINGS[:] = add_settings(p.add_argument_group("settings (i2x.RunConfig)"), RunConfig, NAME)
+    _SETTINGS[:] = add_settings(p, RunConfig, NAME)
 
 
 def cmd(a) -> int:
