@@ -51,7 +51,8 @@ def test_explain_class_and_pair(cli_run, capsys):
     a, b = ex["pairs"][0]["names"] if ex["pairs"] else ("0", "1")
     assert main(["explain", str(cli_run), "--pair", a, b]) == 0
     out = capsys.readouterr().out
-    assert f"Pair {a} vs {b}" in out and "uncertain prototypes" in out and "reliable prototypes" in out
+    assert f"Pair {a} vs {b}" in out and "\n  uncertain (" in out and "\n  reliable (" in out
+    assert "when it grows in an image, the model leans towards" in out or out.count("    none") == 2
 
 
 def test_existing_run_is_not_overwritten_silently(cli_run, tiny_args, capsys):

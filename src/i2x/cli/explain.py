@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..analysis.stats import format_effect, format_p
 from ..errors import I2XError
 from ..rundir import Run
+from ..words import pair_item, places
 from .run import sign_changes
 
 NAME = "explain"
@@ -47,37 +48,46 @@ def class_text(r: Run, cls: str) -> list[str]:
         raise I2XError(f"--class {cls}: class {names[c]} has no sample in the explanation set")
     health = ex.get("model_health", {"passed": True})
     out = [f"WARNING: {health['note']}: {'; '.join(health['reasons'])}"] if not health["passed"] else []
+    place = places(r.arrays("prototypes")["assignments"], int(r.config.prototypes))
     out += [
-        f"Class {names[c]} ({e['n_samples']} samples in the explanation set)",
-        "  shared prototypes (in every sample, more often than in the other classes): " + _ps(e["shared"]),
+        f"Class {names[c]} ({e['n_samples']} images in the explanation set)",
+        "  shared prototypes (in every image of the class, more often than in the other classes): "
+        + _ps(e["shared"], place),
     ]
     if e.get("shared_not_class_specific"):
         out.append(
-            "    in every sample but as often elsewhere (not class-specific): " + _ps(e["shared_not_class_specific"])
+            "    in every image but as often elsewhere (not class-specific): "
+            + _ps(e["shared_not_class_specific"], place)
         )
     for i, g in enumerate(e["specialized"]):
         out.append(
-            f"  specialized, sub-group {i + 1} ({g['size']} sample{'s' * (g['size'] != 1)}): "
-            + (_ps(g["prototypes"]) if g["prototypes"] else "none beyond the shared ones")
-            + (f"; not class-specific: {_ps(g['not_class_specific'])}" if g.get("not_class_specific") else "")
+            f"  specialized, sub-group {i + 1} ({g['size']} image{'s' * (g['size'] != 1)}): "
+            + (_ps(g["prototypes"], place) if g["prototypes"] else "none beyond the shared ones")
+            + (f"; not class-specific: {_ps(g['not_class_specific'], place)}" if g.get("not_class_specific") else "")
         )
     n = sum(e.get("below_threshold", {}).values())
     if n:
         b = e["below_threshold"]
         out.append(
-            f"  left out as unstable (selected in too few half-subsamples of E): {b['shared']} shared, "
+            f"  left out as unstable (found in too few random halves of the explanation set): {b['shared']} shared, "
             f"{b['specialized']} specialized, {b['key']} key-checkpoint prototypes"
         )
     if not e["key_checkpoints"]:
-        out.append("  no key checkpoint: no step changed its confidence with a key prototype carrying it")
+        out.append(
+            "  no key checkpoint: at no training step did a prototype pass the test as carrying a large change of "
+            "this class's confidence"
+        )
     for kc in e["key_checkpoints"]:
         t = kc["step"]
-        span = f"T{t}→T{t + 1}" + (f" (iteration {its[t]}→{its[t + 1]})" if len(its) > t + 1 else "")
-        out.append(f"  {span}: confidence of {names[c]} {kc['delta_confidence']:+.3f}")
+        span = f"step {t}" + (f" (iterations {its[t]}→{its[t + 1]})" if len(its) > t + 1 else "")
+        out.append(f"  key checkpoint, {span}: the confidence of the {names[c]}s moved {kc['delta_confidence']:+.3f}")
         for p in kc["prototypes"]:
             verb = "raises" if p["weight"] > 0 else "lowers"
             opp = ", ".join(f"{names[o['class']]} ({o['weight']:+.3g})" for o in p["against"]) or "no class"
-            out.append(f"      P-{p['prototype']} {verb} {names[c]} (W={p['weight']:+.3g}) against {opp}")
+            out.append(
+                f"      P-{p['prototype']} ({place[p['prototype']]}) {verb} {names[c]} (weight {p['weight']:+.3g}) "
+                f"against {opp}"
+            )
     return out
 
 
@@ -90,16 +100,9 @@ def pair_text(r: Run, pair: list[str]) -> list[str]:
     T = len(flagged)
     cm, sig = r.arrays("evaluate")["confusion"], r.explanations().get("significance", {})
     na, nb = names[a], names[b]
-    out = [f"Pair {na} vs {nb}: test errors {na}→{nb} {cm[a, b]}, {nb}→{na} {cm[b, a]}"]
+    out = [f"Pair {na} vs {nb}: on the test set {cm[a, b]} {na}s were taken for {nb}s and {cm[b, a]} {nb}s for {na}s"]
     if sig.get("pair_test") == "samples":
-        out += [
-            f"  a prototype is listed when, within each class, the samples whose intensity on it changed more also "
-            f"moved their confidence more towards {na} (or {nb}) at some training steps; tested on every sample, "
-            f"false discovery rate {sig['alpha']:g} over all pairs. effect: standard deviations of that confidence "
-            "change per standard deviation of the intensity change, with its 95 % bootstrap interval; q: the "
-            "false discovery rate at which it is listed. Steps: + towards "
-            f"{na}, - towards {nb}, · not significant",
-        ]
+        return out + _samples_pair_text(r, pe, a, b, flagged)
     else:
         null = "within-class " if sig.get("null_stratum") == "within-class" else ""
         test = f"{null}permutation p × {T} steps < {sig['alpha']}" if sig.get("calibrated") else "every non-zero sign"
@@ -147,8 +150,39 @@ def pair_text(r: Run, pair: list[str]) -> list[str]:
     return out
 
 
-def _ps(protos: list[int]) -> str:
-    return ", ".join(f"P-{k}" for k in protos) or "none"
+def _samples_pair_text(r: Run, pe: dict, a: int, b: int, flagged) -> list[str]:
+    """The pair's lists under the samples test, in words (:func:`i2x.words.pair_item`), with the steps' signs."""
+    names, sig = r.classes, r.explanations().get("significance", {})
+    na, nb = names[a], names[b]
+    place = places(r.arrays("prototypes")["assignments"], int(r.config.prototypes))
+    out = [
+        f"  A prototype is listed when, among images of one class, those in which it grew more during a training "
+        f"step also moved more towards {na} (or {nb}), beyond chance (false discovery rate {sig['alpha']:g} over "
+        "all pairs). effect: standard deviations of that move per standard deviation of growth, with a 95 % "
+        f"interval. The steps: + towards {na}, - towards {nb}, · no evidence.",
+        "  uncertain (the pull changes direction during training; i2x finetune curates the images of the first):",
+    ]
+    for kind in ("uncertain", "reliable"):
+        if kind == "reliable":
+            out.append("  reliable (one direction throughout):")
+        for p in pe[kind]:
+            out.append(f"    {pair_item(p, names, a, b, place[p['prototype']])}; q = {format_p(p['q_value'])}")
+            out.append(f"      steps {_signs(p, a, flagged)}")
+        out += _below(pe, kind)
+    if pe.get("below_min_effect"):
+        out.append(
+            f"  ({pe['below_min_effect']} more prototypes pass the test with effects below "
+            f"{r.config.explain.min_effect:g} at every step: not listed)"
+        )
+    bg = r.explanations().get("background", [])
+    if bg:
+        out.append("  background prototypes (carry no evidence, never listed): " + ", ".join(f"P-{k}" for k in bg))
+    return out
+
+
+def _ps(protos: list[int], place: list[str] | None = None) -> str:
+    """``P-3 (top), P-7 (centre)``: prototypes with where they sit."""
+    return ", ".join(f"P-{k}" + (f" ({place[k]})" if place else "") for k in protos) or "none"
 
 
 def _p(p: dict) -> str:
@@ -162,7 +196,7 @@ def _p(p: dict) -> str:
 def _below(e: dict, kind: str) -> list[str]:
     """``none`` under an empty list, and how many items the stability threshold left out."""
     n = e.get("below_threshold", {}).get(kind, 0)
-    left = [f"    ({n} more significant but selected in too few half-subsamples of E: left out)"] if n else []
+    left = [f"    ({n} more pass the test but are found in too few random halves: left out)"] if n else []
 
     return ([] if e[kind] else ["    none"]) + left
 

@@ -11,6 +11,7 @@ from ..analysis.stats import format_effect
 from ..config import RunConfig
 from ..errors import I2XError
 from ..presets import PRESETS
+from ..words import pair_item, places
 from .options import add_quiet, add_settings, given
 
 NAME = "run"
@@ -97,14 +98,25 @@ def summary(r, seconds: float | None = None) -> str:
     stratum = "within-class " if sig.get("null_stratum") == "within-class" else ""
     level = f"{stratum}permutation p < {sig['alpha']}" if sig.get("calibrated") else "uncalibrated signs"
     if sig.get("pair_test") == "samples":
-        level = f"within-class test on every sample, false discovery rate {sig['alpha']:g}; effect [95 % interval]"
-    lines.append(f"  most confused pairs (test set), their top uncertain prototype and reliable ones ({level}):")
-    lines += [pair_line(p, names) for p in ex["pairs"]]
+        lines.append(
+            "  most confused pairs (test set); for each, the prototype whose pull on the pair changes direction "
+            "during training (uncertain) and the first that pulls one way (reliable):"
+        )
+        place = places(r.arrays("prototypes")["assignments"], int(r.config.prototypes))
+        lines += [pair_lines(p, names, place) for p in ex["pairs"]]
+        lines.append(
+            f"  effect: how many standard deviations an image's confidence moves towards that class per standard "
+            f"deviation more growth of the prototype than other images of its class show [95 % interval]; listed "
+            f"only beyond chance (false discovery rate {sig['alpha']:g} over all pairs)"
+        )
+    else:
+        lines.append(f"  most confused pairs (test set), their top uncertain prototype and reliable ones ({level}):")
+        lines += [pair_line(p, names) for p in ex["pairs"]]
     st = ex.get("stability")
     if st and sig.get("pair_test") == "samples":
         lines.append(
-            f"  resampled: how often each item is listed on {st['resamples']} half-subsamples of the explanation set "
-            "(half the images, so less often than on all of them)"
+            f"  random halves: how often an item is listed when the analysis is redone on {st['resamples']} random "
+            "halves of the explanation set (half the images, so less often than on all of them)"
         )
     elif st:
         lines.append(
@@ -133,6 +145,20 @@ def summary(r, seconds: float | None = None) -> str:
     index = r.path / "report" / "index.html"
     lines.append(f"  next: i2x explain {r.path} --class {first}" + (f"   |   open {index}" if index.exists() else ""))
     return "\n".join(lines)
+
+
+def pair_lines(p: dict, names: list[str], place: list[str]) -> str:
+    """One confused pair of the run's summary under the samples test, in words (:mod:`i2x.words`): its errors,
+    its top uncertain prototype and the first reliable one."""
+    a, b, c = p["a"], p["b"], p.get("confusions", {})
+    out = [f"    {names[a]}↔{names[b]}: {c.get('a_to_b', 0)} {names[a]}s taken for {names[b]}s, {c.get('b_to_a', 0)} "
+           f"{names[b]}s for {names[a]}s"]  # fmt: skip
+    for kind in ("uncertain", "reliable"):
+        rows = p[kind]
+        more = f" ({len(rows) - 1} more: i2x explain --pair {names[a]} {names[b]})" if len(rows) > 1 else ""
+        first = pair_item(rows[0], names, a, b, place[rows[0]["prototype"]]) if rows else "none listed"
+        out.append(f"      {kind}: {first}{more}")
+    return "\n".join(out)
 
 
 def pair_line(p: dict, names: list[str]) -> str:
