@@ -1,4 +1,4 @@
-"""Agreement of several explanation sets of one trained model (issue 24, docs/RESULTS.md): runs of the
+"""Agreement of several explanation sets of one trained model (issue 24, docs/log/RESULTS-2026-12.md): runs of the
 same seed and settings that differ in ``--explain-seed`` only (identical weights, PCA and centroids);
 each run's prototypes are numbered as the first run's by their centroids, then the listed items over
 all pairs (uncertain / reliable roles) and all classes (shared / specialized) are counted: pairwise

@@ -1,4 +1,4 @@
-"""Paired comparisons across saved `i2x finetune` runs of one model (docs/RESULTS.md, first section).
+"""Paired comparisons across saved `i2x finetune` runs of one model (docs/log/RESULTS-2026-12.md, first section).
 
 Seeds reproduce across invocations, so arms of different runs can be paired by seed. Run after
 

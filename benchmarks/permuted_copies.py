@@ -1,4 +1,4 @@
-"""The within-class permuted copies of docs/RESULTS.md (issues 23-24): a copy of a finished run whose
+"""The within-class permuted copies of docs/log/RESULTS-2026-12.md (issues 23-24): a copy of a finished run whose
 confidence rows are permuted within each true class (one derangement per copy, the same for every
 checkpoint: every class keeps its own trajectories, no sample its own), re-analysed, then the
 uncertain / reliable / class-level items over the reported pairs and all pairs counted (with the samples

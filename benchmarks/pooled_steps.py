@@ -1,4 +1,4 @@
-"""A measured alternative to the per-step rule of the pair roles (issue 24, docs/RESULTS.md "One test over
+"""A measured alternative to the per-step rule of the pair roles (issue 24, docs/log/RESULTS-2026-12.md "One test over
 all steps"): does pooling a prototype's evidence over the steps make the listed roles replicate across
 explanation sets of one model?
 

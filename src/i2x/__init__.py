@@ -1,6 +1,6 @@
 """i2x: Interpretability to Explainability (I2X) for image classifiers.
 
-Stage functions (see ``I2X-SPEC``):
+Stage functions (the method, and what i2x adds to it: docs/METHOD.md):
 
 1. :func:`saliency` / :class:`Recorder` — saliency and confidence at training checkpoints
 2. :func:`prototypes` — K-Means prototypes of the final model's features (Eq. 3)
@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import PackageNotFoundError, version
 
-from .errors import DivergedError, I2XError, RunDirError
+from .errors import ConfigError, DivergedError, I2XError, RunDirError, StorageError
 
 try:
     __version__ = version("i2x")  # single source: pyproject.toml
@@ -53,6 +53,7 @@ _LAZY = {
     "curated_indices": "analysis.finetune",
     "compare": "compare_runs",
     "Run": "rundir",
+    "explain_text": "cli.explain",
     "saliency": "nn.saliency",
     "features": "nn.saliency",
     "Recorder": "nn.record",
@@ -65,7 +66,7 @@ _LAZY = {
     "models": "nn.models",
 }
 
-__all__ = [*_LAZY, "I2XError", "RunDirError", "DivergedError", "__version__"]
+__all__ = [*_LAZY, "I2XError", "ConfigError", "RunDirError", "DivergedError", "StorageError", "__version__"]
 
 
 def __getattr__(name: str):

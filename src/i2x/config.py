@@ -156,7 +156,8 @@ class ExplainConfig:
         "coefficient) is at least this",
         why="with many images every link is significant (at 5,000 images of the demo's model all 772 tested "
         "pairs × prototypes, down to 0.015): 0.1, a 'small' standardised effect, leaves out the 20 % whose "
-        "largest step is below it; agreement between disjoint image sets was 0.46-0.60 for 0-0.2 (docs/RESULTS.md)",
+        "largest step is below it; agreement between disjoint image sets was 0.46-0.60 for 0-0.2 "
+        "(docs/log/RESULTS-2026-12.md)",
         check=fraction,
         commands=ANALYZE,
     )
@@ -280,7 +281,7 @@ class RunConfig:
     layer: str | None = setting(
         None,
         "target layer name [last spatial block, auto-detected]",
-        why="spec: the last block whose output is spatial",
+        why="the paper: the last block whose output is spatial",
         type=str,
         commands=ANALYZE,
     )
@@ -370,14 +371,14 @@ class RunConfig:
     pca_variance: float = setting(
         0.95,
         "PCA keeps this share of the feature variance ...",
-        why="spec: 95 % variance or 64 components",
+        why="95 % variance or 64 components, as the paper",
         check=open_fraction(),
         commands=ANALYZE,
     )
     pca_max_components: int = setting(
         64,
         "... or at most this many components",
-        why="spec: 95 % variance or 64 components",
+        why="95 % variance or 64 components, as the paper",
         check=at_least(1),
         commands=ANALYZE,
     )

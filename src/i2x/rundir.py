@@ -264,7 +264,7 @@ def _stability(ctx: Context) -> StageOutput:
         seed=c.seed,
         background=ia.get("background"),
         n_jobs=-1,
-        progress=partial(_counting, note=ctx.note, what="stability: half-subsample"),
+        progress=partial(_counting, note=ctx.note, what="stability: random half"),
     )
     store.save_npz(ctx.out / "arrays" / "stability.npz", **freq)
     return StageOutput(["arrays/stability.npz"])

@@ -24,9 +24,14 @@ def cmd(a) -> int:
     return 0
 
 
-def explain_text(r: Run, cls: str | None = None, pair: list[str] | None = None) -> str:
-    """The structured explanation of class ``cls`` and/or the pair ``pair`` in words; neither: the run's
-    summary (what ``i2x explain DIR`` prints)."""
+def explain_text(r, cls=None, pair=None) -> str:
+    """The structured explanation of run ``r`` (a :class:`~i2x.Run` or its folder) in words, as ``i2x explain``
+    prints it: of class ``cls`` (a name or an index) and/or the ``pair`` (two names or indices); neither: the
+    run's summary.
+
+    >>> print(i2x.explain_text("runs/demo", pair=(4, 9)))  # doctest: +SKIP
+    """
+    r = r if isinstance(r, Run) else Run(r).check_complete()
     if cls is None and pair is None:
         from .run import summary
 

@@ -87,13 +87,29 @@ def summary(r, seconds: float | None = None) -> str:
             f"  steps where HDBSCAN found no cluster at min_cluster_size {r.config.min_cluster_size}, clustered "
             f"again (fallback): {np.flatnonzero(fb).tolist()}"
         )
-    if "explained_coverage" in m["metrics"]:
+    if m["metrics"].get("explained_coverage", 1.0) < 0.995:
         lines.append(
-            f"  steps with a fitted W_t cover {100 * m['metrics']['explained_coverage']:.1f} % of the "
-            "class-confidence change"
+            f"  the class-level dynamics leave out {100 * (1 - m['metrics']['explained_coverage']):.1f} % of the "
+            "classes' confidence change (steps where no group of images moved alike)"
         )
+    place = places(r.arrays("prototypes")["assignments"], int(r.config.prototypes))
     if ex.get("background"):
-        lines.append("  background prototypes (carry no evidence): " + ", ".join(f"P-{k}" for k in ex["background"]))
+        lines.append(
+            "  background prototypes (the model does not look there; never listed): "
+            + ", ".join(f"P-{k} ({place[k]})" for k in ex["background"])
+        )
+    lines += _pairs_section(r, ex, place)
+    if seconds is not None:
+        lines.append(f"  wall time: {seconds:.1f} s")
+    first = names[ex["pairs"][0]["a"]] if ex["pairs"] else names[0]
+    index = r.path / "report" / "index.html"
+    lines.append(f"  next: i2x explain {r.path} --class {first}" + (f"   |   open {index}" if index.exists() else ""))
+    return "\n".join(lines)
+
+
+def _pairs_section(r, ex: dict, place: list[str]) -> list[str]:
+    """The summary's confused pairs, with the words that say how to read them."""
+    names, d, lines = r.classes, r.manifest["data"], []
     sig = ex.get("significance", {})
     stratum = "within-class " if sig.get("null_stratum") == "within-class" else ""
     level = f"{stratum}permutation p < {sig['alpha']}" if sig.get("calibrated") else "uncalibrated signs"
@@ -102,7 +118,6 @@ def summary(r, seconds: float | None = None) -> str:
             "  most confused pairs (test set); for each, the prototype whose pull on the pair changes direction "
             "during training (uncertain) and the first that pulls one way (reliable):"
         )
-        place = places(r.arrays("prototypes")["assignments"], int(r.config.prototypes))
         lines += [pair_lines(p, names, place) for p in ex["pairs"]]
         lines.append(
             f"  effect: how many standard deviations an image's confidence moves towards that class per standard "
@@ -139,12 +154,7 @@ def summary(r, seconds: float | None = None) -> str:
             f"this scale (explanation set {d['explain_size']}): {n_class} class-level associations only say which "
             "prototypes the classes contain"
         )
-    if seconds is not None:
-        lines.append(f"  wall time: {seconds:.1f} s")
-    first = names[ex["pairs"][0]["a"]] if ex["pairs"] else names[0]
-    index = r.path / "report" / "index.html"
-    lines.append(f"  next: i2x explain {r.path} --class {first}" + (f"   |   open {index}" if index.exists() else ""))
-    return "\n".join(lines)
+    return lines
 
 
 def pair_lines(p: dict, names: list[str], place: list[str]) -> str:
