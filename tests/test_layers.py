@@ -51,9 +51,10 @@ def test_find_target_layer(build, example, expected):
 def test_inception_branch_is_not_the_target():
     tv = pytest.importorskip("torchvision.models")
     m = tv.inception_v3(weights=None, aux_logits=False, init_weights=False).eval()
-    # on 75x75, Mixed_7a pools to 1x1: its inner branches must not be chosen
-    assert L.find_target_layer(m, _ex(3, 75)) == "Mixed_6e"
-    assert L.find_target_layer(m, _ex(3, 107)) == "Mixed_7c"
+    # on 75x75, Mixed_7a pools to 1x1: its inner branches must not be chosen; Mixed_6e's 3x3 is passed over
+    with pytest.warns(UserWarning, match="target layer Mixed_5d .7x7. chosen: the deeper Mixed_6e gives 3x3"):
+        assert L.find_target_layer(m, _ex(3, 75)) == "Mixed_5d"
+    assert L.find_target_layer(m, _ex(3, 171)) == "Mixed_7c"  # 4x4: the paper's layer (paper-mnist-inceptionv3)
 
 
 def test_no_spatial_layer_raises():
@@ -120,10 +121,14 @@ def test_nested_torchvision_models_find_a_main_path_layer():
     import torchvision
 
     # MobileNetV3's `features` ends in 1x1 on 32x32, while features.8 is still 2x2: a Sequential's
-    # children are the main path, not branches of a block (the bug: "no layer ... larger than 1x1")
+    # children are the main path, not branches of a block (the bug: "no layer ... larger than 1x1"); 2x2 maps
+    # are passed over for the deepest whole block of at least 4x4 (not half a block: features.4.block.0)
     m = torchvision.models.mobilenet_v3_small(num_classes=3)
-    assert L.find_target_layer(m, torch.zeros(1, 3, 32, 32)) == "features.8"
-    assert L.find_target_layer(torchvision.models.resnet18(num_classes=3), torch.zeros(1, 3, 32, 32)) == "layer3"
+    with pytest.warns(UserWarning, match="features.3 .4x4. chosen: the deeper features.8 gives 2x2"):
+        assert L.find_target_layer(m, torch.zeros(1, 3, 32, 32)) == "features.3"
+    with pytest.warns(UserWarning, match="layer='layer3' to use it anyway"):
+        assert L.find_target_layer(torchvision.models.resnet18(num_classes=3), torch.zeros(1, 3, 32, 32)) == "layer2"
+    assert L.find_target_layer(_seq(), _ex(3, 3)) == "3"  # no map of 4x4: the deepest (2x2), as before
 
     class Pooled(nn.Module):  # the only spatial output lies inside a block that pools: the error lists it
         def __init__(self):

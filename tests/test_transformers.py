@@ -105,8 +105,11 @@ def test_a_block_named_by_the_caller_works_and_torchvision_swin_too():
     x = torch.randn(4, 3, 32, 32)
     assert saliency(m, x, [0, 1, 2, 3], layer="blocks.0").shape == (4, 8, 8)
     sw = torchvision.models.swin_t(num_classes=10).eval()
-    t = L.resolve_layer(sw, None, torch.randn(1, 3, 64, 64))
-    assert t.name == "permute" and t.grid.size == (2, 2)  # the final norm's map, put in NCHW by the model itself
+    t = L.resolve_layer(sw, None, torch.randn(1, 3, 128, 128))
+    assert t.name == "permute" and t.grid.size == (4, 4)  # the final norm's map, put in NCHW by the model itself
+    with pytest.warns(UserWarning, match="the deeper .* gives 2x2 maps"):  # on 64 px that map is 2x2: passed over
+        t = L.resolve_layer(sw, None, torch.randn(1, 3, 64, 64))
+    assert t.name == "features.5" and t.grid.size == (4, 4)
     assert L.resolve_layer(sw, "features.5", torch.randn(1, 3, 64, 64)).grid.layout == "nhwc"
 
 
