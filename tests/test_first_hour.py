@@ -188,3 +188,37 @@ def test_a_diverging_model_is_told_after_its_first_epoch_what_to_change():
     assert "e.g. --lr 0.0003 (now 0.003)" in to_flags(msg)  # the flag on the command line
     assert divergence_warning(list(np.linspace(2.3, 0.4, 40)), 10, 3e-3) == ""  # learning
     assert divergence_warning([9.0] * 3 + list(np.linspace(9, 4, 37)), 10, 3e-3) == ""  # high but falling
+
+
+class _Flips(torch.utils.data.Dataset):
+    """The images of ``base`` flipped at random at each read (an augmenting training set), or as they are."""
+
+    def __init__(self, base, augment: bool):
+        self.base, self.augment = base, augment
+        self.classes = base.dataset.classes
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        x, y = self.base[i]
+        return (x.flip(-1) if self.augment and torch.rand(()) < 0.5 else x), y
+
+
+def test_an_augmenting_dataset_is_explained_through_its_evaluation_view(tmp_path):
+    """train= augments; train_eval= (the same images, no augmentation) is what the explanation set and the
+    prototypes read; without it the run says how to give it."""
+    torch.manual_seed(0)
+    base, test = own_data(60), own_data(30, seed=1)
+    kw = {**KW, "stability_resamples": 0}
+    r = i2x.run(out=tmp_path / "v", model=TupleNet("plain"), train=_Flips(base, True), train_eval=_Flips(base, False),
+                test=test, **kw)  # fmt: skip
+    e = r.explain_set()
+    plain = torch.stack([base[int(i)][0] for i in e["indices"]]).numpy()
+    np.testing.assert_allclose(e["images"], plain, atol=1e-6)  # the un-augmented images, normalised as given
+    assert r.manifest["data"]["explain_view"].startswith("train_eval=")
+    assert not any("train_eval" in w for w in r.manifest.get("warnings", []))
+    r2 = i2x.run(out=tmp_path / "a", model=TupleNet("plain"), train=_Flips(base, True), test=test, **kw)
+    assert any("pass train_eval=" in w for w in r2.manifest["warnings"])
+    with pytest.raises(I2XError, match="train_eval= must hold train='s images in the same order"):
+        i2x.run(out=tmp_path / "b", model=TupleNet("plain"), train=base, train_eval=own_data(30), test=test, **kw)

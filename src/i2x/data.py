@@ -91,6 +91,7 @@ class Splits:
     train: Dataset
     test: Dataset
     test_source: str  # human-readable: where the test set came from
+    train_view: Dataset | None = None  # the training images as the model is evaluated on them (no augmentation)
 
 
 def default_data_dir() -> str | None:

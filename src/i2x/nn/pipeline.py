@@ -58,6 +58,7 @@ def run(
     preset: str | None = None,
     report: bool = True,
     classes: list[str] | None = None,
+    train_eval=None,
     **overrides,
 ) -> Run | None:
     """Train with recording and run every analysis stage; returns the :class:`Run` (under
@@ -68,7 +69,9 @@ def run(
     changed by keyword (``run(epochs=2, rho=0.9, out=...)``); on ``resume`` the run's own settings
     are kept and a changed one is refused. Your own data: ``splits`` (train/test
     :class:`i2x.data.Dataset`) or ``train=``/``test=`` (torch Datasets or ``(images, labels)``;
-    without ``test`` a stratified 20 % of ``train`` is held out; ``classes=`` names their classes).
+    without ``test`` a stratified 20 % of ``train`` is held out; ``classes=`` names their classes;
+    ``train_eval=``: the same training images with the evaluation transform, when ``train`` augments:
+    the model trains on ``train``, the explanation set and the prototypes are read through ``train_eval``).
     Your own ``model``: an ``nn.Module`` (a ViT's or Swin's target layer is found too, or name it
     with ``layer=``); ``method=`` may be a callable saliency source.
     """
@@ -85,11 +88,11 @@ def run(
     kept = callers_model(model) if isinstance(model, torch.nn.Module) else nullcontext()  # trained; mode, .grad kept
     with run_lock(out) if world.main else nullcontext(), callers_globals(), kept:  # RNG, grad mode, warnings kept
         old = prepare_dir(out, resume, overwrite) if world.main else None
-        data = _splits(cfg, splits, train, test, classes) if world.main else None  # rank 0 first: one --download
+        data = _splits(cfg, splits, train, test, classes, train_eval) if world.main else None  # rank 0 first
         world.barrier()  # the directory and the data are ready
         if not world.main:
             old = store.read_manifest(out) if resume and (out / store.MANIFEST).exists() else None
-            data = _splits(cfg, splits, train, test, classes)
+            data = _splits(cfg, splits, train, test, classes, train_eval)
         r = _run(cfg, out, old, progress and world.main, data, model, world, source)
         if report and world.main:
             from ..report import report as write_report
@@ -107,12 +110,13 @@ def _run(
     torch.set_grad_enabled(True)
     tr = splits.train
     eidx = explanation_indices(tr.labels, cfg.explain_fraction, cfg.explain_seed)
-    warnings = _data_warnings(tr, eidx, cfg)
+    warnings = _data_warnings(tr, eidx, cfg) + _augment_warning(splits)
     model = model if model is not None else _built_in_model(cfg, tr)
     _refuse_meta(model)
     model.to(device)
     x_train, y_train = tr.tensors()
-    x_exp, y_exp = x_train[eidx], y_train[eidx]
+    x_view = x_train if splits.train_view is None else splits.train_view.tensors()[0]  # explained as evaluated
+    x_exp, y_exp = x_view[eidx], y_train[eidx]
     target = _check_model(model, cfg, x_exp, len(tr.classes), device, tr.labels)
     layer = target.name
     every, total = _schedule(cfg, len(tr))
@@ -162,7 +166,7 @@ def _run(
         ),
         predict_test=partial(_predict, model=model, test=splits.test, device=device),
         features=partial(features, model, x_exp, layer, cfg.record_batch_size, device, cfg.reshape),
-        train_features=partial(feature_stream, model, x_train, layer, cfg.record_batch_size, device, cfg.reshape),
+        train_features=partial(feature_stream, model, x_view, layer, cfg.record_batch_size, device, cfg.reshape),
     )
     given = _train_on_every_rank(hooks, out, manifest, world) if world.size > 1 else {}
     if not world.main:
@@ -221,24 +225,57 @@ def _run_config(config, preset, overrides: dict, old: dict | None, out: Path) ->
     return cfg
 
 
-def _splits(cfg: RunConfig, splits: Splits | None, train, test, classes=None) -> Splits:
+def _splits(cfg: RunConfig, splits: Splits | None, train, test, classes=None, train_eval=None) -> Splits:
     """The caller's splits, or its train=/test= data (class names from ``classes``, else the data's
-    own), or the configured dataset."""
+    own; ``train_eval``: the same training images with the evaluation transform), or the configured dataset."""
     if splits is not None:
         return splits
     if train is None:
-        if classes is not None:
-            raise I2XError("classes= names the classes of train=/test= data; the built-in datasets have their own")
+        if classes is not None or train_eval is not None:
+            raise I2XError("classes= and train_eval= go with train= data; the built-in datasets have their own")
         return splits_for(cfg)
     tr = as_dataset(train, classes=classes, name="train=")
+    view = None if train_eval is None else _eval_view(tr, train_eval)
     if test is None:
         rest, held = stratified_split(tr.labels, 0.2, cfg.subset_seed)
-        return Splits(tr.subset(rest), tr.subset(held), "stratified 20% hold-out of train= (no test= given)")
+        source = "stratified 20% hold-out of train= (no test= given)"
+        if view is None:
+            return Splits(tr.subset(rest), tr.subset(held), source)
+        return Splits(tr.subset(rest), view.subset(held), source + ", read through train_eval=", view.subset(rest))
     te = as_dataset(test, classes=tr.classes, name="test=")
     if te.shape != tr.shape:
         raise I2XError(f"test= images are {te.shape} but train= images are {tr.shape}: give both one shape")
     te.mean, te.std = tr.mean, tr.std  # normalise the test set with the training statistics
-    return Splits(tr, te, "test= given by the caller")
+    return Splits(tr, te, "test= given by the caller", view)
+
+
+def _augment_warning(splits: Splits) -> list[str]:
+    """A torch Dataset that gives another image at each read (a random transform) without ``train_eval=``:
+    the explanation set would be one random draw of it, so say how to give the evaluation view."""
+    tr = splits.train
+    if not tr.lazy or splits.train_view is not None or not len(tr):
+        return []
+    row = int(tr.images.rows[0])
+    if np.array_equal(tr.images.raw(row), tr.images.raw(row)):
+        return []
+    return [
+        "train= gives another image at each read (a random transform): the explanation set and the prototypes "
+        "see one random draw of it; pass train_eval= (the same dataset with the evaluation transform)"
+    ]
+
+
+def _eval_view(tr: Dataset, train_eval) -> Dataset:
+    """``train_eval=``: the training images in train='s order, read with the evaluation transform (torchvision's
+    convention: one dataset per transform); normalised with train='s statistics."""
+    view = as_dataset(train_eval, classes=tr.classes, name="train_eval=")
+    if len(view) != len(tr) or not np.array_equal(view.labels, tr.labels) or view.shape != tr.shape:
+        raise I2XError(
+            f"train_eval= must hold train='s images in the same order with the evaluation transform: it has "
+            f"{len(view)} images of shape {view.shape}, train= {len(tr)} of {tr.shape}"
+            + ("" if len(view) != len(tr) else " (labels differ)" if view.shape == tr.shape else "")
+        )
+    view.mean, view.std = tr.mean, tr.std
+    return view
 
 
 def _data_warnings(tr: Dataset, eidx: np.ndarray, cfg: RunConfig) -> list[str]:
@@ -283,6 +320,7 @@ def _data_info(splits: Splits, cfg: RunConfig, eidx: np.ndarray) -> dict:
         "test_size": len(te),
         "test_source": splits.test_source,
         "explain_size": int(len(eidx)),
+        "explain_view": "train_eval= (the evaluation transform)" if splits.train_view is not None else "train=",
         "classes": list(tr.classes),
         "image_shape": list(tr.shape),
         "mean": list(tr.mean),
