@@ -191,7 +191,7 @@ def test_cli_analyze_checkpoints(tmp_path, capsys):
     assert rc == 0 and "test accuracy" in got.out
     assert "i2x: " in got.err  # recording saved checkpoints shows the stage bar too (no --quiet)
     man = i2x.Run(out).manifest
-    assert man["checkpoints"] == [0, 3, 6] and man["model"]["layer"] == "features"
+    assert man["checkpoints"] == [0, 3, 6] and man["model"]["layer"] == "features.12"  # 4x4 on 8x8 digits (2x2 after)
     rc = main(["analyze", str(tmp_path / "ck")])  # no records, no weights: one line naming the fix
     err = capsys.readouterr().err
     assert rc == 2 and "--checkpoints" in err and len(err.strip().splitlines()) == 1

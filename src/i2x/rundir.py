@@ -42,6 +42,8 @@ class Hooks:
     predict_test: Callable[[], tuple[np.ndarray, np.ndarray, str | None]]
     features: Callable[[], np.ndarray]  # final model's (N, H', W', D) on E
     train_features: Callable[[], FeatureStream] | None = None  # the same on the training set, streamed (if any)
+    # the saliency sanity check (i2x.nn.sanity.randomisation_check) on a few images of E, where a model is at hand
+    randomisation: Callable[[], dict] | None = None
 
 
 @dataclass
@@ -88,9 +90,18 @@ def _evaluate(ctx: Context) -> StageOutput:
     accuracy = float((y_pred == y_true).mean())
     loss = ctx.manifest.get("metrics", {}).get("final_train_loss")  # the record stage's, when i2x trained
     health = health_warnings(y_pred, accuracy, ctx.classes, y_true=y_true, final_loss=loss)
+    sanity = ctx.hooks.randomisation() if ctx.hooks.randomisation is not None else None
+    if sanity is not None and not sanity["passed"]:
+        health.append(
+            f"the saliency barely depends on the model's weights: with the layers above the target layer "
+            f"re-initialised the maps keep a rank correlation of {sanity['rank_correlation']:.2f} (Adebayo et al. "
+            "2018's sanity check): they may show the images' edges rather than the model's evidence; try another "
+            "layer (layer=) or saliency method (method=)"
+        )
     return StageOutput(
         ["arrays/evaluate.npz"],
         metrics={
+            **({} if sanity is None else {"saliency_randomisation": sanity}),
             "health": health,
             "test_accuracy": accuracy,
             "confused_pairs": [{"a": a, "b": b, "count": n} for a, b, n in confused_pairs(cm, top=5)],

@@ -39,6 +39,7 @@ from .layers import class_scores, resolve_layer
 from .models import built_in_model
 from .record import Recorder
 from .saliency import feature_stream, features, method_name
+from .sanity import randomisation_check
 from .train import divergence_warning, iterations_per_epoch, load_state, predict, save_state
 from .train import train as train_model
 from .utils import callers_globals, callers_model, eval_mode, resolve_device
@@ -167,6 +168,16 @@ def _run(
         predict_test=partial(_predict, model=model, test=splits.test, device=device),
         features=partial(features, model, x_exp, layer, cfg.record_batch_size, device, cfg.reshape),
         train_features=partial(feature_stream, model, x_view, layer, cfg.record_batch_size, device, cfg.reshape),
+        randomisation=partial(
+            randomisation_check,
+            model,
+            x_exp[:SANITY_IMAGES],
+            y_exp[:SANITY_IMAGES],
+            layer,
+            source or cfg.method,
+            device,
+            cfg.reshape,
+        ),  # fmt: skip
     )
     given = _train_on_every_rank(hooks, out, manifest, world) if world.size > 1 else {}
     if not world.main:
@@ -464,12 +475,23 @@ def _analyze(out: Path, old: dict | None, cfg: RunConfig, model, given: tuple, d
         predict_test=predict_test,
         features=partial(features, model, x_exp, layer, cfg.record_batch_size, device, cfg.reshape),
         train_features=None if train is None else partial(_train_stream, model, train, classes, layer, cfg, device),
+        randomisation=partial(
+            randomisation_check,
+            model,
+            x_exp[:SANITY_IMAGES],
+            y_exp[:SANITY_IMAGES],
+            layer,
+            cfg.method,
+            device,
+            cfg.reshape,
+        ),  # fmt: skip
     )
     run_stages(Context(out, manifest, cfg, y_exp.numpy(), classes, hooks), progress)
     return Run(out)
 
 
 TEST_GIVEN = "test= given to analyze"
+SANITY_IMAGES = 256  # images of E in the saliency sanity check (two saliency passes: < 1 s on the demo)
 
 
 def _train_stream(model, train, classes, layer, cfg: RunConfig, device):
