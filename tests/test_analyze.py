@@ -64,6 +64,7 @@ def test_recorder_in_plain_loop_then_analyze(tmp_path):
     assert r.arrays("intensity")["intensity"].shape == (4, 60, 5)
     assert r.arrays("dynamics")["W"].shape == (3, 5, 10)
     assert set(r.explanations()["classes"]) <= set(sp.train.classes)
+    assert (tmp_path / "report" / "index.html").exists()  # analyze writes the report, as run does
     # the confusion matrix is the test set's: compare with a direct prediction
     pred = model.eval()(xt).argmax(1).numpy()
     np.testing.assert_array_equal(r.arrays("evaluate")["y_pred"], pred)

@@ -23,6 +23,7 @@ def add_parser(sub) -> None:
         "(with --model and --dataset: the architecture and the data they come from)",
     )
     add_quiet(p)
+    p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
     _SETTINGS[:] = add_settings(p, RunConfig, NAME)
 
 
@@ -36,9 +37,9 @@ def cmd(a) -> int:
                 f"{a.run_dir} has no weights/final.pt: pass --checkpoints DIR --model NAME --dataset NAME, "
                 "or call i2x.analyze(run_dir, model=...) from Python"
             )
-        print(summary(reanalyze(a.run_dir, progress=not a.quiet, **over)))
+        print(summary(reanalyze(a.run_dir, progress=not a.quiet, report=not a.no_report, **over)))
         return 0
     if not (a.model and a.dataset):
         raise I2XError("--checkpoints needs --model NAME and --dataset NAME (the architecture and data they come from)")
-    print(summary(analyze_saved(a.checkpoints, a.run_dir, progress=not a.quiet, **over)))
+    print(summary(analyze_saved(a.checkpoints, a.run_dir, progress=not a.quiet, report=not a.no_report, **over)))
     return 0

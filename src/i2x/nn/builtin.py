@@ -15,12 +15,12 @@ from .models import built_in_model, load_model
 from .pipeline import analyze, analyze_checkpoints
 
 
-def reanalyze(run_dir: str | Path, *, progress: bool = False, **overrides) -> Run:
+def reanalyze(run_dir: str | Path, *, progress: bool = False, report: bool = True, **overrides) -> Run:
     """Stages 2-7 of a run that ``i2x run`` wrote, again, with ``overrides`` (only the stages they
     change are redone): its own model, rebuilt from ``weights/final.pt``, and its training set when
     the prototypes are fitted on it again."""
     train = _refit_train_set(run_dir, overrides)
-    return analyze(run_dir, load_model(run_dir), train=train, progress=progress, **overrides)
+    return analyze(run_dir, load_model(run_dir), train=train, progress=progress, report=report, **overrides)
 
 
 def _refit_train_set(run_dir: str | Path, overrides: dict):
@@ -33,7 +33,9 @@ def _refit_train_set(run_dir: str | Path, overrides: dict):
     return splits_for(cfg).train if cfg.prototype_fit == "train" and built_in and redo else None
 
 
-def analyze_saved(checkpoints: str | Path, run_dir: str | Path, *, progress: bool = False, **overrides) -> Run:
+def analyze_saved(
+    checkpoints: str | Path, run_dir: str | Path, *, progress: bool = False, report: bool = True, **overrides
+) -> Run:
     """Record and analyse saved ``state_dict`` files of a built-in architecture (``model=``) trained
     on a built-in dataset (``dataset=``): the explanation set, test set and training set are the
     ones the settings name, as ``i2x run`` would draw them."""
@@ -51,4 +53,5 @@ def analyze_saved(checkpoints: str | Path, run_dir: str | Path, *, progress: boo
         train=sp.train if cfg.prototype_fit == "train" else None,
         config=cfg,
         progress=progress,
+        report=report,
     )

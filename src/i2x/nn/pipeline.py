@@ -420,9 +420,11 @@ def analyze(
     train=None,
     config: RunConfig | None = None,
     progress: bool = False,
+    report: bool = True,
     **overrides,
 ) -> Run:
-    """Stages 2-7 on records a :class:`~i2x.nn.record.Recorder` wrote into ``run_dir`` from your own loop.
+    """Stages 2-7 on records a :class:`~i2x.nn.record.Recorder` wrote into ``run_dir`` from your own loop, and
+    the HTML report (``run_dir/report/index.html``) unless ``report=False``, as :func:`run`.
 
     model: the final model (its features define the prototypes). images/labels: the explanation
     set the Recorder saw, in the same order (normalised float (N, C, H, W); default: the run's
@@ -444,7 +446,12 @@ def analyze(
         old = store.read_manifest(out) if (out / store.MANIFEST).exists() else None
         base = (old or {}).get("config") or None
         cfg = resolve(overrides, base=base, config=config, analysis=True, train=train is not None)
-        return _analyze(out, old, cfg, model, (images, labels, classes), (test, train), progress)
+        r = _analyze(out, old, cfg, model, (images, labels, classes), (test, train), progress)
+    if report:
+        from ..report import report as write_report
+
+        write_report(out)
+    return r
 
 
 def _analyze(out: Path, old: dict | None, cfg: RunConfig, model, given: tuple, data: tuple, progress: bool) -> Run:
@@ -553,6 +560,7 @@ def analyze_checkpoints(
     train=None,
     config: RunConfig | None = None,
     progress: bool = False,
+    report: bool = True,
     **overrides,
 ) -> Run:
     """Record every saved ``state_dict`` in ``checkpoints`` (``*.pt``/``*.pth``), then :func:`analyze`.
@@ -587,8 +595,9 @@ def analyze_checkpoints(
             rec.record(model, it)
     cfg = cfg.replace(layer=layer)
     return analyze(
-        out, model, images=x, labels=labels, classes=classes, test=test, train=train, config=cfg, progress=progress
-    )
+        out, model, images=x, labels=labels, classes=classes, test=test, train=train, config=cfg, progress=progress,
+        report=report,
+    )  # fmt: skip
 
 
 def _saved_checkpoints(checkpoints: str | Path, device) -> list[tuple[int, Path, object]]:
