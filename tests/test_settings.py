@@ -113,3 +113,11 @@ def test_help_speaks_plain_words():
     for cls in (RunConfig, ExplainConfig, FinetuneConfig, FaithfulnessConfig):
         for f in fields(cls):
             assert not re.search(r"Eq\.|§|issue \d|before i2x|W_t|ΔI", f.metadata.get("help", "")), f.name
+
+
+def test_run_and_analyze_show_every_setting_to_help_and_ides():
+    sig = inspect.signature(i2x.run)
+    assert sig.parameters["min_effect"].default == 0.1 and sig.parameters["epochs"].default == RunConfig().epochs
+    assert sig.parameters["min_effect"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert "tests and resampling: alpha, pair_test, min_effect" in i2x.run.__doc__
+    assert "ridge_lambda" in inspect.signature(i2x.analyze).parameters

@@ -713,6 +713,25 @@ HELP_GROUPS = {
 }  # fmt: skip
 
 
+def takes_settings(func: Callable) -> Callable:
+    """Decorator of a function that takes :class:`RunConfig` settings as ``**overrides`` (``i2x.run``,
+    ``i2x.analyze``): its signature shows every setting as a keyword-only parameter with its default (for
+    ``help()``, notebooks and IDEs) and its docstring lists them by group, from the declarations."""
+    sig = inspect.signature(func)
+    own = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    taken = {p.name for p in own}
+    declared = [f for cls in (RunConfig, ExplainConfig) for f in fields(cls) if f.name not in taken | {"explain"}]
+    extra = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default) for f in declared]
+    func.__signature__ = sig.replace(parameters=own + extra)
+    help_of = {f.name: f.metadata.get("help", "") for f in declared}
+    lines = ["", "    Settings (keywords; the flags of ``i2x run``):"]
+    for title, names in HELP_GROUPS.items():
+        lines.append(f"      {title}: " + ", ".join(n for n in names if n in help_of))
+    lines.append("    (``help(i2x.RunConfig)`` and ``i2x run --help`` say what each does.)")
+    func.__doc__ = (func.__doc__ or "").rstrip() + "\n" + "\n".join(lines) + "\n"
+    return func
+
+
 def setting_names(cls=RunConfig) -> list[str]:
     """Every setting name of ``cls``, nested explanation settings flattened."""
     out = [n for n in _names(cls) if n != "explain"]

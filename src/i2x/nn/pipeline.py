@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .. import store
-from ..config import RunConfig, resolve
+from ..config import RunConfig, resolve, takes_settings
 from ..data import Dataset, Splits, as_dataset, explanation_indices, splits_for, stratified_split
 from ..errors import ConfigError, I2XError
 from ..manifest import StageOutput
@@ -45,6 +45,7 @@ from .train import train as train_model
 from .utils import callers_globals, callers_model, eval_mode, resolve_device
 
 
+@takes_settings
 def run(
     config: RunConfig | None = None,
     out: str | Path = "runs/i2x",
@@ -409,6 +410,7 @@ def _predict(*, model, test, classes=None, device, source: str | None = None):
     return y.numpy().astype(np.int64), predict(model, x, device=device).argmax(1), source
 
 
+@takes_settings
 def analyze(
     run_dir: str | Path,
     model,
