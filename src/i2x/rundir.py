@@ -613,7 +613,21 @@ class Run:
         ]
         pairs = [f"{self.classes[p['a']]}↔{self.classes[p['b']]} ({p['count']})" for p in met.get("confused_pairs", [])]
         rows += [("most confused", ", ".join(pairs[:3]))] if pairs else []
+        rows += self._pair_rows() if not self.missing_stages() else []
         rows += [("warning", w) for w in m.get("warnings", [])]
+        return rows
+
+    def _pair_rows(self) -> list[tuple[str, str]]:
+        """The reported pairs' first uncertain (else reliable) prototype, in the words of ``i2x explain``."""
+        from .words import pair_item, places
+
+        place, rows = places(self.arrays("prototypes")["assignments"], int(self.config.prototypes)), []
+        for p in self.explanations().get("pairs", []):
+            kind = "uncertain" if p.get("uncertain") else "reliable" if p.get("reliable") else None
+            if kind and "effect" in p[kind][0]:
+                a, b = p["a"], p["b"]
+                item = pair_item(p[kind][0], self.classes, a, b, place[p[kind][0]["prototype"]])
+                rows.append((f"{self.classes[a]}↔{self.classes[b]}", f"{kind}: {item}"))
         return rows
 
     def __repr__(self) -> str:
