@@ -154,32 +154,14 @@ def _run(
         reshape=cfg.reshape,
     )
     hooks = Hooks(
-        train=partial(
-            _train,
-            model=model,
-            x=x_train,
-            y=y_train,
-            cfg=cfg,
-            recorder=rec,
-            out=out,
-            device=device,
-            progress=progress,
-            world=world,
-        ),
+        train=partial(_train, model=model, x=x_train, y=y_train, cfg=cfg, recorder=rec, out=out, device=device,
+                      progress=progress, world=world),
         predict_test=partial(_predict, model=model, test=splits.test, device=device),
         features=partial(features, model, x_exp, layer, cfg.record_batch_size, device, cfg.reshape),
         train_features=partial(feature_stream, model, x_view, layer, cfg.record_batch_size, device, cfg.reshape),
-        randomisation=partial(
-            randomisation_check,
-            model,
-            x_exp[:SANITY_IMAGES],
-            y_exp[:SANITY_IMAGES],
-            layer,
-            source or cfg.method,
-            device,
-            cfg.reshape,
-        ),  # fmt: skip
-    )
+        randomisation=partial(randomisation_check, model, x_exp[:SANITY_IMAGES], y_exp[:SANITY_IMAGES], layer,
+                              source or cfg.method, device, cfg.reshape),
+    )  # fmt: skip
     given = _train_on_every_rank(hooks, out, manifest, world) if world.size > 1 else {}
     if not world.main:
         return None
