@@ -227,7 +227,7 @@ def test_inception_v3_mixed_7c():
     torch.manual_seed(0)
     model = tv.inception_v3(weights=None, aux_logits=False, init_weights=False, num_classes=5).eval()
     x, t = _x(2, c=3, size=107), torch.tensor([1, 4])  # 107x107 -> a 2x2 Mixed_7c (75 -> 1x1)
-    probs, maps = S.saliency_and_confidence(model, x, t, None, "gradcam", 2, None)  # auto: Mixed_7c
+    probs, maps = S.saliency_and_confidence(model, x, t, "Mixed_7c", "gradcam", 2, None)  # auto: Mixed_6e (5x5)
     assert maps.shape == (2, 2, 2)
     np.testing.assert_allclose(maps, _captum(model, "Mixed_7c", x, t), atol=1e-5)
     assert probs.shape == (2, 5)
