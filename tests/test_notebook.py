@@ -34,4 +34,5 @@ def test_the_python_api_runs_cleanly_in_a_notebook(tmp_path):
     assert html and "<table>" in html[0] and "test accuracy" in html[0]
     stream = "".join(o.get("text", "") for o in nb.cells[1]["outputs"] if o["output_type"] == "stream")
     assert stream.count("\r") + stream.count("\n") < 60  # progress updates about every 5 s, not per iteration
+    assert "\x1b[" not in stream  # no terminal escape codes (nested bars without widgets)
     assert "(4, 4, 4)" in "".join(str(o.get("data", {})) for o in nb.cells[4]["outputs"])  # the deepest 4x4 map

@@ -35,3 +35,15 @@ def test_gradcam_passes_and_a_map_that_ignores_the_model_fails():
 
     bad = randomisation_check(m, x, y, "2", method=edges)
     assert not bad["passed"] and bad["rank_correlation"] > 0.99
+
+
+def test_the_default_run_reports_the_check_in_its_manifest_summary_and_report(cli_run, tmp_path):
+    import i2x
+
+    r = i2x.Run(cli_run)
+    check = r.manifest["metrics"]["saliency_randomisation"]
+    assert check["images"] > 0 and check["randomised"] >= 1 and isinstance(check["passed"], bool)
+    assert "saliency sanity check: with the layers above the target layer re-initialised" in i2x.explain_text(r)
+    from i2x.report import report
+
+    assert "saliency sanity check" in report(cli_run, out=tmp_path / "rep", svg=False).read_text()

@@ -1,7 +1,8 @@
 """The one progress bar of i2x: tqdm, with the widget in a notebook that has ipywidgets, a text bar
 elsewhere. A text bar that is not on a terminal (a log file, CI, a notebook without ipywidgets,
 where every carriage-return update becomes output) redraws at most once per ``mininterval`` (1 s;
-5 s in a notebook), postfix updates included. Imported on use (tqdm is not loaded by ``import i2x``)."""
+5 s in a notebook), postfix updates included, and nested bars share its line (no cursor moves).
+Imported on use (tqdm is not loaded by ``import i2x``)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ def bar(iterable=None, **kw):
         kw.setdefault("ascii", True)
     file = kw.get("file") or sys.stderr
     tty = not nb and hasattr(file, "isatty") and file.isatty()
+    if not tty:  # nested bars share the one line: a cursor move (\x1b[A) is literal text in a notebook or a log
+        kw["position"] = 0
     return (tqdm if tty else RateLimited)(iterable, **kw)
 
 

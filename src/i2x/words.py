@@ -63,4 +63,13 @@ def pair_item(row: dict, names: list[str], a: int, b: int, place: str | None = N
     )
 
 
-__all__ = ["places", "leaning", "pair_item"]
+def sanity_text(check: dict) -> str:
+    """The saliency sanity check in words (:func:`i2x.nn.sanity.randomisation_check`'s result)."""
+    verdict = "the maps depend on the model" if check["passed"] else "the maps barely depend on the model"
+    return (
+        f"with the layers above the target layer re-initialised, the maps of {check['images']} images keep a rank "
+        f"correlation of {check['rank_correlation']:.2f}: {verdict}"
+    )
+
+
+__all__ = ["places", "leaning", "pair_item", "sanity_text"]

@@ -11,7 +11,7 @@ from ..analysis.stats import format_effect
 from ..config import RunConfig
 from ..errors import I2XError
 from ..presets import PRESETS
-from ..words import pair_item, places
+from ..words import pair_item, places, sanity_text
 from .options import add_quiet, add_settings, given
 
 NAME = "run"
@@ -92,6 +92,8 @@ def summary(r, seconds: float | None = None) -> str:
             f"  the class-level dynamics leave out {100 * (1 - m['metrics']['explained_coverage']):.1f} % of the "
             "classes' confidence change (steps where no group of images moved alike)"
         )
+    if "saliency_randomisation" in m["metrics"]:
+        lines.append("  saliency sanity check: " + sanity_text(m["metrics"]["saliency_randomisation"]))
     place = places(r.arrays("prototypes")["assignments"], int(r.config.prototypes))
     if ex.get("background"):
         lines.append(

@@ -8,6 +8,7 @@ from importlib import resources
 import numpy as np
 
 from ..analysis.stats import format_effect, format_p
+from ..words import sanity_text
 from . import figures as F
 from .load import RunData, finetune_summary
 
@@ -56,6 +57,9 @@ class Page:
         health = self.d.explanations.get("model_health", {"passed": True})
         if not health["passed"]:
             rows.append(("model health", f'<b class="warn">{E(health["note"])}</b>'))
+        check = self.d.manifest.get("metrics", {}).get("saliency_randomisation")
+        if check:
+            rows.append(("saliency sanity check", E(sanity_text(check))))
         return rows
 
     def prototypes_text(self, cfg: dict, met: dict) -> str:
