@@ -626,7 +626,7 @@ def _check_fits(model, x, num_classes: int, labels: np.ndarray | None = None) ->
             if len(bad) <= max(1, len(labels) // 100):  # a stray label, not a model with too few outputs
                 raise I2XError(
                     f"the model has {s.shape[1]} outputs (labels 0..{s.shape[1] - 1}) but {len(bad)} training "
-                    f"image{'s' * (len(bad) > 1)} carry a label up to {int(labels.max())} (image "
+                    f"image{'s have' if len(bad) > 1 else ' has'} a label up to {int(labels.max())} (image "
                     f"{', '.join(map(str, bad[:3]))}): fix those labels, or give the model one output per class"
                 )
         if not isinstance(s, torch.Tensor) or s.dim() != 2 or s.shape[1] != num_classes:
