@@ -142,8 +142,13 @@ def test_every_subcommand_help_lists_its_options(command, capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith(f"usage: i2x {command}") and "--help" in out
-    if command == "run":
-        assert "20 % test hold-out" in out and "--explain-seed" in out
+    if command == "run":  # the common options, grouped, in at most 80 lines; --help-all adds the rest
+        assert "--explain-seed" in out and "--help-all" in out and "\ndata:\n" in out and "--min-effect" not in out
+        assert len(out.splitlines()) <= 80, len(out.splitlines())
+        with pytest.raises(SystemExit):
+            main([command, "--help-all"])
+        every = capsys.readouterr().out
+        assert "--min-effect" in every and "\ntests and resampling:\n" in every and "%" not in every.replace("%%", "")
 
 
 def test_run_summary_names_a_pairs_reliable_prototypes():

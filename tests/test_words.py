@@ -32,3 +32,46 @@ def test_a_pair_item_reads_as_a_sentence():
         "P-23 (top; in 94 % of the 4s, 0 % of the 9s): when it grows in an image, the model leans towards 4, "
         "then 9 (from step 4); effect 0.54 [0.49, 0.59], listed in 100 % of random halves"
     )
+
+
+def _shape(line: str) -> str:
+    """A printed line with its numbers, class names (digits) and place words masked."""
+    import re
+
+    line = re.sub(r"\d+(\.\d+)?(e-?\d+)?", "#", line)
+    return re.sub(
+        r"\((top|middle|bottom|left|right|centre|all over|nowhere)( (left|centre|right))?[;)]", "(PLACE", line
+    )
+
+
+def test_the_readme_quotes_lines_the_summary_prints(cli_run):
+    """Every line of the README's quoted demo output has the shape of a line of a run's summary (the tiny run's
+    numbers differ; the words must not have drifted)."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    import i2x
+    from i2x.cli import run as summary_module
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    quoted = re.search(r"It ends with:\n\n```\n(.*?)```", readme, re.S).group(1).splitlines()
+    printed = [_shape(p).split(":")[0] for p in i2x.explain_text(i2x.Run(cli_run)).splitlines()]
+    source = inspect.getsource(summary_module)  # a line the tiny run has no cause to print (background prototypes)
+    for line in quoted:
+        head = _shape(line).split(":")[0]
+        assert head in printed or head.strip() in source, line
+
+
+def test_explanations_name_no_symbols_and_place_every_prototype(cli_run):
+    import re
+
+    import i2x
+
+    r = i2x.Run(cli_run)
+    a, b = (
+        (r.explanations()["pairs"][0]["a"], r.explanations()["pairs"][0]["b"]) if r.explanations()["pairs"] else (0, 1)
+    )
+    for text in (i2x.explain_text(r), i2x.explain_text(r, pair=(a, b)), i2x.explain_text(r, cls=0)):
+        assert not re.search(r"W_t|d_t|Eq\.|ΔI", text), text
+        assert all(m.group(1) == " (" for m in re.finditer(r"P-\d+(?!\d)(.{2})", text)), text  # P-3 (top) ...

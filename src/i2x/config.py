@@ -228,8 +228,7 @@ class RunConfig:
     )
     explain_fraction: float = setting(
         2500.0,
-        "the explanation set: the training images whose saliency and confidence are recorded at every "
-        "checkpoint; a share of the training set (≤ 1) or a number of images (> 1)",
+        "images whose saliency is recorded: a share (≤ 1) or a number of training images",
         why="which prototypes a pair's roles list replicates on a disjoint set of images of the same model in "
         "0.15-0.22 of the top items at 500 images, 0.37-0.47 at 1,000 and 0.49-0.57 at 2,500, at 8-10 s more "
         "recording on the demo (docs/RESULTS.md); a number, not a share, so that a large training set does not "
@@ -243,14 +242,13 @@ class RunConfig:
     )
     explain_seed: int = setting(
         42,
-        "seed of the data's fixed draws: the explanation set, and (unless --split-seed) the subsets and a 20 % "
-        "test hold-out",
+        "seed of the explanation set (and of subsets and hold-outs unless --split-seed)",
         why="the paper: seed 42; the data stay the same when --seed changes (§3.4 retrains on the same data)",
         commands=ANALYZE,
     )
     split_seed: int | None = setting(
         None,
-        "seed of the subsets and the 20 % test hold-out alone [= --explain-seed]",
+        "seed of the subsets and the test hold-out alone",
         why="another explanation set of the same trained model: --explain-seed N --split-seed 42 keeps the training "
         "data (and so the model) of a run with --train-subset or a hold-out; None keeps existing runs reproducible",
         type=int,
@@ -258,7 +256,7 @@ class RunConfig:
     )
     train_subset: int | None = setting(
         None,
-        "train on a stratified subset of N images (seed --split-seed) [all]",
+        "train on a stratified subset of N images",
         why="CPU-sized runs of the paper's settings",
         type=int,
         check=at_least(1, none_ok=True, hint=" (images); omit it to use all"),
@@ -274,7 +272,7 @@ class RunConfig:
     # model and training
     model: str = setting(
         "smallcnn",
-        "smallcnn, resnet50, inceptionv3, vit (torchvision ViT, patch 4, 0.46 M parameters)",
+        "smallcnn, resnet50, inceptionv3 or vit (a small torchvision ViT)",
         why="smallcnn passes 97 % on MNIST in about a minute on 2 CPU cores",
         commands=ANALYZE,
     )
@@ -293,7 +291,7 @@ class RunConfig:
     )
     lr: float = setting(
         3e-3,
-        "peak learning rate of a one-cycle schedule with Adam",
+        "peak learning rate (Adam, one-cycle schedule)",
         why="the paper's learning rate was lost in extraction",
         check=positive,
     )
@@ -301,8 +299,7 @@ class RunConfig:
     augment: bool = setting(True, "random ±2 px shifts during training", why="+~1 % test accuracy on 5,000 digits")
     seed: int = setting(
         0,
-        "seed of model init, dropout, the prototypes' K-Means and every test's random draws (and of the data "
-        "order and augmentation unless --data-seed is given)",
+        "seed of init, dropout, K-Means and the tests (and data order unless --data-seed)",
         why="runs reproduce from a seed",
     )
     data_seed: int | None = setting(
@@ -323,21 +320,18 @@ class RunConfig:
     )
     min_checkpoints: int = setting(
         8,
-        "a shorter run checkpoints more often, so that it has at least this many checkpoints (0 = never); "
-        "a schedule given with --every / --every-epoch (or set in a RunConfig) is kept as given",
+        "a short run checkpoints more often to have at least this many (0: never)",
         why="a preset's schedule on a CPU-sized run gave 2 checkpoints (8 iterations, every 40): no dynamics to fit",
         check=at_least(0),
     )
     method: str = setting(
         "gradcam",
-        "saliency method (gradcam, gradcam++, layercam, xgradcam, pgc:<grad-cam class>; in Python also a callable "
-        "(model, images, targets) -> (N, H', W'))",
+        "saliency: gradcam, gradcam++, layercam, xgradcam or pgc:<pytorch-grad-cam class>",
         why="the paper uses GradCAM (Eq. 1: 'e.g. GradCAM'); any other source plugs in (issue 25)",
     )
     reshape: str = setting(
         "auto",
-        "how the target layer's output is a map: auto, nchw (CNNs), nhwc (Swin), tokens (ViT/DeiT: prefix tokens "
-        "dropped, the rest a patch grid)",
+        "the target layer's layout: auto, nchw (CNNs), nhwc (Swin) or tokens (ViT/DeiT)",
         why="auto tells them apart by shape (the image's aspect) and by timm's / torchvision's prefix tokens; the "
         "others say it for a layout auto misreads",
         choices=("auto", "nchw", "nhwc", "tokens"),
@@ -362,7 +356,7 @@ class RunConfig:
     )
     prototype_fit: str = setting(
         "train",
-        "fit the prototypes on the whole training set (train) or on the explanation set (explain)",
+        "fit the prototypes on the training set (train) or the explanation set (explain)",
         why="the paper (§2.2) fits on all training samples; streamed, a batch at a time, memory holds only "
         "the PCA-projected vectors; analyze() without train= fits on the explanation set",
         choices=("explain", "train"),
@@ -454,22 +448,21 @@ class RunConfig:
     )
     intensity_reduce: str = setting(
         "sum",
-        "a prototype's intensity in an image: the sum or the mean of the saliency over its cells",
+        "a prototype's intensity in an image: sum or mean of its cells' saliency",
         why="Eq. 4 was lost in extraction; see docs/METHOD.md for the measured comparison",
         choices=("sum", "mean"),
         commands=ANALYZE,
     )
     contain_quantile: float = setting(
         0.75,
-        "an image contains a prototype when one of its cells is in the top (1 - q) of the image's final "
-        "saliency (0: any cell)",
+        "an image contains a prototype where its cells reach this quantile of saliency",
         why="with any cell a digit 'contains' 12 of 32 prototypes, background included",
         check=fraction,
         commands=ANALYZE,
     )
     background_saliency: float = setting(
         0.5,
-        "background = a prototype whose cells carry less than this share of the mean saliency per cell",
+        "background: a prototype whose cells carry under this share of mean saliency",
         why="the model does not look there; such prototypes were 'shared' by every class",
         check=fraction,
         commands=ANALYZE,
@@ -711,6 +704,12 @@ HELP_GROUPS = {
     "class-level dynamics (the paper's groups of images)": ("aggregate", "min_cluster_size", "tau", "ridge_lambda",
                                                             "ridge_scale", "cluster_fallback"),
 }  # fmt: skip
+ADVANCED_GROUPS = (
+    "what the explanation lists",
+    "tests and resampling",
+    "class-level dynamics (the paper's groups of images)",
+)
+# shown by --help-all only (--help lists the rest and says how to see these)
 
 
 def takes_settings(func: Callable) -> Callable:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import MISSING, fields
 
-from ..config import HELP_GROUPS, ExplainConfig, RunConfig
+from ..config import ADVANCED_GROUPS, HELP_GROUPS, ExplainConfig, RunConfig
 from ..errors import flag_of
 
 
@@ -34,7 +34,8 @@ def add_settings(parser: argparse.ArgumentParser, cls, command: str) -> list[str
             continue
         title = group_of.get(f.name, f"settings (i2x.config.{cls.__name__})")
         target = groups.setdefault(title, parser.add_argument_group(title))
-        target.add_argument(flag_of(f.name), **_flag(f))
+        action = target.add_argument(flag_of(f.name), **_flag(f))
+        action.advanced = title in ADVANCED_GROUPS
         names.append(f.name)
     return names
 
@@ -54,6 +55,30 @@ def _flag(f) -> dict:
         if m.get("nargs"):
             kw["nargs"] = m["nargs"]
     return kw
+
+
+class _Help(argparse.Action):
+    """``-h``: the parser's help without the flags of :data:`~i2x.config.ADVANCED_GROUPS` (``--help-all``: all)."""
+
+    def __init__(self, option_strings, dest, everything: bool = False, **kw):
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0, **kw)
+        self.everything = everything
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        hidden = [] if self.everything else [a for a in parser._actions if getattr(a, "advanced", False)]
+        saved = [a.help for a in hidden]
+        for a in hidden:
+            a.help = argparse.SUPPRESS
+        parser.print_help()
+        for a, h in zip(hidden, saved, strict=True):
+            a.help = h
+        parser.exit()
+
+
+def add_help(parser: argparse.ArgumentParser) -> None:
+    """``-h/--help`` (the common flags) and ``--help-all`` (every flag) for a parser made with ``add_help=False``."""
+    parser.add_argument("-h", "--help", action=_Help, help="show the common options and exit")
+    parser.add_argument("--help-all", action=_Help, everything=True, help="show every option, the advanced ones too")
 
 
 def given(args: argparse.Namespace, names: list[str]) -> dict:

@@ -12,19 +12,25 @@ from ..config import RunConfig
 from ..errors import I2XError
 from ..presets import PRESETS
 from ..words import pair_item, places, sanity_text
-from .options import add_quiet, add_settings, given
+from .options import add_help, add_quiet, add_settings, given
 
 NAME = "run"
 _SETTINGS: list[str] = []
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(NAME, help="train with recording and run every I2X stage into --out DIR")
+    p = sub.add_parser(
+        NAME,
+        help="train with recording and run every I2X stage into --out DIR",
+        usage="i2x run --out DIR [options]   (--help-all: every option)",
+        add_help=False,
+    )
+    add_help(p)
     p.add_argument(
         "--preset",
         choices=sorted(PRESETS),
         default=None,
-        help="the paper's settings (docs/PRESETS.md); other flags override its values",
+        help="the paper's settings; other flags override them",
     )
     p.add_argument("--out", required=False, help="run directory to write (required unless --resume DIR)")
     p.add_argument(
@@ -33,7 +39,7 @@ def add_parser(sub) -> None:
         nargs="?",
         const=True,
         default=None,
-        help="continue the run in DIR (or in --out) from its last complete checkpoint/stage",
+        help="continue the run in DIR (or --out) where it stopped",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
