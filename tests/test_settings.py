@@ -121,3 +121,22 @@ def test_run_and_analyze_show_every_setting_to_help_and_ides():
     assert sig.parameters["min_effect"].kind is inspect.Parameter.KEYWORD_ONLY
     assert "tests and resampling: alpha, pair_test, min_effect" in i2x.run.__doc__
     assert "ridge_lambda" in inspect.signature(i2x.analyze).parameters
+
+
+def _checked_flags():
+    from i2x.config import ExplainConfig
+
+    every = [f for cls in (RunConfig, ExplainConfig) for f in fields(cls)]
+    return [f for f in every if f.metadata.get("check") and "run" in f.metadata.get("commands", ())]
+
+
+@pytest.mark.parametrize("f", _checked_flags(), ids=lambda f: f.name)
+def test_every_checked_flag_refuses_a_generated_bad_value_in_one_line(f, tmp_path, capsys):
+    from i2x.cli import main
+    from i2x.errors import flag_of
+
+    bad = _invalid(f)
+    assert main(["run", "--out", str(tmp_path / "r"), "--dataset", "digits", flag_of(f.name), str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(f"i2x run: error: {flag_of(f.name)} "), err
+    assert not (tmp_path / "r").exists()  # refused before anything is written
