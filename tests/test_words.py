@@ -75,3 +75,13 @@ def test_explanations_name_no_symbols_and_place_every_prototype(cli_run):
     for text in (i2x.explain_text(r), i2x.explain_text(r, pair=(a, b)), i2x.explain_text(r, cls=0)):
         assert not re.search(r"W_t|d_t|Eq\.|ΔI", text), text
         assert all(m.group(1) == " (" for m in re.finditer(r"P-\d+(?!\d)(.{2})", text)), text  # P-3 (top) ...
+
+
+def test_the_report_says_each_pairs_first_items_in_words(cli_run, tmp_path):
+    import i2x
+    from i2x.report import report
+
+    html = report(cli_run, out=tmp_path / "rep", svg=False).read_text()
+    listed = [p for p in i2x.Run(cli_run).explanations()["pairs"] if p["uncertain"] or p["reliable"]]
+    assert html.count("<ul class=words>") == len(listed) and "when it grows in an image" in html
+    assert 'title="P-0: ' in html  # every prototype chip says where it sits

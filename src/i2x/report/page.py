@@ -8,7 +8,7 @@ from importlib import resources
 import numpy as np
 
 from ..analysis.stats import format_effect, format_p
-from ..words import sanity_text
+from ..words import pair_item, places, sanity_text
 from . import figures as F
 from .load import RunData, finetune_summary
 
@@ -26,10 +26,12 @@ class Page:
         self.hex = F.proto_hex(d.k)
         self.ex = d.explanations
         self.pair_ids = {(p["a"], p["b"]): f"pair-{p['a']}-{p['b']}" for p in self.ex.get("pairs", [])}
+        self.place = places(d.assignments, d.k)  # where each prototype sits, in words
 
     # helpers -------------------------------------------------------------------------------
     def chip(self, k: int) -> str:
-        return f'<span class="p" style="--c:{self.hex[k]};--t:{F.text_on(self.colors[k])}">P-{k}</span>'
+        where = f' title="P-{k}: {self.place[k]}"' if k < len(self.place) else ""
+        return f'<span class="p"{where} style="--c:{self.hex[k]};--t:{F.text_on(self.colors[k])}">P-{k}</span>'
 
     def chips(self, ks) -> str:
         return " ".join(self.chip(int(k)) for k in ks) or '<span class="note">none</span>'
@@ -348,7 +350,7 @@ class Page:
                 f'<h3 id="{self.pair_ids[(a, b)]}">{self.name(a)} ↔ {self.name(b)} <span class="note">(test errors '
                 f"{self.name(a)}→{self.name(b)}: {conf.get('a_to_b', '?')}, "
                 f"{self.name(b)}→{self.name(a)}: {conf.get('b_to_a', '?')})</span></h3>"
-                f"{fig}<div class=grid2>"
+                f"{self.pair_words(p)}{fig}<div class=grid2>"
                 f"<div>{self.pair_table(p.get('uncertain', []), 'uncertain', a, b, below.get('uncertain', 0))}</div>"
                 f"<div>{self.pair_table(p.get('reliable', []), 'reliable', a, b, below.get('reliable', 0))}</div>"
                 f"</div>{self.class_level(p)}{exfig}"
@@ -367,6 +369,15 @@ class Page:
             + "".join(out)
             + "</section>"
         )
+
+    def pair_words(self, p: dict) -> str:
+        """The pair's first uncertain and first reliable prototype in the words of ``i2x explain``."""
+        rows = [(kind, p[kind][0]) for kind in ("uncertain", "reliable") if p.get(kind) and "effect" in p[kind][0]]
+        items = "".join(
+            f"<li>{kind}: {E(pair_item(r, self.d.classes, p['a'], p['b'], self.place[r['prototype']]))}</li>"
+            for kind, r in rows
+        )
+        return f"<ul class=words>{items}</ul>" if items else ""
 
     def pair_caption(self, a: int, b: int) -> str:
         """The caption of a pair's contribution figure (the samples test's β_t, or the paper's d_t)."""
