@@ -289,17 +289,10 @@ def _counting(items, total: int, note: Callable[[str], None], what: str):
 
 
 def _dynamics_settings(c: RunConfig) -> dict:
-    """The keywords of :func:`i2x.analysis.dynamics.dynamics` a run's settings give (permutations, null ...)."""
-    return {
-        "aggregate": c.aggregate,
-        "min_cluster_size": c.min_cluster_size,
-        "tau": c.tau,
-        "lam": c.ridge_lambda,
-        "lam_scale": c.ridge_scale,
-        "fallback": c.cluster_fallback,
-        "permutations": c.permutations,
-        "null": c.permutation_null,
-    }
+    """The keywords of :func:`i2x.analysis.dynamics.dynamics` a run's settings give (permutations, null ...), from
+    the function's own argument-to-setting map (``dynamics.settings``, :func:`i2x.config.uses_settings`); the
+    seed is passed on its own (the stability stage seeds each half)."""
+    return {arg: getattr(c, name) for arg, name in dynamics.settings.items() if arg != "seed"}
 
 
 def _explain(ctx: Context) -> StageOutput:
