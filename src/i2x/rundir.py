@@ -610,11 +610,18 @@ class Run:
         rows += [("warning", w) for w in m.get("warnings", [])]
         return rows
 
+    @cached_property
+    def places(self) -> list[str]:
+        """Where each prototype sits in the images, in words (:func:`i2x.words.places`), read once per Run."""
+        from .words import places
+
+        return places(self.arrays("prototypes")["assignments"], int(self.config.prototypes))
+
     def _pair_rows(self) -> list[tuple[str, str]]:
         """The reported pairs' first uncertain (else reliable) prototype, in the words of ``i2x explain``."""
-        from .words import pair_item, places
+        from .words import pair_item
 
-        place, rows = places(self.arrays("prototypes")["assignments"], int(self.config.prototypes)), []
+        place, rows = self.places, []
         for p in self.explanations().get("pairs", []):
             kind = "uncertain" if p.get("uncertain") else "reliable" if p.get("reliable") else None
             if kind and "effect" in p[kind][0]:

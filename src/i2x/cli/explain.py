@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..analysis.stats import format_effect, format_p
 from ..errors import I2XError
 from ..rundir import Run
-from ..words import pair_item, places
+from ..words import pair_item
 from .run import sign_changes
 
 NAME = "explain"
@@ -53,7 +53,7 @@ def class_text(r: Run, cls: str) -> list[str]:
         raise I2XError(f"--class {cls}: class {names[c]} has no sample in the explanation set")
     health = ex.get("model_health", {"passed": True})
     out = [f"WARNING: {health['note']}: {'; '.join(health['reasons'])}"] if not health["passed"] else []
-    place = places(r.arrays("prototypes")["assignments"], int(r.config.prototypes))
+    place = r.places
     out += [
         f"Class {names[c]} ({e['n_samples']} images in the explanation set)",
         "  shared prototypes (in every image of the class, more often than in the other classes): "
@@ -159,7 +159,7 @@ def _samples_pair_text(r: Run, pe: dict, a: int, b: int, flagged) -> list[str]:
     """The pair's lists under the samples test, in words (:func:`i2x.words.pair_item`), with the steps' signs."""
     names, sig = r.classes, r.explanations().get("significance", {})
     na, nb = names[a], names[b]
-    place = places(r.arrays("prototypes")["assignments"], int(r.config.prototypes))
+    place = r.places
     out = [
         f"  A prototype is listed when, among images of one class, those in which it grew more during a training "
         f"step also moved more towards {na} (or {nb}), beyond chance (false discovery rate {sig['alpha']:g} over "

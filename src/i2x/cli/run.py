@@ -11,7 +11,7 @@ from ..analysis.stats import format_effect
 from ..config import RunConfig
 from ..errors import I2XError
 from ..presets import PRESETS
-from ..words import pair_item, places, sanity_text
+from ..words import pair_item, sanity_text
 from .options import add_help, add_quiet, add_settings, given
 
 NAME = "run"
@@ -100,7 +100,7 @@ def summary(r, seconds: float | None = None) -> str:
         )
     if "saliency_randomisation" in m["metrics"]:
         lines.append("  saliency sanity check: " + sanity_text(m["metrics"]["saliency_randomisation"]))
-    place = places(r.arrays("prototypes")["assignments"], int(r.config.prototypes))
+    place = r.places
     if ex.get("background"):
         lines.append(
             "  background prototypes (the model does not look there; never listed): "

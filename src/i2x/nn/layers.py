@@ -248,9 +248,10 @@ def _deepest_fine(order: list[tuple[str, Grid]], model: nn.Module) -> str:
 
 def _say_skipped(order: list[tuple[str, Grid]], name: str) -> None:
     """Warn, once per detection, when deeper maps were passed over for being smaller than 4x4: which, and why."""
-    at = [n for n, _ in order].index(name) if name in [n for n, _ in order] else len(order) - 1
+    names = [n for n, _ in order]
+    at = names.index(name) if name in names else len(order) - 1
     chosen = order[at][1].size
-    coarse = [(n, g.size) for n, g in order[at + 1 :] if min(g.size) < MIN_SIDE and g.size != chosen]
+    coarse = [(n, g.size) for n, g in order[at + 1 :] if min(g.size) < MIN_SIDE]  # all of them, when chosen is fine
     if coarse and min(chosen) >= MIN_SIDE:
         n, (h, w) = coarse[-1]
         warnings.warn(

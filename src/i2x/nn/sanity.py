@@ -53,7 +53,6 @@ def randomisation_check(
     """{"rank_correlation": the mean Spearman correlation of the final model's maps and the head-randomised
     copy's over the images whose maps both vary, "images": how many, "randomised": the head's modules,
     "passed": correlation < SIMILAR}. ``model`` is not changed (the copy is randomised)."""
-    images = images.to(next(model.parameters()).device) if device is None else images
     twin = copy.deepcopy(model).eval()
     head = head_modules(twin, layer, images[:1].to(next(twin.parameters()).device))
     with torch.random.fork_rng(devices=[]):
