@@ -134,6 +134,8 @@ CASES = [
     ("a corrupt file", dict(train=Files({4: "corrupt"}), test=Files()), ["item 4", "could not be read"]),
     ("an item of another size", dict(train=Sizes(), test=(XT, YT)), ["item 5", "Resize"]),
     ("model outputs != classes", dict(model=net(outputs=5), train=(X, Y), test=(XT, YT)), ["(2, 5)", "3 classes"]),
+    # a third of the images labelled beyond the outputs is a model too small, not a stray label
+    ("fewer outputs than classes", dict(model=net(outputs=2), train=(X, Y), test=(XT, YT)), ["(2, 2)", "3 classes"]),
     ("model on the meta device", dict(model=_meta_net(), train=(X, Y), test=(XT, YT)), ["meta", "to_empty"]),
     ("unknown built-in model", dict(model="notamodel", train=(X, Y), test=(XT, YT)), ["not a built-in", "smallcnn"]),
     ("a layer that does not exist", dict(train=(X, Y), test=(XT, YT), layer="nope"), ["nope", "layer"]),

@@ -220,5 +220,7 @@ def test_an_augmenting_dataset_is_explained_through_its_evaluation_view(tmp_path
     assert not any("train_eval" in w for w in r.manifest.get("warnings", []))
     r2 = i2x.run(out=tmp_path / "a", model=TupleNet("plain"), train=_Flips(base, True), test=test, **kw)
     assert any("pass train_eval=" in w for w in r2.manifest["warnings"])
+    r3 = i2x.run(out=tmp_path / "p", model=TupleNet("plain"), train=_Flips(base, False), test=test, **kw)
+    assert not any("train_eval" in w for w in r3.manifest.get("warnings", []))  # the same reads: no warning
     with pytest.raises(I2XError, match="train_eval= must hold train='s images in the same order"):
         i2x.run(out=tmp_path / "b", model=TupleNet("plain"), train=base, train_eval=own_data(30), test=test, **kw)
