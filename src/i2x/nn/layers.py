@@ -229,9 +229,8 @@ MIN_SIDE = 4  # an automatic target map has at least 4x4 positions where the mod
 
 def _deepest_fine(order: list[tuple[str, Grid]], model: nn.Module) -> str:
     """The deepest main-path map with at least :data:`MIN_SIDE` positions a side, else the deepest map: at
-    2x2 prototypes have four places, and on 32-px images the 2x2 maps of timm's ConvNeXt-atto,
-    EfficientNet-B0, ResNet-18 and MobileNetV3 were all zero for 18-47 % of the images (ResNet-18's 4x4
-    layer2: 0.7 %). Passing over deeper maps, only whole blocks count (a module inside a block that is not
+    2x2 a prototype has four places and GradCAM's ReLU leaves many maps all zero. Passing over deeper maps,
+    only whole blocks count (a module inside a block that is not
     a Sequential container is half a block: MobileNet's features.3, not features.4.block.0)."""
     if min(order[-1][1].size) >= MIN_SIDE:
         return order[-1][0]
